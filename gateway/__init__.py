@@ -1,0 +1,1 @@
+"""The dealership telephony and SMS gateway: the core every feature package builds on."""

@@ -1,0 +1,295 @@
+"""The shared models: store, agent, contact, lead, task, call, message, API key, webhook ledger.
+
+Typed SQLAlchemy models only: no session, no Flask. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gateway.database import Base, utcnow
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    MANAGER = "manager"
+
+
+class LeadStatus(StrEnum):
+    NEW = "new"
+    ATTEMPTING_CONTACT = "attempting_contact"
+    CONTACTED = "contacted"
+    APPOINTMENT_SET = "appointment_set"
+    APPOINTMENT_CONFIRMED = "appointment_confirmed"
+    NO_SHOW = "no_show"
+    CLOSED_WON = "closed_won"
+    CLOSED_LOST = "closed_lost"
+
+    @property
+    def is_open(self) -> bool:
+        return self not in {LeadStatus.CLOSED_WON, LeadStatus.CLOSED_LOST}
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class TaskKind(StrEnum):
+    CALLBACK = "callback"  # a missed or abandoned call
+    REPLY = "reply"  # an inbound text
+    REVIEW = "review"  # something a person must look at (plain-language opt-out, unknown outcome)
+
+
+class CallOutcome(StrEnum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    MISSED = "missed"  # rang out, nobody accepted, no voicemail
+    ABANDONED = "abandoned"  # caller hung up while it was ringing
+    VOICEMAIL = "voicemail"
+    AFTER_HOURS = "after_hours"
+    BUSY = "busy"
+    FAILED = "failed"
+
+    @property
+    def unanswered(self) -> bool:
+        return self not in {CallOutcome.RINGING, CallOutcome.ANSWERED}
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"  # durable, waiting for the worker (or for its send_after time)
+    SENDING = "sending"  # claimed by a worker; the provider has not answered yet
+    UNKNOWN = "unknown"  # claimed and never answered (worker died): never resent blindly
+    QUEUED = "queued"  # accepted by the provider
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    REFUSED = "refused"  # the send guard said no
+    RECEIVED = "received"  # inbound
+    SANDBOX = "sandbox"  # recorded, not sent (no Twilio credentials)
+
+
+class Store(Base):
+    __tablename__ = "stores"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    main_line: Mapped[str] = mapped_column(String(20))
+    # {"sales": {"mon": [["09:00", "20:00"]], "sun": []}, ...}
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    response_sla_seconds: Mapped[int] = mapped_column(default=300)
+    after_hours_grace_seconds: Mapped[int] = mapped_column(default=1800)
+    # [{"type": "adf-http", "url": ...}, ...]
+    crm: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(254))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    departments: Mapped[list[Any]] = mapped_column(default=list)
+    role: Mapped[str] = mapped_column(String(16), default=Role.AGENT.value)
+    # Like Store.hours but one schedule: {"mon": [["09:00", "17:00"]], ...}; None = the department hours.
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    store: Mapped[Store] = relationship(lazy="joined")
+
+
+class Contact(Base):
+    """One per customer phone for the whole dealer group: opt-out lives here, so one STOP stops all."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # E.164; None for a withheld caller (each withheld call gets a contact of its own).
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    last_name: Mapped[str | None] = mapped_column(String(100))
+    opted_out: Mapped[bool] = mapped_column(default=False)
+    opted_out_at: Mapped[datetime | None] = mapped_column()
+    opt_out_number: Mapped[str | None] = mapped_column(String(20))  # the tracked number it was sent to
+    opt_out_source: Mapped[str | None] = mapped_column(String(64))  # keyword, provider-21610, ...
+    textable: Mapped[bool] = mapped_column(default=True)
+    not_textable_reason: Mapped[str | None] = mapped_column(String(200))
+    automation_paused: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (Index("ix_leads_store_status", "store_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)  # short, human, e.g. "K7Q2M"
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    # "<contact>:<store>" while the lead is open, NULL once closed: at most one open lead per phone
+    # per store, enforced by the database even when two calls race.
+    open_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    department: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(100))
+    tracked_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracked_numbers.id"))
+    status: Mapped[str] = mapped_column(String(32), default=LeadStatus.NEW.value)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    priority: Mapped[int] = mapped_column(default=0)
+    priority_reasons: Mapped[list[Any]] = mapped_column(default=list)
+    appointment_at: Mapped[datetime | None] = mapped_column()
+    first_response_at: Mapped[datetime | None] = mapped_column()
+    last_contact_at: Mapped[datetime | None] = mapped_column()  # the customer's latest call or text
+    leaked_at: Mapped[datetime | None] = mapped_column()
+    leak_reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column()
+
+    contact: Mapped[Contact] = relationship(lazy="joined")
+    store: Mapped[Store] = relationship(lazy="joined")
+    owner: Mapped[Agent | None] = relationship(lazy="joined")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_status_due", "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    due_at: Mapped[datetime] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.OPEN.value)
+    note: Mapped[str | None] = mapped_column(Text)
+    escalation_level: Mapped[int] = mapped_column(default=0)
+    escalated_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+    completed_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    lead: Mapped[Lead] = relationship(lazy="joined")
+    owner: Mapped[Agent | None] = relationship(lazy="joined")
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sid: Mapped[str] = mapped_column(String(64), unique=True)
+    parent_sid: Mapped[str | None] = mapped_column(String(64))
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    tracked_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracked_numbers.id"))
+    from_number: Mapped[str | None] = mapped_column(String(32))  # E.164, None when withheld
+    to_number: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(16), default=Direction.INBOUND.value)
+    kind: Mapped[str] = mapped_column(String(16), default="customer")  # customer | click_to_call
+    status: Mapped[str] = mapped_column(String(16), default="ringing")  # the provider's CallStatus
+    outcome: Mapped[str] = mapped_column(String(16), default=CallOutcome.RINGING.value)
+    after_hours: Mapped[bool] = mapped_column(default=False)
+    dial_step: Mapped[int] = mapped_column(default=0)  # which leg of a sequential plan is ringing
+    ringing_agents: Mapped[list[Any]] = mapped_column(default=list)  # agent keys of the current step
+    answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
+    accepted_at: Mapped[datetime | None] = mapped_column()  # the agent pressed 1
+    voicemail_started: Mapped[bool] = mapped_column(default=False)
+    duration: Mapped[int | None] = mapped_column()
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    # Set once, by the conditional update that claims the "call ended" work: exactly once.
+    processed_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    answered_by: Mapped[Agent | None] = relationship(lazy="joined")
+
+
+class Message(Base):
+    """A text in or out. Outbound texts are written here first (pending) and sent by the worker."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_status_send_after", "status", "send_after"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))  # alerts and agent texts
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"))
+    direction: Mapped[str] = mapped_column(String(16))
+    # customer | cadence | alert | relay | api | help | keyword
+    kind: Mapped[str] = mapped_column(String(16), default="customer")
+    automated: Mapped[bool] = mapped_column(default=False)
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text, default="")
+    segments: Mapped[int] = mapped_column(default=1)
+    media_urls: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[int | None] = mapped_column()
+    error_message: Mapped[str | None] = mapped_column(Text)
+    send_after: Mapped[datetime | None] = mapped_column()
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column()
+    # Free-form link back to what made it (e.g. "cadence-step:42"), unique so a retry cannot add twice.
+    origin: Mapped[str | None] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    stores: Mapped[list[Any] | None] = mapped_column()  # store keys; None = every store
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebhookEvent(Base):
+    """The ledger of provider webhooks already handled: the same event twice is done once."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CadenceDefinition(Base):
+    """A cadence as configured: its steps and triggers. Enrolments live in the cadences package."""
+
+    __tablename__ = "cadence_definitions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    # [{"after": 0, "text": "...", "relative_to": "start" | "appointment"}, ...], offsets in seconds
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    # e.g. {"status": "appointment_set"}: enrol when a lead moves to that status
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""Tracked numbers: routing plans, business hours, provider provisioning."""
