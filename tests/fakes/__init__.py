@@ -1,0 +1,1 @@
+"""Local fakes of the external services the gateway talks to, for tests and benchmarks."""
