@@ -37,7 +37,6 @@ class TrackedNumber(Base):
     prompts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # greeting, voicemail, whisper
     round_robin_next: Mapped[int] = mapped_column(default=0)
     provider_sid: Mapped[str | None] = mapped_column(String(64))
-    active: Mapped[bool] = mapped_column(default=True)  # off when removed from the configuration
     # False once the number leaves the configuration file; its calls and leads keep pointing at it.
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
