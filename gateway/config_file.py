@@ -446,6 +446,7 @@ class _Reader:
                 "steps relative to an appointment need the cadence trigger status "
                 f"{' or '.join(APPOINTMENT_STATUSES)}",
             )
+        problems_before = len(self.problems)
         after = self.duration(fields.get("after"), f"{path}.after", 0)
         if after < 0 and relative_to != "appointment":
             self.report(
@@ -453,9 +454,10 @@ class _Reader:
                 f"{path}.after",
                 "a negative 'after' counts back from an appointment; add relative_to: appointment",
             )
+        after_is_sound = len(self.problems) == problems_before
         text = self.template(fields.get("text"), f"{path}.text", has_trigger)
-        if "after" not in fields or "text" not in fields:
-            return None
+        if "after" not in fields or "text" not in fields or not after_is_sound:
+            return None  # no order check against a step whose time is unknown
         return StepConfig(after_seconds=after, text=text, relative_to=relative_to)
 
     def template(self, node: Node | None, path: str, has_trigger: bool) -> str:
@@ -504,7 +506,7 @@ class _Reader:
             ring.append(agent)
             if agent not in self.agent_stores:
                 self.report(item, item_path, f"unknown agent {agent!r}")
-            elif store and self.agent_stores[agent] and self.agent_stores[agent] != store:
+            elif store in self.store_departments and self.agent_stores[agent] not in ("", store):
                 self.report(
                     item,
                     item_path,
@@ -738,6 +740,9 @@ class _Reader:
             return ""
         if not phonenumbers.is_valid_number(parsed):
             self.report(node, path, f"{value!r} is not a valid phone number")
+            return ""
+        if parsed.extension:
+            self.report(node, path, f"{value!r} has an extension; the gateway dials whole numbers only")
             return ""
         return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 

@@ -56,10 +56,13 @@ class CallOutcome(StrEnum):
     AFTER_HOURS = "after_hours"
     BUSY = "busy"
     FAILED = "failed"
+    # The database was down when the call came in: it was forwarded to the store's main line,
+    # so whether a person answered is not known. It still becomes a lead with a review task.
+    FORWARDED = "forwarded"
 
     @property
     def unanswered(self) -> bool:
-        return self not in {CallOutcome.RINGING, CallOutcome.ANSWERED}
+        return self not in {CallOutcome.RINGING, CallOutcome.ANSWERED, CallOutcome.FORWARDED}
 
 
 class Direction(StrEnum):
@@ -153,6 +156,8 @@ class Lead(Base):
     department: Mapped[str] = mapped_column(String(32))
     source: Mapped[str | None] = mapped_column(String(100))
     tracked_number_id: Mapped[int | None] = mapped_column(ForeignKey("tracked_numbers.id"))
+    # The number the customer reached, E.164: texts to the customer go out from it.
+    tracked_number: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(32), default=LeadStatus.NEW.value)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     priority: Mapped[int] = mapped_column(default=0)
@@ -212,7 +217,8 @@ class Call(Base):
     ringing_agents: Mapped[list[Any]] = mapped_column(default=list)  # agent keys of the current step
     answered_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     accepted_at: Mapped[datetime | None] = mapped_column()  # the agent pressed 1
-    voicemail_started: Mapped[bool] = mapped_column(default=False)
+    voicemail_started: Mapped[bool] = mapped_column(default=False)  # the caller reached the prompt
+    voicemail_seconds: Mapped[int | None] = mapped_column()  # length of the recording, when one was left
     duration: Mapped[int | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()
@@ -245,6 +251,8 @@ class Message(Base):
     segments: Mapped[int] = mapped_column(default=1)
     media_urls: Mapped[list[Any]] = mapped_column(default=list)
     status: Mapped[str] = mapped_column(String(16))
+    refusal_code: Mapped[str | None] = mapped_column(String(32))  # why the send guard refused or deferred
+    attempts: Mapped[int] = mapped_column(default=0)
     error_code: Mapped[int | None] = mapped_column()
     error_message: Mapped[str | None] = mapped_column(Text)
     send_after: Mapped[datetime | None] = mapped_column()
@@ -293,3 +301,16 @@ class CadenceDefinition(Base):
     trigger: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LeadEvent(Base):
+    """A line in a lead's timeline that no other row tells (a cadence stopped, an owner changed...)."""
+
+    __tablename__ = "lead_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,47 @@
+"""Call logs for CRMs that pull: ended calls in the order they ended, with a cursor that never skips.
+
+A row is listed only once it has settled for `HORIZON`: a transaction that began earlier but commits
+later cannot slip in behind a cursor that has already moved past it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flask import Response, request
+from sqlalchemy import and_, or_, select
+
+from gateway import web
+from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
+from gateway.api import serialize as out
+from gateway.models import Call
+from gateway.web import ApiError
+
+HORIZON = timedelta(seconds=2)
+
+
+@blueprint.get("/calls")
+def list_calls() -> Response:
+    query = select(Call).where(Call.processed_at.is_not(None), Call.processed_at <= now() - HORIZON)
+    ids = visible_store_ids()
+    if ids is not None:
+        query = query.where(Call.store_id.in_(ids))
+    cursor = decode_cursor(request.args.get("since") or request.args.get("cursor"))
+    if cursor is not None:
+        try:
+            at = datetime.fromisoformat(str(cursor["at"]))
+            last_id = int(cursor["id"])
+        except (KeyError, ValueError, TypeError):
+            raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+        query = query.where(
+            or_(Call.processed_at > at, and_(Call.processed_at == at, Call.id > last_id))
+        )
+    limit = limit_arg()
+    rows = list(web.session().scalars(query.order_by(Call.processed_at, Call.id).limit(limit)))
+    if rows:
+        last = rows[-1]
+        assert last.processed_at is not None
+        next_cursor = encode_cursor({"at": last.processed_at.isoformat(), "id": last.id})
+    else:
+        next_cursor = request.args.get("since") or request.args.get("cursor")
+    return page([out.call(r) for r in rows], next_cursor)

@@ -1,0 +1,74 @@
+"""API keys: shown once, stored hashed, scoped to stores."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.models import ApiKey, Store
+
+PREFIX = "gw_"
+
+
+class UnknownStore(ValueError):
+    pass
+
+
+def hash_key(plaintext: str) -> str:
+    # Keys carry 256 random bits, so one round of SHA-256 is enough (no password stretching needed).
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, stores: list[str] | None, now: datetime) -> tuple[ApiKey, str]:
+    """A new key; returns the row and the plaintext, which is never stored."""
+    if stores:
+        known = set(session.scalars(select(Store.key).where(Store.key.in_(stores))))
+        missing = sorted(set(stores) - known)
+        if missing:
+            raise UnknownStore(f"unknown store(s): {', '.join(missing)}")
+    prefix = secrets.token_hex(4)
+    plaintext = f"{PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(
+        name=name,
+        prefix=prefix,
+        key_hash=hash_key(plaintext),
+        stores=sorted(set(stores)) if stores else None,
+        created_at=now,
+    )
+    session.add(key)
+    session.flush()
+    return key, plaintext
+
+
+def find_key(session: Session, plaintext: str) -> ApiKey | None:
+    if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
+        return None
+    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))
+    if key is None or key.revoked_at is not None:
+        return None
+    return key
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke_key(session: Session, key_id_or_prefix: str, now: datetime) -> ApiKey | None:
+    query = select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)
+    if key_id_or_prefix.isdigit():
+        query = select(ApiKey).where(ApiKey.id == int(key_id_or_prefix))
+    key = session.scalar(query)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = now
+    return key
+
+
+def store_ids(session: Session, key: ApiKey) -> set[int] | None:
+    """The ids of the stores this key may see; None means every store."""
+    if key.stores is None:
+        return None
+    return set(session.scalars(select(Store.id).where(Store.key.in_(key.stores))))

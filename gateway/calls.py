@@ -1,0 +1,225 @@
+"""The life of a customer call: recorded when it rings, settled exactly once when it ends.
+
+When a call ends nobody answered, the lead (new or joined) gets an owner and a follow-up task, and
+`events.contact_unanswered` is announced for the cadence, the alert and the CRM. Exactly once: the
+call row is claimed by a conditional update on `processed_at`, which only one request can win.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gateway import events
+from gateway.database import insert_ignoring_conflict
+from gateway.leads import (
+    Origin,
+    assign_owner,
+    contact_for_phone,
+    ensure_task,
+    follow_up_due,
+    open_or_join_lead,
+    record_event,
+    record_human_contact,
+)
+from gateway.models import Agent, Call, CallOutcome, Direction, Lead, Store, TaskKind
+from gateway.phones import mask
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    sid: str
+    caller: str | None  # E.164, None when withheld
+    to: str
+    status: str = "ringing"
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    sid: str
+    status: str
+    duration: int | None
+    caller: str | None
+    to: str
+
+
+def record_incoming(
+    session: Session,
+    call: IncomingCall,
+    origin: Origin,
+    *,
+    after_hours: bool,
+    steps: list[list[str]],
+    now: datetime,
+) -> tuple[Call, bool]:
+    """Log the ringing call once; a provider retry gets the call as first recorded."""
+    inserted = insert_ignoring_conflict(
+        session,
+        Call,
+        {
+            "sid": call.sid,
+            "store_id": origin.store_id,
+            "tracked_number_id": origin.tracked_number_id,
+            "from_number": call.caller,
+            "to_number": call.to,
+            "direction": Direction.INBOUND.value,
+            "status": call.status,
+            "outcome": CallOutcome.RINGING.value,
+            "after_hours": after_hours,
+            "voicemail_started": after_hours or not steps,
+            "ringing_agents": steps,
+            "dial_step": 0,
+            "started_at": now,
+            "created_at": now,
+        },
+        ["sid"],
+    )
+    row = session.scalar(select(Call).where(Call.sid == call.sid))
+    assert row is not None
+    return row, inserted
+
+
+def get_call(session: Session, sid: str) -> Call | None:
+    return session.scalar(select(Call).where(Call.sid == sid))
+
+
+def accept_call(session: Session, sid: str, agent_id: int, now: datetime) -> bool:
+    """The agent pressed 1 (or picked up an unscreened leg): first one wins, the call is answered."""
+    result = session.execute(
+        update(Call)
+        .where(Call.sid == sid, Call.accepted_at.is_(None))
+        .values(accepted_at=now, answered_by_id=agent_id)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def advance_dial(session: Session, call: Call, from_step: int) -> int:
+    """Move to the next ring step once, however often the provider retries the Dial action."""
+    session.execute(
+        update(Call)
+        .where(Call.id == call.id, Call.dial_step == from_step)
+        .values(dial_step=from_step + 1)
+    )
+    session.refresh(call)
+    return call.dial_step
+
+
+def start_voicemail(session: Session, call: Call) -> None:
+    session.execute(update(Call).where(Call.id == call.id).values(voicemail_started=True))
+
+
+def note_voicemail_length(session: Session, sid: str, seconds: int) -> None:
+    session.execute(update(Call).where(Call.sid == sid).values(voicemail_seconds=seconds))
+
+
+def _outcome(call: Call, status: str) -> CallOutcome:
+    if call.accepted_at is not None:
+        return CallOutcome.ANSWERED
+    if call.kind == "forwarded":
+        return CallOutcome.FORWARDED
+    if status == "busy":
+        return CallOutcome.BUSY
+    if status == "failed":
+        return CallOutcome.FAILED
+    if call.after_hours:
+        return CallOutcome.AFTER_HOURS
+    if call.voicemail_started and (call.voicemail_seconds or 0) > 0:
+        return CallOutcome.VOICEMAIL
+    if call.voicemail_started:
+        return CallOutcome.MISSED
+    return CallOutcome.ABANDONED
+
+
+def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: datetime) -> Call | None:
+    """Settle a call that ended. Returns the call when this request did the work, None if done before."""
+    if get_call(session, ended.sid) is None:
+        if origin is None:
+            log.error("call %s ended at an unknown number; nothing to settle", ended.sid)
+            return None
+        # The end arrived first (callbacks out of order, or the call came in while the database was
+        # down): log the call from what the end tells.
+        insert_ignoring_conflict(
+            session,
+            Call,
+            {
+                "sid": ended.sid,
+                "store_id": origin.store_id,
+                "tracked_number_id": origin.tracked_number_id,
+                "from_number": ended.caller,
+                "to_number": ended.to,
+                "direction": Direction.INBOUND.value,
+                "status": ended.status,
+                "kind": "customer",
+                "voicemail_started": False,
+                "ringing_agents": [],
+                "started_at": now - timedelta(seconds=ended.duration or 0),
+                "created_at": now,
+            },
+            ["sid"],
+        )
+    claimed = session.execute(
+        update(Call)
+        .where(Call.sid == ended.sid, Call.processed_at.is_(None))
+        .values(processed_at=now, ended_at=now, status=ended.status, duration=ended.duration)
+    )
+    if not getattr(claimed, "rowcount", 0):
+        return None
+    call = get_call(session, ended.sid)
+    assert call is not None
+    session.refresh(call)
+    if call.kind == "click_to_call":
+        return call  # outbound agent calls are settled by the agent loop
+    settle_call(session, call, origin, now)
+    return call
+
+
+def settle_call(session: Session, call: Call, origin: Origin | None, now: datetime) -> None:
+    """Lead, owner, outcome; for an unanswered call a follow-up task and the unanswered event."""
+    if call.store_id is None:
+        return
+    store = session.get(Store, call.store_id)
+    assert store is not None
+    outcome = _outcome(call, call.status)
+    call.outcome = outcome.value
+    if origin is None or origin.store_id != store.id:
+        origin = _fallback_origin(call, store)
+    contact = contact_for_phone(session, call.from_number)
+    lead, _ = open_or_join_lead(session, contact, origin, now)
+    call.lead_id = lead.id
+    owner = assign_owner(session, lead, now)
+    log.info(
+        "call %s from %s ended: %s (lead %s)", call.sid, mask(call.from_number), outcome.value, lead.code
+    )
+    if outcome == CallOutcome.ANSWERED:
+        agent = session.get(Agent, call.answered_by_id) if call.answered_by_id else None
+        record_human_contact(session, lead, agent, "answered call", now)
+    elif outcome == CallOutcome.FORWARDED:
+        ensure_task(session, lead, TaskKind.REVIEW, owner, follow_up_due(store, lead.department, now), now)
+        record_event(
+            session, lead, "forwarded",
+            "The call was forwarded to the main line while the gateway's database was down.", now,
+        )
+    else:
+        ensure_task(
+            session, lead, TaskKind.CALLBACK, owner, follow_up_due(store, lead.department, now), now
+        )
+        events.contact_unanswered.send(session, lead=lead, call=call, now=now)
+    events.call_completed.send(session, lead=lead, call=call, now=now)
+
+
+def _fallback_origin(call: Call, store: Store) -> Origin:
+    """The tracked number is gone from the configuration: keep the call in its store's first department."""
+    department = next(iter(store.hours), "sales")
+    return Origin(store_id=store.id, department=department, source=None, tracked_number_id=None)
+
+
+def lead_of_call(session: Session, call: Call) -> Lead | None:
+    return session.get(Lead, call.lead_id) if call.lead_id else None

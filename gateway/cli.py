@@ -1,0 +1,327 @@
+"""The `gateway` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from gateway.settings import SettingsError, load_settings
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group()
+def main() -> None:
+    """Dealer gateway: every call and text to a tracked number ends as a lead with an owner."""
+
+
+# --- db --------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The database."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration (SQLite file by default, DATABASE_URL otherwise)."""
+    from gateway.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    click.echo("database is up to date")
+
+
+# --- serve and worker ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server binds to.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
+@click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 1).")
+def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
+    """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web and worker."""
+    from gateway.embedded_redis import EmbeddedRedis
+    from gateway.migrate import upgrade
+
+    settings = _settings()
+    env = dict(os.environ)
+    env.setdefault("GATEWAY_INSTANCE_DIR", str(settings.instance_dir))
+    if not os.environ.get("PUBLIC_BASE_URL"):
+        env["PUBLIC_BASE_URL"] = f"http://{host}:{port}"
+    redis_server = None
+    if settings.redis_url is None:
+        redis_server = EmbeddedRedis(settings.embedded_redis_port, settings.instance_dir / "redis")
+        redis_server.start()
+        env["REDIS_URL"] = redis_server.url
+    upgrade(settings.database_url)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        count = workers if workers is not None else settings.workers
+        for _ in range(max(count, 1)):
+            children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env))  # noqa: S603
+        children.append(
+            subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable, "-m", "gunicorn",
+                    "--bind", f"{host}:{port}",
+                    "--workers", str(web_workers),
+                    "--access-logfile", "-",
+                    "--log-level", "warning",
+                    "wsgi:app",
+                ],
+                env=env,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+        )
+        base = env["PUBLIC_BASE_URL"]
+        mode = "sandbox (texts and calls are recorded, not sent)" if settings.sandbox else "live Twilio"
+        click.echo(
+            f"\nDealer gateway is running ({mode}).\n"
+            f"  Dashboard:   {base}/\n"
+            f"  API:         {base}/api/v1/openapi.json\n"
+            f"  Database:    {settings.database_url}\n"
+            f"  Redis:       {env.get('REDIS_URL')}\n\n"
+            f"Load the example configuration and play a missed call in another terminal:\n"
+            f"  gateway config apply examples/dealer-group.yaml\n"
+            f"  gateway simulate call --from +12025550199 --to +12025550123 --outcome no-answer\n"
+            f"  gateway apikey create --name me   # then: curl -H 'Authorization: Bearer KEY' {base}/api/v1/leads\n"
+        )
+        _wait(children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _wait(children: list[subprocess.Popen[bytes]]) -> None:
+    stop = {"now": False}
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["now"]:
+            if any(child.poll() is not None for child in children):
+                raise click.ClickException("a gateway process stopped; shutting down")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Work what is queued, then stop.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker with the scheduler and the sweep."""
+    from gateway.app import create_app
+    from gateway.worker import run_worker
+
+    run_worker(create_app(_settings()), burst=burst)
+
+
+# --- config and numbers ------------------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Configuration as code."""
+
+
+@config.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def config_apply(file: Path) -> None:
+    """Apply a YAML configuration: prints what it added, changed and removed. Idempotent."""
+    from gateway.config_file import ConfigError, load_config
+    from gateway.configuration import apply_config
+    from gateway.database import Database
+    from gateway.migrate import upgrade
+
+    settings = _settings()
+    if not file.exists():
+        raise click.ClickException(f"{file}: no such file")
+    try:
+        parsed = load_config(file)
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        raise SystemExit(1) from None
+    upgrade(settings.database_url)
+    database = Database(settings.database_url)
+    with database.session() as session:
+        changes = apply_config(session, parsed)
+    try:
+        from webhooks.failsafe import write_main_lines
+
+        with database.session() as session:
+            write_main_lines(session, settings.instance_dir)
+    except OSError as error:
+        click.echo(f"warning: could not write the failsafe map: {error}", err=True)
+    database.dispose()
+    for line in changes:
+        click.echo(line)
+    click.echo(f"{len(changes)} change(s) applied" if changes else "no changes")
+
+
+@main.group()
+def numbers() -> None:
+    """Tracked numbers on the provider."""
+
+
+@numbers.command("sync")
+def numbers_sync() -> None:
+    """Point every tracked number's voice, SMS and status URLs at this gateway."""
+    from gateway.database import Database
+    from gateway.provider import ProviderError, make_provider
+    from tracked_numbers.provisioning import sync_numbers
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    try:
+        with database.session() as session:
+            report = sync_numbers(session, make_provider(settings), settings.public_base_url)
+    except ProviderError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        database.dispose()
+    for line in report.lines():
+        click.echo(line)
+    if report.missing:
+        raise SystemExit(1)
+
+
+# --- api keys --------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def apikey() -> None:
+    """API keys."""
+
+
+@apikey.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--store", "stores", multiple=True, help="Store key it may see (repeat); none: every store.")
+def apikey_create(name: str, stores: tuple[str, ...]) -> None:
+    """Create a key; prints it once, alone on the last line."""
+    from gateway.apikeys import UnknownStore, create_key
+    from gateway.clock import SystemClock
+    from gateway.database import Database
+    from gateway.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        with database.session() as session:
+            key, plaintext = create_key(session, name, list(stores) or None, SystemClock().now())
+            scope = ", ".join(key.stores) if key.stores else "every store"
+            prefix = key.prefix
+    except UnknownStore as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        database.dispose()
+    click.echo(f"created key {prefix} '{name}' for {scope}; it is shown only now:")
+    click.echo(plaintext)
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """List keys (never their secrets)."""
+    from gateway.apikeys import list_keys
+    from gateway.database import Database
+
+    database = Database(_settings().database_url)
+    with database.session() as session:
+        for key in list_keys(session):
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+            scope = ",".join(key.stores) if key.stores else "*"
+            click.echo(f"{key.id}\t{key.prefix}\t{key.name}\t{scope}\t{state}")
+    database.dispose()
+
+
+@apikey.command("revoke")
+@click.argument("key")
+def apikey_revoke(key: str) -> None:
+    """Revoke a key by its id or prefix."""
+    from gateway.apikeys import revoke_key
+    from gateway.clock import SystemClock
+    from gateway.database import Database
+
+    database = Database(_settings().database_url)
+    with database.session() as session:
+        row = revoke_key(session, key, SystemClock().now())
+    database.dispose()
+    if row is None:
+        raise click.ClickException(f"no key {key!r}")
+    click.echo(f"revoked key {row.prefix} '{row.name}'")
+
+
+# --- simulate --------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def simulate() -> None:
+    """Play provider webhooks against a running gateway (PUBLIC_BASE_URL or --url)."""
+
+
+@simulate.command("call")
+@click.option("--to", "to", required=True, help="The tracked number called.")
+@click.option("--from", "from_", required=True, help="The caller; 'anonymous' for a withheld number.")
+@click.option(
+    "--outcome",
+    type=click.Choice(["no-answer", "answer", "voicemail", "voicemail-pickup", "busy", "hangup"]),
+    default="no-answer",
+    show_default=True,
+)
+@click.option("--url", default=None, help="The gateway's base URL (default PUBLIC_BASE_URL).")
+@click.option("--transcript", default="Hi, I'm calling about the CR-V I saw online. Please call me back today.")
+def simulate_call(to: str, from_: str, outcome: str, url: str | None, transcript: str) -> None:
+    """A call from start to end, following the TwiML the gateway answers, the way the provider does."""
+    from gateway.simulator import HttpPoster, SimulationError, play_call
+
+    settings = _settings()
+    poster = HttpPoster(url or settings.public_base_url, settings.webhook_auth_token)
+    try:
+        for line in play_call(poster, to=to, caller=from_, outcome=outcome, transcript=transcript):
+            click.echo(line)
+    except SimulationError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _load_plugins() -> None:
+    """Commands contributed by feature modules (`register(main)`)."""
+    import importlib
+
+    for name in ("gateway.crm_cli", "gateway.sms_cli"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        module.register(main)
+
+
+_load_plugins()
+
+if __name__ == "__main__":
+    main()

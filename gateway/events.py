@@ -1,0 +1,34 @@
+"""Domain events. The core announces them; feature packages subscribe when `create_app` wires them.
+
+Every signal is sent with the SQLAlchemy session as sender, inside the transaction that made the change,
+so what a subscriber writes (cadence enrolments, alert texts, CRM deliveries) commits with it or not at all.
+Keyword arguments are ORM objects of that session plus `now`.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+# A contact nobody answered ended (missed, abandoned, after-hours call): lead=, call=, now=
+contact_unanswered = _signals.signal("contact-unanswered")
+# Any customer call ended, answered or not, after its lead was settled: lead=, call=, now=
+call_completed = _signals.signal("call-completed")
+# A person reached the customer (answered call, connected click-to-call, an agent's text): lead=, reason=, now=
+human_contact = _signals.signal("human-contact")
+# A lead was opened: lead=, now=
+lead_created = _signals.signal("lead-created")
+# A lead changed: lead=, changes= (dict field -> (old, new)), now=
+lead_updated = _signals.signal("lead-updated")
+# A task was opened or completed: task=, now=
+task_created = _signals.signal("task-created")
+task_completed = _signals.signal("task-completed")
+# The customer texted in: lead=, message=, now=
+message_received = _signals.signal("message-received")
+# A text went out to a customer (the provider took it): message=, now=
+message_sent = _signals.signal("message-sent")
+# The customer opted out of texts (keyword, provider error 21610, plain-language request): contact=, now=
+contact_opted_out = _signals.signal("contact-opted-out")
+# A voicemail's transcript arrived: lead=, call=, transcript=, now=
+voicemail_transcribed = _signals.signal("voicemail-transcribed")

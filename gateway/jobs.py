@@ -1,0 +1,139 @@
+"""Work for the RQ worker: enqueued after the transaction commits, re-enqueued by a sweep.
+
+The database is the source of truth. A job only carries ids; the row it works on says whether there is
+still something to do. Redis can be flushed or down: the sweep finds due rows again and enqueues them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "gateway"
+SESSION_QUEUE_KEY = "gateway.queue"
+_PENDING_KEY = "gateway.pending_jobs"
+RETRY = Retry(max=3, interval=[10, 60, 300])
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    func: str  # dotted path, e.g. "gateway.messaging.send_message_job"
+    args: tuple[Any, ...] = ()
+    job_id: str | None = None
+    retry: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def enqueue_after_commit(session: Session, func: str, *args: Any, job_id: str | None = None) -> None:
+    """Queue a job that is sent to Redis only once this session's transaction has committed."""
+    session.info.setdefault(_PENDING_KEY, []).append(PendingJob(func, tuple(args), job_id))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    pending: list[PendingJob] = session.info.pop(_PENDING_KEY, [])
+    queue: Queue | None = session.info.get(SESSION_QUEUE_KEY)
+    if pending and queue is not None:
+        enqueue(queue, pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+def enqueue(queue: Queue, jobs: list[PendingJob]) -> bool:
+    """Send jobs to Redis in one round trip. False when Redis is unreachable: the sweep will catch up."""
+    try:
+        queue.enqueue_many(
+            [
+                Queue.prepare_data(
+                    job.func,
+                    args=job.args,
+                    job_id=job.job_id,
+                    retry=RETRY if job.retry else None,
+                    result_ttl=60,
+                    failure_ttl=7 * 24 * 3600,
+                )
+                for job in jobs
+            ]
+        )
+        return True
+    except RedisError as error:
+        log.warning("redis unavailable, %d job(s) left for the sweep: %s", len(jobs), error)
+        return False
+
+
+def make_queue(redis: Redis) -> Queue:
+    return Queue(QUEUE_NAME, connection=redis)
+
+
+# --- the sweep ------------------------------------------------------------------------------------------
+
+Sweeper = Callable[[Session, datetime], None]
+_sweepers: dict[str, Sweeper] = {}
+
+
+def register_sweeper(name: str, sweeper: Sweeper) -> None:
+    """A sweeper looks for due, unfinished rows and calls enqueue_after_commit for them."""
+    _sweepers[name] = sweeper
+
+
+def sweepers() -> dict[str, Sweeper]:
+    return dict(_sweepers)
+
+
+def run_sweep(sessions: Callable[[], Session], now: datetime) -> None:
+    """Every sweeper in its own transaction, so one failing does not stop the others."""
+    for name, sweeper in sweepers().items():
+        session = sessions()
+        try:
+            sweeper(session, now)
+            session.commit()
+        except Exception:
+            session.rollback()
+            log.exception("sweeper %s failed", name)
+        finally:
+            session.close()
+
+
+class SweepThread(threading.Thread):
+    """Runs the sweep every `interval` seconds; one sweep at a time across all workers (a Redis lock)."""
+
+    def __init__(self, run: Callable[[], None], redis: Redis, interval: float, name: str) -> None:
+        super().__init__(name="gateway-sweep", daemon=True)
+        self._run = run
+        self._redis = redis
+        self._interval = interval
+        self._owner = name
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                got = self._redis.set(
+                    "gateway:sweep-lock", self._owner, nx=True, px=max(int(self._interval * 900), 100)
+                )
+            except RedisError:
+                got = True  # Redis down: sweep anyway; the rows are the guard against doubles
+            if got:
+                try:
+                    self._run()
+                except Exception:
+                    log.exception("sweep failed")
+            self._stop_event.wait(self._interval)

@@ -1,0 +1,280 @@
+"""Contacts, leads and tasks: every contact ends as a lead with an owner and, if unanswered, a task."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from gateway import events
+from gateway.database import insert_ignoring_conflict
+from gateway.hours import is_open, next_opening
+from gateway.models import (
+    Agent,
+    Contact,
+    Lead,
+    LeadEvent,
+    LeadStatus,
+    Role,
+    Store,
+    Task,
+    TaskKind,
+    TaskStatus,
+)
+
+_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+FIRST_RESPONSE_STATUSES = {LeadStatus.NEW.value, LeadStatus.ATTEMPTING_CONTACT.value}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a contact came in: the store, department and source of the tracked number it reached."""
+
+    store_id: int
+    department: str
+    source: str | None
+    tracked_number_id: int | None
+    tracked_number: str | None = None
+    cadence_key: str | None = None
+    source_weight: int = 0
+
+
+def new_lead_code() -> str:
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(6))
+
+
+def contact_for_phone(session: Session, phone: str | None) -> Contact:
+    """The contact of an E.164 phone (created once, race-free); a fresh one for a withheld caller."""
+    if phone is None:
+        contact = Contact(phone=None)
+        session.add(contact)
+        session.flush()
+        return contact
+    existing = session.scalar(select(Contact).where(Contact.phone == phone))
+    if existing is not None:
+        return existing
+    insert_ignoring_conflict(session, Contact, {"phone": phone}, ["phone"])
+    contact = session.scalar(select(Contact).where(Contact.phone == phone))
+    assert contact is not None  # inserted above or by the transaction we waited for
+    return contact
+
+
+def open_or_join_lead(
+    session: Session, contact: Contact, origin: Origin, now: datetime
+) -> tuple[Lead, bool]:
+    """The open lead of this phone at this store, or a new one. True when the lead is new."""
+    key = f"{contact.id}:{origin.store_id}"
+    lead = session.scalar(select(Lead).where(Lead.open_key == key))
+    if lead is not None:
+        lead.last_contact_at = now
+        return lead, False
+    inserted = insert_ignoring_conflict(
+        session,
+        Lead,
+        {
+            "code": new_lead_code(),
+            "contact_id": contact.id,
+            "store_id": origin.store_id,
+            "open_key": key,
+            "department": origin.department,
+            "source": origin.source,
+            "tracked_number_id": origin.tracked_number_id,
+            "tracked_number": origin.tracked_number,
+            "status": LeadStatus.NEW.value,
+            "created_at": now,
+            "updated_at": now,
+            "last_contact_at": now,
+        },
+        ["open_key"],
+    )
+    lead = session.scalar(select(Lead).where(Lead.open_key == key))
+    assert lead is not None
+    if inserted:
+        events.lead_created.send(session, lead=lead, now=now)
+    return lead, inserted
+
+
+def on_duty(agent: Agent, store: Store, department: str, now: datetime) -> bool:
+    schedule = agent.schedule if agent.schedule is not None else store.hours.get(department)
+    return agent.active and is_open(schedule, store.timezone, now)
+
+
+def _open_task_counts(session: Session, agent_ids: list[int]) -> dict[int, int]:
+    if not agent_ids:
+        return {}
+    rows = session.execute(
+        select(Task.owner_id, func.count())
+        .where(Task.owner_id.in_(agent_ids), Task.status == TaskStatus.OPEN.value)
+        .group_by(Task.owner_id)
+    ).all()
+    return {owner: count for owner, count in rows if owner is not None}
+
+
+def choose_owner(
+    session: Session,
+    store: Store,
+    department: str,
+    now: datetime,
+    preferred: Agent | None = None,
+    exclude: set[int] | None = None,
+) -> Agent | None:
+    """The preferred agent if on duty; else the least-loaded on-duty agent of the department.
+
+    Nobody on duty (after hours): the preferred agent, else the least-loaded agent of the department,
+    else any active agent of the store, managers first, so a lead never goes without an owner.
+    """
+    skip = exclude or set()
+    if preferred is not None and preferred.id not in skip and on_duty(preferred, store, department, now):
+        return preferred
+    agents = [
+        a
+        for a in session.scalars(
+            select(Agent).where(Agent.store_id == store.id, Agent.active.is_(True)).order_by(Agent.id)
+        )
+        if a.id not in skip
+    ]
+    in_department = [a for a in agents if department in (a.departments or [])]
+    counts = _open_task_counts(session, [a.id for a in in_department])
+
+    def load(agent: Agent) -> tuple[int, int, int]:
+        return (0 if agent.role == Role.AGENT.value else 1, counts.get(agent.id, 0), agent.id)
+
+    duty = [a for a in in_department if on_duty(a, store, department, now)]
+    if duty:
+        return min(duty, key=load)
+    if preferred is not None and preferred.active and preferred.id not in skip:
+        return preferred
+    if in_department:
+        return min(in_department, key=load)
+    if agents:
+        return min(agents, key=lambda a: (0 if a.role == Role.MANAGER.value else 1, a.id))
+    return None
+
+
+def follow_up_due(store: Store, department: str, now: datetime) -> datetime:
+    """now + SLA while the department is open; its next opening + grace when closed."""
+    schedule = store.hours.get(department)
+    if is_open(schedule, store.timezone, now):
+        return now + timedelta(seconds=store.response_sla_seconds)
+    opening = next_opening(schedule, store.timezone, now)
+    if opening is None:
+        return now + timedelta(seconds=store.response_sla_seconds)
+    return opening + timedelta(seconds=store.after_hours_grace_seconds)
+
+
+def assign_owner(session: Session, lead: Lead, now: datetime) -> Agent | None:
+    """Give the lead an owner if it has none (or its owner left); the lead's owner comes first."""
+    preferred = lead.owner if lead.owner is not None and lead.owner.active else None
+    owner = choose_owner(session, lead.store, lead.department, now, preferred=preferred)
+    if owner is not None and lead.owner_id != owner.id and (lead.owner is None or not lead.owner.active):
+        change_owner(session, lead, owner, now)
+    return lead.owner if lead.owner is not None else owner
+
+
+def change_owner(session: Session, lead: Lead, owner: Agent, now: datetime) -> None:
+    old = lead.owner.key if lead.owner is not None else None
+    lead.owner_id = owner.id
+    lead.owner = owner
+    lead.updated_at = now
+    record_event(session, lead, "owner", f"Owner set to {owner.name}", now, {"from": old, "to": owner.key})
+    events.lead_updated.send(session, lead=lead, changes={"owner": (old, owner.key)}, now=now)
+
+
+def ensure_task(
+    session: Session, lead: Lead, kind: TaskKind, owner: Agent | None, due_at: datetime, now: datetime
+) -> Task:
+    """The lead's open task of this kind, or a new one: a second missed call does not add a second."""
+    task = session.scalar(
+        select(Task).where(
+            Task.lead_id == lead.id, Task.kind == kind.value, Task.status == TaskStatus.OPEN.value
+        )
+    )
+    if task is not None:
+        return task
+    task = Task(
+        lead_id=lead.id,
+        kind=kind.value,
+        owner_id=owner.id if owner else None,
+        due_at=due_at,
+        status=TaskStatus.OPEN.value,
+        created_at=now,
+    )
+    task.lead = lead
+    task.owner = owner
+    session.add(task)
+    session.flush()
+    events.task_created.send(session, task=task, now=now)
+    return task
+
+
+def complete_tasks(
+    session: Session, lead: Lead, now: datetime, by: str, kinds: set[str] | None = None
+) -> list[Task]:
+    """Close the lead's open tasks (of `kinds`): the agent reached the customer."""
+    query = select(Task).where(Task.lead_id == lead.id, Task.status == TaskStatus.OPEN.value)
+    if kinds is not None:
+        query = query.where(Task.kind.in_(kinds))
+    done = list(session.scalars(query))
+    for task in done:
+        task.status = TaskStatus.DONE.value
+        task.completed_at = now
+        task.completed_by = by
+        events.task_completed.send(session, task=task, now=now)
+    return done
+
+
+def record_human_contact(
+    session: Session, lead: Lead, agent: Agent | None, reason: str, now: datetime
+) -> None:
+    """A person reached the customer: first response, status contacted, tasks closed, cadences stop."""
+    changes: dict[str, Any] = {}
+    if lead.first_response_at is None:
+        lead.first_response_at = now
+        changes["first_response_at"] = (None, now.isoformat())
+    if lead.status in FIRST_RESPONSE_STATUSES:
+        changes["status"] = (lead.status, LeadStatus.CONTACTED.value)
+        lead.status = LeadStatus.CONTACTED.value
+    if lead.owner_id is None and agent is not None:
+        lead.owner_id = agent.id
+        lead.owner = agent
+        changes["owner"] = (None, agent.key)
+    lead.updated_at = now
+    by = agent.key if agent is not None else reason
+    complete_tasks(session, lead, now, by=by, kinds={TaskKind.CALLBACK.value, TaskKind.REPLY.value})
+    events.human_contact.send(session, lead=lead, reason=reason, now=now)
+    if changes:
+        events.lead_updated.send(session, lead=lead, changes=changes, now=now)
+
+
+def record_event(
+    session: Session,
+    lead: Lead,
+    kind: str,
+    text: str,
+    now: datetime,
+    data: dict[str, Any] | None = None,
+) -> None:
+    session.add(LeadEvent(lead_id=lead.id, kind=kind, text=text, data=data or {}, at=now))
+
+
+def set_status(session: Session, lead: Lead, status: LeadStatus, now: datetime) -> None:
+    """Move a lead; a closed lead frees its phone for a new lead at that store."""
+    old = lead.status
+    if old == status.value:
+        return
+    lead.status = status.value
+    lead.updated_at = now
+    if not status.is_open:
+        lead.open_key = None
+        lead.closed_at = now
+        session.execute(
+            update(Task)
+            .where(Task.lead_id == lead.id, Task.status == TaskStatus.OPEN.value)
+            .values(status=TaskStatus.CANCELLED.value, completed_at=now, completed_by="lead-closed")
+        )
+    record_event(session, lead, "status", f"Status {old} -> {status.value}", now)
+    events.lead_updated.send(session, lead=lead, changes={"status": (old, status.value)}, now=now)

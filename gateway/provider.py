@@ -1,0 +1,189 @@
+"""The provider adapter: one seam over the real `twilio` SDK, and a sandbox that records instead of sending."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Provider error codes the gateway acts on.
+ERROR_OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
+ERROR_NOT_MOBILE = 21614  # "'To' number is not a valid mobile number"
+ERROR_LANDLINE = 30006  # "Landline or unreachable carrier"
+NOT_TEXTABLE_CODES = frozenset({ERROR_NOT_MOBILE, ERROR_LANDLINE})
+
+
+class ProviderError(Exception):
+    """The provider refused or could not be reached. `retryable` says whether trying again may help."""
+
+    def __init__(self, message: str, *, code: int | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status >= 500 or self.status == 429
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    sid: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ProviderNumber:
+    sid: str
+    phone_number: str
+    voice_url: str | None
+    sms_url: str | None
+    status_callback: str | None
+
+
+@dataclass(frozen=True)
+class NumberUrls:
+    voice_url: str
+    voice_fallback_url: str
+    sms_url: str
+    sms_fallback_url: str
+    status_callback: str
+
+
+class Provider(Protocol):
+    sandbox: bool
+
+    def send_sms(
+        self, *, to: str, from_: str, body: str, media_urls: list[str], status_callback: str | None
+    ) -> SentMessage: ...
+
+    def create_call(
+        self, *, to: str, from_: str, url: str, status_callback: str | None, timeout: int
+    ) -> str: ...
+
+    def list_numbers(self) -> list[ProviderNumber]: ...
+
+    def update_number(self, sid: str, urls: NumberUrls) -> None: ...
+
+
+class TwilioProvider:
+    sandbox = False
+
+    def __init__(self, account_sid: str, auth_token: str, base_url: str, timeout: float = 10.0) -> None:
+        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        # The SDK builds every REST URL from this base; tests point it at a local fake of the API.
+        self._client.api.base_url = base_url
+        self._lock = threading.Lock()
+
+    def _call(self, what: str, action: Any) -> Any:
+        try:
+            return action()
+        except TwilioRestException as error:
+            raise ProviderError(
+                f"{what}: {error.msg}", code=error.code, status=error.status
+            ) from None
+        except TwilioException as error:
+            raise ProviderError(f"{what}: {error}") from None
+        except OSError as error:  # connection refused, timeout, DNS
+            raise ProviderError(f"{what}: {error}") from None
+
+    def send_sms(
+        self, *, to: str, from_: str, body: str, media_urls: list[str], status_callback: str | None
+    ) -> SentMessage:
+        params: dict[str, Any] = {"to": to, "from_": from_}
+        if body:
+            params["body"] = body
+        if media_urls:
+            params["media_url"] = media_urls
+        if status_callback:
+            params["status_callback"] = status_callback
+        message = self._call("send text", lambda: self._client.messages.create(**params))
+        return SentMessage(sid=message.sid, status=message.status or "queued")
+
+    def create_call(
+        self, *, to: str, from_: str, url: str, status_callback: str | None, timeout: int
+    ) -> str:
+        params: dict[str, Any] = {"to": to, "from_": from_, "url": url, "timeout": timeout}
+        if status_callback:
+            params["status_callback"] = status_callback
+            params["status_callback_event"] = ["completed"]
+        call = self._call("place call", lambda: self._client.calls.create(**params))
+        return str(call.sid)
+
+    def list_numbers(self) -> list[ProviderNumber]:
+        numbers = self._call("list numbers", lambda: self._client.incoming_phone_numbers.list())
+        return [
+            ProviderNumber(
+                sid=n.sid,
+                phone_number=n.phone_number,
+                voice_url=n.voice_url,
+                sms_url=n.sms_url,
+                status_callback=n.status_callback,
+            )
+            for n in numbers
+        ]
+
+    def update_number(self, sid: str, urls: NumberUrls) -> None:
+        self._call(
+            "update number",
+            lambda: self._client.incoming_phone_numbers(sid).update(
+                voice_url=urls.voice_url,
+                voice_method="POST",
+                voice_fallback_url=urls.voice_fallback_url,
+                voice_fallback_method="POST",
+                sms_url=urls.sms_url,
+                sms_method="POST",
+                sms_fallback_url=urls.sms_fallback_url,
+                sms_fallback_method="POST",
+                status_callback=urls.status_callback,
+                status_callback_method="POST",
+            ),
+        )
+
+
+@dataclass
+class SandboxProvider:
+    """No credentials: texts and calls are recorded (and shown by the gateway), never sent."""
+
+    sandbox: bool = True
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def send_sms(
+        self, *, to: str, from_: str, body: str, media_urls: list[str], status_callback: str | None
+    ) -> SentMessage:
+        sid = "SM" + secrets.token_hex(16)
+        self.sent.append({"sid": sid, "to": to, "from": from_, "body": body})
+        log.info("sandbox: text %s recorded, not sent", sid)
+        return SentMessage(sid=sid, status="sandbox")
+
+    def create_call(
+        self, *, to: str, from_: str, url: str, status_callback: str | None, timeout: int
+    ) -> str:
+        sid = "CA" + secrets.token_hex(16)
+        self.sent.append({"sid": sid, "to": to, "from": from_, "url": url})
+        log.info("sandbox: call %s recorded, not placed", sid)
+        return sid
+
+    def list_numbers(self) -> list[ProviderNumber]:
+        return []
+
+    def update_number(self, sid: str, urls: NumberUrls) -> None:
+        raise ProviderError("sandbox mode: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to sync numbers")
+
+
+def make_provider(settings: Settings) -> Provider:
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        return TwilioProvider(
+            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base_url
+        )
+    return SandboxProvider()

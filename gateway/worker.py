@@ -1,0 +1,54 @@
+"""`gateway worker`: RQ workers on Redis, with the sweep that makes the database the source of truth."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+from flask import Flask
+from redis.exceptions import RedisError
+from rq import SimpleWorker
+
+from gateway import runtime
+from gateway.jobs import SweepThread, make_queue, run_sweep
+
+log = logging.getLogger(__name__)
+
+
+def sweep_once(app: Flask) -> None:
+    with app.app_context():
+        current = runtime.current()
+        run_sweep(current.database.sessions, current.clock.now())
+
+
+def run_worker(app: Flask, *, burst: bool = False, sweep: bool = True) -> None:
+    """Work jobs until stopped. Redis down: wait for it and go on (the sweep keeps nothing from losing)."""
+    name = f"gateway-{socket.gethostname()}-{os.getpid()}"
+    with app.app_context():
+        current = runtime.current()
+        sweeper = None
+        if sweep:
+            sweeper = SweepThread(
+                lambda: sweep_once(app), current.redis, current.settings.sweep_interval, name
+            )
+            sweeper.start()
+        try:
+            delay = 0.5
+            while True:
+                try:
+                    worker = SimpleWorker(
+                        [make_queue(current.redis)], connection=current.redis, name=f"{name}-{time.time_ns()}"
+                    )
+                    worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
+                    return
+                except RedisError as error:
+                    if burst:
+                        raise
+                    log.warning("redis unavailable (%s); retrying in %.1fs", error, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            if sweeper is not None:
+                sweeper.stop()

@@ -1,0 +1,1 @@
+"""Test support: real servers (PostgreSQL, Redis), signed webhooks, configuration fixtures."""

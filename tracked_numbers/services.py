@@ -1,0 +1,212 @@
+"""Routing: which store and department a call reached, whether it is open, and whom to ring."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gateway.hours import is_open
+from gateway.leads import Origin
+from gateway.models import Agent, Contact, Lead, Store
+from tracked_numbers.models import RingStrategy, TrackedNumber
+
+DEFAULT_GREETING = ""
+DEFAULT_VOICEMAIL_PROMPT = (
+    "Thanks for calling {store}. Sorry we missed you. Please leave your name, number and how we can "
+    "help after the tone, and we will call you right back."
+)
+DEFAULT_CLOSED_PROMPT = (
+    "Thanks for calling {store}. We are closed right now. Please leave your name, number and how we "
+    "can help after the tone, and we will call you back as soon as we open."
+)
+DEFAULT_WHISPER = "Call from {source} for {store} {department}. Press 1 to accept."
+
+
+@dataclass(frozen=True)
+class RingAgent:
+    id: int
+    key: str
+    name: str
+    phone: str
+    schedule: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A tracked number with what routing needs of its store and agents; plain data, safe to cache."""
+
+    number_id: int
+    number: str
+    store_id: int
+    store_key: str
+    store_name: str
+    timezone: str
+    main_line: str
+    department: str
+    hours: dict[str, Any] | None
+    source: str
+    source_weight: int
+    strategy: str
+    ring: tuple[RingAgent, ...]
+    ring_timeout: int
+    screen: bool
+    record: bool
+    cadence_key: str | None
+    prompts: dict[str, Any]
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(
+            store_id=self.store_id,
+            department=self.department,
+            source=self.source,
+            tracked_number_id=self.number_id,
+            tracked_number=self.number,
+            cadence_key=self.cadence_key,
+            source_weight=self.source_weight,
+        )
+
+    def prompt(self, name: str, default: str) -> str:
+        text = str(self.prompts.get(name) or default)
+        return text.format_map(
+            _Blank(store=self.store_name, source=self.source, department=self.department)
+        )
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+class RouteCache:
+    """Routes by number for a few seconds: the incoming-call webhook is the hot path."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[float, Route | None]] = {}
+
+    def get(self, session: Session, number: str) -> Route | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(number)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        route = load_route(session, number)
+        with self._lock:
+            self._items[number] = (now + self._ttl, route)
+        return route
+
+    def peek(self, number: str) -> Route | None:
+        """The last route seen for the number, however old: for when the database is down."""
+        with self._lock:
+            hit = self._items.get(number)
+        return hit[1] if hit else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def load_route(session: Session, number: str) -> Route | None:
+    tracked = session.scalar(select(TrackedNumber).where(TrackedNumber.number == number))
+    if tracked is None or not tracked.active:
+        return None
+    store: Store = tracked.store
+    keys = [str(k) for k in tracked.ring or []]
+    agents = {
+        a.key: a
+        for a in session.scalars(select(Agent).where(Agent.key.in_(keys), Agent.active.is_(True)))
+    }
+    ring = tuple(
+        RingAgent(id=a.id, key=a.key, name=a.name, phone=a.phone, schedule=a.schedule)
+        for a in (agents.get(k) for k in keys)
+        if a is not None
+    )
+    return Route(
+        number_id=tracked.id,
+        number=tracked.number,
+        store_id=store.id,
+        store_key=store.key,
+        store_name=store.name,
+        timezone=store.timezone,
+        main_line=store.main_line,
+        department=tracked.department,
+        hours=store.hours.get(tracked.department),
+        source=tracked.source,
+        source_weight=tracked.source_weight,
+        strategy=tracked.strategy,
+        ring=ring,
+        ring_timeout=tracked.ring_timeout_seconds,
+        screen=tracked.screen,
+        record=tracked.record,
+        cadence_key=tracked.cadence_key,
+        prompts=dict(tracked.prompts or {}),
+    )
+
+
+def main_lines(session: Session) -> dict[str, str]:
+    """Every tracked number with its store's main line: the failsafe map kept on disk."""
+    rows = session.execute(select(TrackedNumber.number, Store.main_line).join(Store)).all()
+    return {number: main_line for number, main_line in rows}
+
+
+def department_open(route: Route, now: datetime) -> bool:
+    return is_open(route.hours, route.timezone, now)
+
+
+def open_lead_owner(session: Session, phone: str | None, store_id: int) -> str | None:
+    """The agent key owning this caller's open lead at the store, if any."""
+    if phone is None:
+        return None
+    return session.scalar(
+        select(Agent.key)
+        .join(Lead, Lead.owner_id == Agent.id)
+        .join(Contact, Contact.id == Lead.contact_id)
+        .where(Contact.phone == phone, Lead.open_key.is_not(None), Lead.store_id == store_id)
+        .limit(1)
+    )
+
+
+def ring_steps(
+    session: Session, route: Route, now: datetime, owner_key: str | None
+) -> list[list[str]]:
+    """The agent keys to ring, step by step: one step for simultaneous, one agent a step otherwise.
+
+    Off-duty agents are skipped. The owner of the caller's open lead rings first.
+    """
+    on_duty = [a for a in route.ring if a.schedule is None or is_open(a.schedule, route.timezone, now)]
+    keys = [a.key for a in on_duty]
+    if not keys:
+        return []
+    if route.strategy == RingStrategy.SIMULTANEOUS.value:
+        return [keys]
+    if route.strategy == RingStrategy.ROUND_ROBIN.value:
+        start = _next_round_robin(session, route.number_id)
+        offset = start % len(keys)
+        keys = keys[offset:] + keys[:offset]
+    if owner_key in keys:
+        keys.remove(owner_key)
+        keys.insert(0, owner_key)
+    return [[k] for k in keys]
+
+
+def _next_round_robin(session: Session, number_id: int) -> int:
+    """Advance the number's rotation and return where this call starts; atomic under concurrency."""
+    value = session.execute(
+        update(TrackedNumber)
+        .where(TrackedNumber.id == number_id)
+        .values(round_robin_next=TrackedNumber.round_robin_next + 1)
+        .returning(TrackedNumber.round_robin_next)
+    ).scalar_one()
+    return int(value) - 1
+
+
+def agent_by_key(route: Route, key: str) -> RingAgent | None:
+    return next((a for a in route.ring if a.key == key), None)

@@ -1,0 +1,12 @@
+"""Provider-facing HTTP: signature check, payload parsing, voice and SMS endpoints. Thin."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    from webhooks import failsafe, voice
+
+    app.register_blueprint(voice.blueprint)
+    failsafe.init_app(app)

@@ -1,0 +1,141 @@
+"""When the database is down a caller still reaches a person, and the call is logged once it is back.
+
+The incoming-call webhook answers with a Dial of the store's main line (known from the route cache or
+from a map on disk written while the database was up). The webhook itself is kept: as an RQ job when
+Redis is up, else as a file in the instance spool folder that the worker's sweep replays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from gateway import calls, runtime
+from gateway.jobs import PendingJob, enqueue, make_queue, register_sweeper
+from gateway.models import Call
+from gateway.phones import caller_number
+from tracked_numbers.services import load_route, main_lines
+from webhooks import twiml
+
+log = logging.getLogger(__name__)
+
+FAILSAFE_FILE = "failsafe-main-lines.json"
+SPOOL_DIR = "spool"
+
+
+def init_app(app: Flask) -> None:
+    register_sweeper("webhook-spool", replay_spool)
+    settings = app.extensions["gateway"].settings
+    try:
+        with app.extensions["gateway"].database.session() as session:
+            write_main_lines(session, settings.instance_dir)
+    except (SQLAlchemyError, OSError) as error:
+        log.warning("could not refresh the failsafe map: %s", error)
+
+
+def write_main_lines(session: Session, instance_dir: Path) -> None:
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    path = instance_dir / FAILSAFE_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(main_lines(session), sort_keys=True))
+    os.replace(temporary, path)
+
+
+def main_line_for(number: str) -> str | None:
+    from webhooks.voice import routes
+
+    route = routes.peek(number)
+    if route is not None:
+        return route.main_line
+    path = runtime.current().settings.instance_dir / FAILSAFE_FILE
+    try:
+        known: dict[str, str] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return known.get(number)
+
+
+def forward_call(to: str, form: dict[str, str], now: datetime) -> Response:
+    spool("incoming", form, now)
+    main_line = main_line_for(to)
+    if main_line is None:
+        log.error("no main line known for %s while the database is down", to)
+        return twiml.respond(twiml.unknown_number())
+    return twiml.respond(twiml.forward(main_line))
+
+
+def spool(kind: str, form: dict[str, str], now: datetime) -> None:
+    """Keep a webhook the database could not take: Redis first, else a file on disk."""
+    current = runtime.current()
+    args = (kind, form, now.isoformat())
+    if enqueue(make_queue(current.redis), [PendingJob("webhooks.failsafe.replay_job", args)]):
+        return
+    folder = current.settings.instance_dir / SPOOL_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{secrets.token_hex(4)}.json"
+    (folder / name).write_text(json.dumps({"kind": kind, "form": form, "received_at": now.isoformat()}))
+
+
+def replay(session: Session, kind: str, form: dict[str, Any], received_at: datetime) -> None:
+    """Log a spooled webhook; safe to run twice (the call SID is unique, the end is claimed once)."""
+    sid = str(form.get("CallSid") or "")
+    to = str(form.get("To") or "")
+    route = load_route(session, to)
+    if kind == "incoming":
+        if route is None or calls.get_call(session, sid) is not None:
+            return
+        call = calls.IncomingCall(sid=sid, caller=caller_number(form.get("From")), to=to)
+        row, inserted = calls.record_incoming(
+            session, call, route.origin, after_hours=False, steps=[], now=received_at
+        )
+        if inserted:
+            row.kind = "forwarded"
+            row.voicemail_started = False
+    elif kind == "status":
+        raw = str(form.get("CallDuration") or "")
+        ended = calls.CallEnded(
+            sid=sid,
+            status=str(form.get("CallStatus") or "completed"),
+            duration=int(raw) if raw.isdigit() else None,
+            caller=caller_number(form.get("From")),
+            to=to,
+        )
+        existing = calls.get_call(session, sid)
+        if existing is None and route is not None:
+            # The call never reached our Dial: it went to the main line.
+            calls.record_incoming(
+                session,
+                calls.IncomingCall(sid=sid, caller=ended.caller, to=to),
+                route.origin,
+                after_hours=False,
+                steps=[],
+                now=received_at,
+            )
+            session.query(Call).filter(Call.sid == sid).update({"kind": "forwarded"})
+        calls.finish_call(session, ended, route.origin if route else None, received_at)
+
+
+def replay_job(kind: str, form: dict[str, Any], received_at: str) -> None:
+    current = runtime.current()
+    with current.database.session() as session:
+        replay(session, kind, form, datetime.fromisoformat(received_at))
+
+
+def replay_spool(session: Session, now: datetime) -> None:
+    folder = runtime.current().settings.instance_dir / SPOOL_DIR
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.json")):
+        item = json.loads(path.read_text())
+        replay(session, item["kind"], item["form"], datetime.fromisoformat(item["received_at"]))
+        session.commit()
+        path.unlink()

@@ -1,0 +1,200 @@
+"""Voice webhooks: the call rings, agents screen it, the Dial ends, the call ends."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import calls, runtime, web
+from gateway.phones import mask
+from tracked_numbers.services import (
+    RouteCache,
+    department_open,
+    open_lead_owner,
+    ring_steps,
+)
+from tracked_numbers.models import RingStrategy
+from webhooks import failsafe, payloads, twiml
+from webhooks.signature import provider_webhook
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
+routes = RouteCache()
+
+
+def _base() -> str:
+    return runtime.current().settings.public_base_url
+
+
+def _bad_request(error: ValueError) -> Response:
+    return web.json_error(400, "bad_request", str(error))
+
+
+@blueprint.post("/incoming")
+@provider_webhook
+def call_incoming() -> Response:
+    try:
+        call = payloads.incoming_call(request.form)
+    except ValueError as error:
+        return _bad_request(error)
+    now = runtime.current().clock.now()
+    try:
+        session = web.session()
+        route = routes.get(session, call.to)
+        if route is None:
+            log.error("call %s to %s: not a tracked number", call.sid, call.to)
+            return twiml.respond(twiml.unknown_number())
+        existing = calls.get_call(session, call.sid)
+        if existing is None:
+            after_hours = not department_open(route, now)
+            owner = None
+            if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
+                owner = open_lead_owner(session, call.caller, route.store_id)
+            steps = [] if after_hours else ring_steps(session, route, now, owner)
+            existing, _ = calls.record_incoming(
+                session, call, route.origin, after_hours=after_hours, steps=steps, now=now
+            )
+            session.commit()
+        log.info("call %s from %s to %s", call.sid, mask(call.caller), call.to)
+        return twiml.respond(twiml.for_call(route, existing, _base()))
+    except SQLAlchemyError:
+        log.exception("database unavailable for call %s: forwarding to the main line", call.sid)
+        web.session().rollback()
+        return failsafe.forward_call(call.to, dict(request.form), now)
+
+
+@blueprint.post("/fallback")
+@provider_webhook
+def call_fallback() -> Response:
+    """VoiceFallbackUrl: the provider could not get an answer from /incoming."""
+    now = runtime.current().clock.now()
+    try:
+        to = payloads.tracked_number(request.form)
+    except ValueError as error:
+        return _bad_request(error)
+    return failsafe.forward_call(to, dict(request.form), now)
+
+
+@blueprint.post("/screen")
+@provider_webhook
+def agent_answered() -> Response:
+    """The agent's leg was picked up: ask for a key press before the customer is connected."""
+    try:
+        call_sid = payloads.sid(request.args, "call", "CA")
+        step = payloads.step(request.args.get("step"))
+    except ValueError as error:
+        return _bad_request(error)
+    agent_key = request.args.get("agent", "")
+    session = web.session()
+    call = calls.get_call(session, call_sid)
+    route = routes.get(session, call.to_number) if call else None
+    if call is None or route is None:
+        return twiml.respond(twiml.hangup())
+    return twiml.respond(twiml.screen(route, call_sid, agent_key, step, _base()))
+
+
+@blueprint.post("/connect")
+@provider_webhook
+def agent_connected() -> Response:
+    """An unscreened leg was picked up: that agent has the call."""
+    return _accept(require_digit=False)
+
+
+@blueprint.post("/screen-result")
+@provider_webhook
+def agent_screened() -> Response:
+    return _accept(require_digit=True)
+
+
+def _accept(*, require_digit: bool) -> Response:
+    try:
+        call_sid = payloads.sid(request.args, "call", "CA")
+    except ValueError as error:
+        return _bad_request(error)
+    if require_digit and (request.form.get("Digits") or "").strip() != "1":
+        return twiml.respond(twiml.hangup())
+    session = web.session()
+    call = calls.get_call(session, call_sid)
+    route = routes.get(session, call.to_number) if call else None
+    agent = None
+    if route is not None:
+        agent = next((a for a in route.ring if a.key == request.args.get("agent")), None)
+    if call is None or agent is None:
+        return twiml.respond(twiml.hangup())
+    now = runtime.current().clock.now()
+    won = calls.accept_call(session, call_sid, agent.id, now)
+    session.commit()
+    if not won and call.answered_by_id != agent.id:
+        return twiml.respond(twiml.hangup("Another agent has taken this call."))
+    return twiml.respond(twiml.connected())
+
+
+@blueprint.post("/dial-complete")
+@provider_webhook
+def dial_complete() -> Response:
+    """The Dial ended: answered calls hang up, otherwise ring the next step or take a voicemail."""
+    try:
+        call_sid = payloads.sid(request.args, "call", "CA")
+        step = payloads.step(request.args.get("step"))
+    except ValueError as error:
+        return _bad_request(error)
+    session = web.session()
+    call = calls.get_call(session, call_sid)
+    if call is None:
+        return twiml.respond(twiml.hangup())
+    session.refresh(call)
+    if call.accepted_at is not None:
+        return twiml.respond(twiml.hangup())
+    if (request.form.get("CallStatus") or "") in {"completed", "canceled"}:
+        return twiml.respond(twiml.hangup())  # the caller hung up while it rang
+    route = routes.get(session, call.to_number)
+    if route is None:
+        return twiml.respond(twiml.hangup())
+    calls.advance_dial(session, call, step)
+    if call.dial_step >= len(call.ringing_agents or []):
+        calls.start_voicemail(session, call)
+        session.refresh(call)
+    session.commit()
+    return twiml.respond(twiml.for_call(route, call, _base()))
+
+
+@blueprint.post("/voicemail")
+@provider_webhook
+def voicemail_done() -> Response:
+    """The Record verb finished: note the length so the call's outcome says whether one was left."""
+    try:
+        call_sid = payloads.sid(request.args, "call", "CA")
+    except ValueError as error:
+        return _bad_request(error)
+    raw = (request.form.get("RecordingDuration") or "").strip()
+    seconds = int(raw) if raw.isdigit() else 0
+    session = web.session()
+    calls.note_voicemail_length(session, call_sid, seconds)
+    session.commit()
+    return twiml.respond(twiml.hangup("Thank you. We will call you back soon. Goodbye."))
+
+
+@blueprint.post("/status")
+@provider_webhook
+def call_status() -> Response:
+    """The call's status callback; the final one settles the call exactly once."""
+    try:
+        ended = payloads.call_ended(request.form)
+    except ValueError as error:
+        return _bad_request(error)
+    if ended.status not in calls.FINAL_STATUSES:
+        return Response(status=204)
+    now = runtime.current().clock.now()
+    try:
+        session = web.session()
+        route = routes.get(session, ended.to)
+        calls.finish_call(session, ended, route.origin if route else None, now)
+        session.commit()
+    except SQLAlchemyError:
+        log.exception("database unavailable for the end of call %s: kept for replay", ended.sid)
+        web.session().rollback()
+        failsafe.spool("status", dict(request.form), now)
+    return Response(status=204)
