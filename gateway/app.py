@@ -28,6 +28,7 @@ FEATURES = (
     "webhooks",
 )
 OPTIONAL_FEATURES = (
+    "gateway.sms",
     "voicemail",
     "cadences",
     "gateway.alerts",

@@ -32,3 +32,5 @@ message_sent = _signals.signal("message-sent")
 contact_opted_out = _signals.signal("contact-opted-out")
 # A voicemail's transcript arrived: lead=, call=, transcript=, now=
 voicemail_transcribed = _signals.signal("voicemail-transcribed")
+# One of our agents texted a gateway number (a reply to an alert, to relay): agent=, message=, now=
+agent_texted = _signals.signal("agent-texted")

@@ -19,15 +19,15 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
-# Extra modules add their routes to `blueprint` when imported; create_app imports this package first.
-ROUTE_MODULES = ("gateway.api.leads", "gateway.api.calls", "gateway.api.openapi")
 
 
 def init_app(app: Flask) -> None:
+    """Every module of this package adds its routes to `blueprint` when imported; then register it."""
     import importlib
+    import pkgutil
 
-    for name in ROUTE_MODULES:
-        importlib.import_module(name)
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
     app.register_blueprint(blueprint)
 
 
