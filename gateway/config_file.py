@@ -221,7 +221,7 @@ def _minutes(text: str) -> int | None:
     if match is None:
         return None
     hours, minutes = int(match.group(1)), int(match.group(2))
-    if minutes > 59 or hours > 24 or (hours == 24 and minutes):
+    if minutes > 59 or hours > 23:
         return None
     return hours * 60 + minutes
 
@@ -798,7 +798,10 @@ class _Reader:
         for part in text.split(","):
             start_text, dash, end_text = part.strip().partition("-")
             start, end = _minutes(start_text), _minutes(end_text)
-            if not dash or start is None or end is None or start >= 24 * 60:
+            if dash and end is None and end_text.strip() == "24:00":
+                self.report(node, path, f"{part.strip()!r}: there is no 24:00; end the day at 23:59")
+                return []
+            if not dash or start is None or end is None:
                 self.report(
                     node,
                     path,

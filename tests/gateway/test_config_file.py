@@ -371,6 +371,7 @@ def test_durations_in_the_file() -> None:
             "'09:60-12:00' is not a time range; use 'HH:MM-HH:MM' (several separated by commas) or 'closed'",
         ),
         ('"20:00-09:00"', "'20:00-09:00' ends before it starts"),
+        ('"18:00-24:00"', "'18:00-24:00': there is no 24:00; end the day at 23:59"),
         ('"09:00-09:00"', "'09:00-09:00' starts and ends at the same time"),
         ('"09:00-13:00, 12:00-18:00"', "'09:00-13:00' and '12:00-18:00' overlap"),
         (
@@ -392,16 +393,16 @@ def test_unknown_day() -> None:
     )
 
 
-def test_hours_ranges_closed_days_and_midnight() -> None:
+def test_hours_ranges_closed_days_and_whole_days() -> None:
     text = edit(
         'sat: "09:00-18:00"',
-        'sat: "13:00-18:00, 9:00-12:00", sun: closed, fri: "00:00-24:00", thu: "09:00-12:00,12:00-13:00"',
+        'sat: "13:00-18:00, 9:00-12:00", sun: closed, fri: "00:00-23:59", thu: "09:00-12:00,12:00-13:00"',
     )
     sales = parse_config(text, "x.yaml").stores[0].hours["sales"]
     assert list(sales) == list(DAYS)
     assert sales["sat"] == [["09:00", "12:00"], ["13:00", "18:00"]]
     assert sales["sun"] == []
-    assert sales["fri"] == [["00:00", "24:00"]]
+    assert sales["fri"] == [["00:00", "23:59"]]
     assert sales["thu"] == [["09:00", "12:00"], ["12:00", "13:00"]]
     assert sales["tue"] == []
 
