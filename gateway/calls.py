@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway import events
-from gateway.database import insert_ignoring_conflict
+from gateway.database import insert_ignoring_conflict, required
 from gateway.leads import (
     Origin,
     assign_owner,
@@ -82,8 +82,7 @@ def record_incoming(
         },
         ["sid"],
     )
-    row = session.scalar(select(Call).where(Call.sid == call.sid))
-    assert row is not None
+    row = required(session.scalar(select(Call).where(Call.sid == call.sid)), f"call {call.sid}")
     return row, inserted
 
 
@@ -172,8 +171,7 @@ def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: 
     )
     if not getattr(claimed, "rowcount", 0):
         return None
-    call = get_call(session, ended.sid)
-    assert call is not None
+    call = required(get_call(session, ended.sid), f"call {ended.sid}")
     session.refresh(call)
     if call.kind == "click_to_call":
         return call  # outbound agent calls are settled by the agent loop
@@ -185,8 +183,7 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
     """Lead, owner, outcome; for an unanswered call a follow-up task and the unanswered event."""
     if call.store_id is None:
         return
-    store = session.get(Store, call.store_id)
-    assert store is not None
+    store = required(session.get(Store, call.store_id), f"store {call.store_id}")
     outcome = _outcome(call, call.status)
     call.outcome = outcome.value
     if origin is None or origin.store_id != store.id:

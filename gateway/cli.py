@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import Settings, SettingsError, load_settings
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     try:
         return load_settings()
     except SettingsError as error:
@@ -72,7 +72,7 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
     try:
         count = workers if workers is not None else settings.workers
         for _ in range(max(count, 1)):
-            children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env))  # noqa: S603
+            children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env))
         children.append(
             subprocess.Popen(  # noqa: S603
                 [

@@ -259,11 +259,9 @@ def adf_email_message(
 def message_id_for(idempotency_key: str, sender: str = DEFAULT_SENDER) -> str:
     """<key@sender-domain>; keys that are not a valid dot-atom are hashed first."""
     key = idempotency_key.strip()
-    if _DOT_ATOM.fullmatch(key) and len(key) <= 64:
-        local = key
-    else:
-        # 128 bits of the hash: unique enough, and short enough that the header is never folded.
-        local = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    # Otherwise 128 bits of the hash: unique enough, and short enough that the header is never folded.
+    valid = _DOT_ATOM.fullmatch(key) and len(key) <= 64
+    local = key if valid else hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
     domain = sender.rpartition("@")[2].strip(">").strip()
     if not _DOT_ATOM.fullmatch(domain):
         domain = "dealer-gateway"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,7 +47,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+T = TypeVar("T")
+
+
+def required(value: T | None, what: str) -> T:
+    """The row a statement must have found; a clear error (not an assert) if the invariant breaks."""
+    if value is None:
+        raise LookupError(f"{what} not found")
+    return value
 
 
 def utcnow() -> datetime:
@@ -130,7 +140,7 @@ def insert_ignoring_conflict(
     decides, so concurrent duplicates cannot both win the way check-then-act lets them.
     """
     dialect = session.get_bind().dialect.name
-    table = model.__table__
+    table: Any = model.__table__
     if dialect == "postgresql":
         stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing(
             index_elements=list(conflict_columns)

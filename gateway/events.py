@@ -15,7 +15,8 @@ _signals = Namespace()
 contact_unanswered = _signals.signal("contact-unanswered")
 # Any customer call ended, answered or not, after its lead was settled: lead=, call=, now=
 call_completed = _signals.signal("call-completed")
-# A person reached the customer (answered call, connected click-to-call, an agent's text): lead=, reason=, now=
+# A person reached the customer (answered call, connected click-to-call, an agent's text):
+# lead=, reason=, now=
 human_contact = _signals.signal("human-contact")
 # A lead was opened: lead=, now=
 lead_created = _signals.signal("lead-created")

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from gateway import events
-from gateway.database import insert_ignoring_conflict
+from gateway.database import insert_ignoring_conflict, required
 from gateway.hours import is_open, next_opening
 from gateway.models import (
     Agent,
@@ -58,9 +58,8 @@ def contact_for_phone(session: Session, phone: str | None) -> Contact:
     if existing is not None:
         return existing
     insert_ignoring_conflict(session, Contact, {"phone": phone}, ["phone"])
-    contact = session.scalar(select(Contact).where(Contact.phone == phone))
-    assert contact is not None  # inserted above or by the transaction we waited for
-    return contact
+    # Inserted above, or by the concurrent transaction the insert waited for.
+    return required(session.scalar(select(Contact).where(Contact.phone == phone)), "contact")
 
 
 def open_or_join_lead(
@@ -91,8 +90,7 @@ def open_or_join_lead(
         },
         ["open_key"],
     )
-    lead = session.scalar(select(Lead).where(Lead.open_key == key))
-    assert lead is not None
+    lead = required(session.scalar(select(Lead).where(Lead.open_key == key)), f"open lead {key}")
     if inserted:
         events.lead_created.send(session, lead=lead, now=now)
     return lead, inserted

@@ -18,7 +18,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway import compliance, events, runtime
-from gateway.database import insert_ignoring_conflict
+from gateway.database import insert_ignoring_conflict, required
 from gateway.jobs import enqueue_after_commit, register_sweeper
 from gateway.leads import ensure_task, follow_up_due, record_event
 from gateway.models import (
@@ -96,8 +96,7 @@ def queue_text(
     }
     if origin is not None:
         inserted = insert_ignoring_conflict(session, Message, values, ["origin"])
-        message = session.scalar(select(Message).where(Message.origin == origin))
-        assert message is not None
+        message = required(session.scalar(select(Message).where(Message.origin == origin)), origin)
         if not inserted:
             return message
     else:
@@ -202,8 +201,7 @@ def send_message(message_id: int) -> str:
         )
         if not getattr(claimed, "rowcount", 0):
             return "skipped"
-        message = session.get(Message, message_id)
-        assert message is not None
+        message = required(session.get(Message, message_id), f"message {message_id}")
         decision = check(session, message, now)
         if not decision.allowed:
             message.refusal_code = decision.code
@@ -226,8 +224,7 @@ def send_message(message_id: int) -> str:
     except ProviderError as error:
         return _record_failure(message_id, error, now)
     with current.database.session() as session:
-        message = session.get(Message, message_id)
-        assert message is not None
+        message = required(session.get(Message, message_id), f"message {message_id}")
         message.sid = sent.sid
         message.status = sent.status if sent.status in {s.value for s in MessageStatus} else "queued"
         message.sent_at = now
@@ -241,8 +238,7 @@ def send_message(message_id: int) -> str:
 def _record_failure(message_id: int, error: ProviderError, now: datetime) -> str:
     current = runtime.current()
     with current.database.session() as session:
-        message = session.get(Message, message_id)
-        assert message is not None
+        message = required(session.get(Message, message_id), f"message {message_id}")
         message.error_code = error.code
         message.error_message = str(error)
         message.claimed_at = None
@@ -311,9 +307,12 @@ def mark_stuck_sends(session: Session, now: datetime) -> None:
     )
     for message in stuck:
         message.status = MessageStatus.UNKNOWN.value
-        message.error_message = "The worker stopped before the provider answered; it may or may not have been sent."
+        message.error_message = (
+            "The worker stopped before the provider answered; it may or may not have been sent."
+        )
         lead = session.get(Lead, message.lead_id) if message.lead_id else None
         if lead is not None and message.kind not in AGENT_KINDS:
             record_event(session, lead, "send-unknown", f"Text {message.id} may not have been sent.", now)
-            ensure_task(session, lead, TaskKind.REVIEW, lead.owner, follow_up_due(lead.store, lead.department, now), now)
+            due = follow_up_due(lead.store, lead.department, now)
+            ensure_task(session, lead, TaskKind.REVIEW, lead.owner, due, now)
         log.warning("text %s marked unknown after a stuck send", message.id)

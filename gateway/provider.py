@@ -1,4 +1,4 @@
-"""The provider adapter: one seam over the real `twilio` SDK, and a sandbox that records instead of sending."""
+"""The provider adapter: one seam over the real `twilio` SDK, and a sandbox that records, not sends."""
 
 from __future__ import annotations
 

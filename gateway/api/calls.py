@@ -14,6 +14,7 @@ from sqlalchemy import and_, or_, select
 from gateway import web
 from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
 from gateway.api import serialize as out
+from gateway.database import required
 from gateway.models import Call
 from gateway.web import ApiError
 
@@ -40,8 +41,8 @@ def list_calls() -> Response:
     rows = list(web.session().scalars(query.order_by(Call.processed_at, Call.id).limit(limit)))
     if rows:
         last = rows[-1]
-        assert last.processed_at is not None
-        next_cursor = encode_cursor({"at": last.processed_at.isoformat(), "id": last.id})
+        settled = required(last.processed_at, "processed_at")
+        next_cursor: str | None = encode_cursor({"at": settled.isoformat(), "id": last.id})
     else:
         next_cursor = request.args.get("since") or request.args.get("cursor")
     return page([out.call(r) for r in rows], next_cursor)

@@ -87,8 +87,12 @@ def get_lead(lead_id: int) -> Response:
     body = out.lead(lead)
     calls = list(session.scalars(select(Call).where(Call.lead_id == lead.id).order_by(Call.id)))
     tasks = list(session.scalars(select(Task).where(Task.lead_id == lead.id).order_by(Task.id)))
-    messages = list(session.scalars(select(Message).where(Message.lead_id == lead.id).order_by(Message.id)))
-    events = list(session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.id).order_by(LeadEvent.id)))
+    messages = list(
+        session.scalars(select(Message).where(Message.lead_id == lead.id).order_by(Message.id))
+    )
+    events = list(
+        session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.id).order_by(LeadEvent.id))
+    )
     body["calls"] = [out.call(c) for c in calls]
     body["tasks"] = [out.task(t) for t in tasks]
     body["messages"] = [out.message(m) for m in messages]

@@ -12,20 +12,20 @@ config = context.config
 
 def _metadata():  # type: ignore[no-untyped-def]
     # Every package's models, for autogenerate; upgrades run the hand-checked revision files.
+    import contextlib
     import importlib
 
     for name in ("gateway.models", "tracked_numbers.models", "cadences.models", "voicemail.models",
                  "gateway.crm_models", "gateway.agent_models"):
-        try:
+        with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)
-        except ModuleNotFoundError:
-            pass
     return Base.metadata
 
 
 def run() -> None:
     url = config.get_main_option("sqlalchemy.url")
-    assert url, "sqlalchemy.url is not set"
+    if not url:
+        raise RuntimeError("sqlalchemy.url is not set")
     connectable = config.attributes.get("connection")
     if connectable is None:
         engine = make_engine(url, pool=False)
