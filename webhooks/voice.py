@@ -9,13 +9,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import calls, runtime, web
 from gateway.phones import mask
+from tracked_numbers.models import RingStrategy
 from tracked_numbers.services import (
     RouteCache,
     department_open,
     open_lead_owner,
     ring_steps,
 )
-from tracked_numbers.models import RingStrategy
 from webhooks import failsafe, payloads, twiml
 from webhooks.signature import provider_webhook
 
