@@ -90,13 +90,9 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
-        poolclass=None if pool else NullPool,
-    )
+    if not pool:
+        return create_engine(url, poolclass=NullPool)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
 class Database:

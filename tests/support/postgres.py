@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,11 +20,16 @@ def available() -> bool:
 
 
 class PostgresServer:
-    def __init__(self, folder: Path) -> None:
+    """`folder` is ignored when we are root: the postgres user needs a folder it can reach, so the server
+    lives in a fresh one under the system temporary directory, removed by stop()."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.as_postgres = hasattr(os, "geteuid") and os.geteuid() == 0
+        if folder is None or self.as_postgres:
+            folder = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
         self.folder = folder
         self.data = folder / "data"
         self.port = free_port()
-        self.as_postgres = hasattr(os, "geteuid") and os.geteuid() == 0
 
     def _run(self, *argv: str) -> None:
         command = list(argv)
@@ -63,3 +69,4 @@ class PostgresServer:
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
