@@ -53,7 +53,7 @@ def write_main_lines(session: Session, instance_dir: Path) -> None:
 def main_line_for(number: str) -> str | None:
     from webhooks.voice import routes
 
-    route = routes.peek(number)
+    route = routes().peek(number)
     if route is not None:
         return route.main_line
     path = runtime.current().settings.instance_dir / FAILSAFE_FILE

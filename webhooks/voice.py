@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import calls, runtime, web
@@ -21,8 +21,15 @@ from webhooks.signature import provider_webhook
 
 log = logging.getLogger(__name__)
 
+ROUTE_CACHE = "gateway.routes"
+
 blueprint = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
-routes = RouteCache()
+
+
+def routes() -> RouteCache:
+    """The app's route cache (one per app, so two apps in one process never share routes)."""
+    cache: RouteCache = current_app.extensions.setdefault(ROUTE_CACHE, RouteCache())
+    return cache
 
 
 def _base() -> str:
@@ -43,7 +50,7 @@ def call_incoming() -> Response:
     now = runtime.current().clock.now()
     try:
         session = web.session()
-        route = routes.get(session, call.to)
+        route = routes().get(session, call.to)
         if route is None:
             log.error("call %s to %s: not a tracked number", call.sid, call.to)
             return twiml.respond(twiml.unknown_number())
@@ -90,7 +97,7 @@ def agent_answered() -> Response:
     agent_key = request.args.get("agent", "")
     session = web.session()
     call = calls.get_call(session, call_sid)
-    route = routes.get(session, call.to_number) if call else None
+    route = routes().get(session, call.to_number) if call else None
     if call is None or route is None:
         return twiml.respond(twiml.hangup())
     return twiml.respond(twiml.screen(route, call_sid, agent_key, step, _base()))
@@ -118,7 +125,7 @@ def _accept(*, require_digit: bool) -> Response:
         return twiml.respond(twiml.hangup())
     session = web.session()
     call = calls.get_call(session, call_sid)
-    route = routes.get(session, call.to_number) if call else None
+    route = routes().get(session, call.to_number) if call else None
     agent = None
     if route is not None:
         agent = next((a for a in route.ring if a.key == request.args.get("agent")), None)
@@ -150,7 +157,7 @@ def dial_complete() -> Response:
         return twiml.respond(twiml.hangup())
     if (request.form.get("CallStatus") or "") in {"completed", "canceled"}:
         return twiml.respond(twiml.hangup())  # the caller hung up while it rang
-    route = routes.get(session, call.to_number)
+    route = routes().get(session, call.to_number)
     if route is None:
         return twiml.respond(twiml.hangup())
     calls.advance_dial(session, call, step)
@@ -190,7 +197,7 @@ def call_status() -> Response:
     now = runtime.current().clock.now()
     try:
         session = web.session()
-        route = routes.get(session, ended.to)
+        route = routes().get(session, ended.to)
         calls.finish_call(session, ended, route.origin if route else None, now)
         session.commit()
     except SQLAlchemyError:
