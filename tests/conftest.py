@@ -144,6 +144,23 @@ def app(settings: Settings, clock: FrozenClock, redis: Redis) -> Iterator[Flask]
 
 
 @pytest.fixture
+def make_app(settings: Settings, clock: FrozenClock, redis: Redis) -> Iterator[Callable[..., Flask]]:
+    """Another app over the same servers with some settings changed (a dead database, a dead Redis)."""
+    made: list[Flask] = []
+
+    def build(**changes: Any) -> Flask:
+        changed = settings.with_changes(**changes)
+        client = redis if "redis_url" not in changes else Redis.from_url(changed.redis_url or "")
+        application = create_app(changed, clock=clock, redis=client)
+        made.append(application)
+        return application
+
+    yield build
+    for application in made:
+        application.extensions["gateway"].database.dispose()
+
+
+@pytest.fixture
 def db(app: Flask) -> Database:
     database: Database = app.extensions["gateway"].database
     return database

@@ -7,10 +7,8 @@ from datetime import timedelta
 from xml.etree import ElementTree
 
 import pytest
-from redis import Redis
 from sqlalchemy import func, select
 
-from gateway.app import create_app
 from gateway.embedded_redis import free_port
 from gateway.models import Call, Lead, Task
 from gateway.simulator import new_sid, play_call
@@ -46,9 +44,9 @@ def counts(db) -> tuple[int, int, int]:
 
 @pytest.mark.usefixtures("main_lines")
 def test_database_down_forwards_the_caller_to_the_main_line_and_logs_the_call_later(
-    settings, clock, redis, db, work
+    settings, make_app, db, work
 ):
-    broken = create_app(settings.with_changes(database_url=dead_postgres()), clock=clock, redis=redis)
+    broken = make_app(database_url=dead_postgres())
     client = signed(broken, settings)
     sid = new_sid("CA")
     params = {"CallSid": sid, "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "ringing"}
@@ -75,9 +73,8 @@ def test_database_down_forwards_the_caller_to_the_main_line_and_logs_the_call_la
 
 
 @pytest.mark.usefixtures("main_lines")
-def test_database_and_redis_down_spool_to_disk_and_the_sweep_replays(settings, clock, redis, db, work):
-    broken_settings = settings.with_changes(database_url=dead_postgres(), redis_url=dead_redis())
-    broken = create_app(broken_settings, clock=clock, redis=Redis.from_url(broken_settings.redis_url or ""))
+def test_database_and_redis_down_spool_to_disk_and_the_sweep_replays(settings, make_app, db, work):
+    broken = make_app(database_url=dead_postgres(), redis_url=dead_redis())
     client = signed(broken, settings)
     sid = new_sid("CA")
     params = {"CallSid": sid, "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "ringing"}
@@ -94,8 +91,8 @@ def test_database_and_redis_down_spool_to_disk_and_the_sweep_replays(settings, c
     assert counts(db) == (1, 1, 1)
 
 
-def test_database_down_with_no_known_main_line_still_answers_twiml(settings, clock, redis):
-    broken = create_app(settings.with_changes(database_url=dead_postgres()), clock=clock, redis=redis)
+def test_database_down_with_no_known_main_line_still_answers_twiml(settings, make_app):
+    broken = make_app(database_url=dead_postgres())
     params = {"CallSid": new_sid("CA"), "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "ringing"}
     response = signed(broken, settings).post("/webhooks/voice/incoming", params)
     assert response.status_code == 200
@@ -111,9 +108,10 @@ def test_fallback_url_forwards_to_the_main_line(twilio):
 
 
 @pytest.mark.usefixtures("configured")
-def test_redis_down_webhooks_succeed_and_the_work_runs_when_it_returns(settings, clock, db, work, fake_twilio):
-    dead = settings.with_changes(redis_url=dead_redis())
-    no_redis = create_app(dead, clock=clock, redis=Redis.from_url(dead.redis_url or ""))
+def test_redis_down_webhooks_succeed_and_the_work_runs_when_it_returns(
+    settings, make_app, clock, db, work, fake_twilio
+):
+    no_redis = make_app(redis_url=dead_redis())
     lines = list(play_call(AppPoster(signed(no_redis, settings)), to=SIMULTANEOUS, caller=CUSTOMER,
                            outcome="no-answer"))
     assert "answered 200" in lines[0]
