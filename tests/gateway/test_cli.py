@@ -1,0 +1,173 @@
+"""The `gateway` command as an operator runs it: environment in, clear words out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from gateway.cli import main
+from gateway.models import ApiKey, Call, Lead, Task
+from tests.fakes.twilio_api import FakeTwilio
+from tests.support.config import BASIC_CONFIG, CUSTOMER, SIMULTANEOUS
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dealer-group.yaml"
+
+
+@pytest.fixture
+def env(settings, fake_twilio: FakeTwilio) -> dict[str, str]:
+    return {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url or "",
+        "PUBLIC_BASE_URL": settings.public_base_url,
+        "SECRET_KEY": settings.secret_key,
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid or "",
+        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token or "",
+        "TWILIO_API_BASE_URL": fake_twilio.base_url,
+        "GATEWAY_INSTANCE_DIR": str(settings.instance_dir),
+    }
+
+
+def run(env: dict[str, str], *args: str):
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_db_upgrade_is_idempotent(env):
+    first = run(env, "db", "upgrade")
+    assert first.exit_code == 0
+    assert "up to date" in first.output
+    assert run(env, "db", "upgrade").exit_code == 0
+
+
+def test_config_apply_prints_changes_then_nothing(env, tmp_path):
+    path = tmp_path / "dealers.yaml"
+    path.write_text(BASIC_CONFIG)
+    first = run(env, "config", "apply", str(path))
+    assert first.exit_code == 0, first.output
+    assert "added store north-honda" in first.output
+    assert "added agent alice" in first.output
+    assert "added number +12025550123" in first.output
+    second = run(env, "config", "apply", str(path))
+    assert second.exit_code == 0
+    assert second.output.strip().endswith("no changes")
+    path.write_text(BASIC_CONFIG.replace("Alice Ng", "Alice Ngata"))
+    third = run(env, "config", "apply", str(path))
+    assert "changed agent alice: name" in third.output
+
+
+def test_the_worked_example_applies(env):
+    result = run(env, "config", "apply", str(EXAMPLE))
+    assert result.exit_code == 0, result.output
+    assert "added store pacific-toyota" in result.output
+
+
+def test_config_errors_name_file_line_and_field_and_apply_nothing(env, tmp_path, db):
+    path = tmp_path / "broken.yaml"
+    broken = BASIC_CONFIG.replace("ring: [alice, ben], strategy: simultaneous", "ring: [alice, zed], strategy: x")
+    path.write_text(broken.replace("America/Chicago", "America/Chicag"))
+    result = CliRunner().invoke(main, ["config", "apply", str(path)], env=env)
+    assert result.exit_code == 1
+    assert f"{path}:" in result.output
+    assert "numbers[0].ring[1]: unknown agent 'zed'" in result.output
+    assert "stores[1].timezone" in result.output
+    assert "numbers[0].strategy" in result.output
+    with db.session() as session:
+        from gateway.models import Store
+
+        assert session.scalar(select(func.count()).select_from(Store)) == 0
+
+
+def test_config_apply_missing_file(env, tmp_path):
+    result = CliRunner().invoke(main, ["config", "apply", str(tmp_path / "nope.yaml")], env=env)
+    assert result.exit_code != 0
+    assert "nope.yaml" in result.output
+
+
+def test_bad_environment_is_named(env):
+    result = CliRunner().invoke(main, ["db", "upgrade"], env={**env, "DATABASE_URL": "not a url"})
+    assert result.exit_code != 0
+    assert "DATABASE_URL" in result.output
+
+
+def test_apikey_create_prints_the_key_alone_on_the_last_line(env, db, configured):
+    result = run(env, "apikey", "create", "--name", "crm", "--store", "north-honda")
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert key.startswith("gw_")
+    assert " " not in key
+    with db.session() as session:
+        row = session.scalars(select(ApiKey)).one()
+        assert row.key_hash != key
+        assert key not in (row.key_hash, row.prefix)
+        assert row.stores == ["north-honda"]
+    unknown = CliRunner().invoke(main, ["apikey", "create", "--name", "x", "--store", "nowhere"], env=env)
+    assert unknown.exit_code != 0
+    assert "nowhere" in unknown.output
+    listed = run(env, "apikey", "list")
+    assert "crm" in listed.output
+    assert key not in listed.output
+    revoked = run(env, "apikey", "revoke", row.prefix)
+    assert revoked.exit_code == 0
+    assert "revoked" in run(env, "apikey", "list").output
+
+
+@pytest.mark.usefixtures("configured")
+def test_numbers_sync_sets_the_urls_and_reports_missing_numbers(env, fake_twilio, settings):
+    sid = fake_twilio.add_number(SIMULTANEOUS)
+    fake_twilio.add_number("+12025550124")
+    result = CliRunner().invoke(main, ["numbers", "sync"], env=env)
+    assert f"updated {SIMULTANEOUS}" in result.output
+    assert "missing +12025550125" in result.output
+    assert result.exit_code == 1  # some tracked numbers are not on the account
+    number = fake_twilio.numbers[sid]
+    base = settings.public_base_url
+    assert number["voice_url"] == f"{base}/webhooks/voice/incoming"
+    assert number["voice_fallback_url"] == f"{base}/webhooks/voice/fallback"
+    assert number["sms_url"] == f"{base}/webhooks/sms/incoming"
+    assert number["status_callback"] == f"{base}/webhooks/voice/status"
+    again = CliRunner().invoke(main, ["numbers", "sync"], env=env)
+    assert f"unchanged {SIMULTANEOUS}" in again.output
+
+
+def test_numbers_sync_with_bad_credentials_says_so(env, fake_twilio, configured):
+    result = CliRunner().invoke(main, ["numbers", "sync"], env={**env, "TWILIO_AUTH_TOKEN": "wrong"})
+    assert result.exit_code != 0
+    assert "Authenticate" in result.output or "20003" in result.output
+
+
+@pytest.fixture
+def live_app(make_app) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, None, threaded=True)  # type: ignore[arg-type]
+    port = server.server_port
+    base = f"http://127.0.0.1:{port}"
+    server.app = make_app(public_base_url=base)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield base
+    server.shutdown()
+
+
+@pytest.mark.usefixtures("configured")
+def test_simulate_call_end_to_end(env, live_app, db):
+    result = run({**env, "PUBLIC_BASE_URL": live_app}, "simulate", "call", "--to", SIMULTANEOUS,
+                 "--from", CUSTOMER, "--outcome", "no-answer")
+    assert result.exit_code == 0, result.output
+    assert "gateway answered 200" in result.output
+    assert "nobody picked up" in result.output
+    with db.session() as session:
+        assert session.scalars(select(Call)).one().outcome == "missed"
+        assert session.scalar(select(func.count()).select_from(Lead)) == 1
+        assert session.scalar(select(func.count()).select_from(Task)) == 1
+
+
+def test_simulate_call_to_a_gateway_that_is_not_running(env):
+    result = CliRunner().invoke(
+        main, ["simulate", "call", "--to", SIMULTANEOUS, "--from", CUSTOMER, "--url", "http://127.0.0.1:9"], env=env
+    )
+    assert result.exit_code != 0
+    assert "could not reach the gateway" in result.output
