@@ -1,0 +1,636 @@
+"""Cadences: enrol a lead, schedule its steps as rows, dispatch due steps exactly once, stop on the rules.
+
+Every step is a row with its due time; the database, not Redis, is what remembers it. A due step is
+claimed by a conditional update (scheduled -> claimed) that only one worker can win, and in the same
+transaction becomes a text with origin "cadence-step:<id>" (unique), so a retried job cannot write a
+second one. The text then goes through the messaging pipeline and its one send guard (opt-out, quiet
+hours, caps) like every other text.
+
+Which status changes end which cadences (decided here, written down once):
+
+- A missed-call cadence (no trigger) lasts while the lead is `new` or `attempting_contact`: `contacted`,
+  any appointment status, `no_show` or a closed status ends it (someone is talking to the customer).
+- An appointment cadence (trigger `appointment_set` or `appointment_confirmed`) lasts while the lead is
+  in either appointment status. Moving to another open status or clearing `appointment_at` is a
+  cancellation (reason `appointment_cancelled`); `no_show` and the closed statuses end it (`status`).
+- A `no_show` cadence lasts while the lead stays `no_show` (rebooked, reached or closed: it ends).
+
+Stops besides status: a reply from the customer and an opt-out stop every active cadence of that
+contact (one phone, every store). A human contact (answered call, connected click-to-call, an agent's
+text) stops every cadence of the lead except appointment reminders: a customer who spoke to a person
+still needs the reminder before the visit. The API stop ends them all.
+
+Appointment reminders are relative to `lead.appointment_at`; one whose moment has passed when the lead
+is enrolled (or the appointment moves) is skipped, never sent late; one still unsent when the appointment
+begins is skipped too. Moving the appointment moves the reminders not yet dispatched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from cadences.models import (
+    TRIGGER_MISSED_CALL,
+    CadenceEnrolment,
+    CadenceStep,
+    EnrolmentStatus,
+    SkipReason,
+    StepStatus,
+    StopReason,
+)
+from cadences.templates import appointment_time, first_name, render
+from gateway.database import insert_ignoring_conflict
+from gateway.leads import record_event
+from gateway.messaging import queue_text
+from gateway.models import CadenceDefinition, Call, Contact, Lead, LeadEvent, LeadStatus, Message, MessageStatus
+from gateway.phones import national
+from tracked_numbers.models import TrackedNumber
+
+log = logging.getLogger(__name__)
+
+ORIGIN_PREFIX = "cadence-step:"
+START = "start"
+APPOINTMENT = "appointment"
+MISSED_CALL_STATUSES = frozenset({LeadStatus.NEW.value, LeadStatus.ATTEMPTING_CONTACT.value})
+APPOINTMENT_STATUSES = frozenset({LeadStatus.APPOINTMENT_SET.value, LeadStatus.APPOINTMENT_CONFIRMED.value})
+# A reminder relative to the appointment that comes after it ("thanks for visiting") may still go this
+# late; one before it is useless once the appointment has begun.
+LATE_LIMIT = timedelta(hours=1)
+# Message statuses that mean the provider took the text.
+_SENT_MESSAGES = (
+    MessageStatus.QUEUED.value,
+    MessageStatus.SENT.value,
+    MessageStatus.DELIVERED.value,
+    MessageStatus.SANDBOX.value,
+)
+_LIVE_STEPS = (StepStatus.CLAIMED.value, StepStatus.DEFERRED.value)
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """What one dispatch did: steps it won, texts it wrote, steps it skipped."""
+
+    claimed: int
+    texts: list[int]
+    skipped: int
+
+
+# --- templates ----------------------------------------------------------------------------------------
+
+
+def template_values(lead: Lead, enrolment: CadenceEnrolment) -> dict[str, str | None]:
+    owner = lead.owner
+    return {
+        "first_name": lead.contact.first_name,
+        "store": lead.store.name,
+        "agent": first_name(owner.name) if owner is not None else None,
+        "source": lead.source,
+        "tracked_number": national(enrolment.from_number) if enrolment.from_number else None,
+        "appointment_time": appointment_time(lead.appointment_at, lead.store.timezone),
+    }
+
+
+# --- which statuses end which cadences --------------------------------------------------------------
+
+
+def lasts_while(trigger: str) -> frozenset[str]:
+    """The lead statuses a cadence started by `trigger` runs in; any other status ends it."""
+    if trigger == TRIGGER_MISSED_CALL:
+        return MISSED_CALL_STATUSES
+    if trigger in APPOINTMENT_STATUSES:
+        return APPOINTMENT_STATUSES
+    return frozenset({trigger})
+
+
+def is_appointment_cadence(enrolment: CadenceEnrolment) -> bool:
+    return enrolment.trigger in APPOINTMENT_STATUSES
+
+
+# --- enrolment ----------------------------------------------------------------------------------------
+
+
+def active_key(lead_id: int, cadence_key: str) -> str:
+    return f"{lead_id}:{cadence_key}"
+
+
+def enrol(
+    session: Session,
+    lead: Lead,
+    definition: CadenceDefinition,
+    *,
+    trigger: str,
+    from_number: str,
+    now: datetime,
+) -> CadenceEnrolment | None:
+    """Start `definition` for the lead; its due-now steps become texts in this transaction.
+
+    None when the customer cannot be texted (withheld, opted out, not textable, automation paused),
+    when an appointment cadence has no appointment time yet, or when it already runs for this lead.
+    """
+    contact = lead.contact
+    if contact.phone is None or contact.opted_out or not contact.textable or contact.automation_paused:
+        return None
+    specs = [spec for spec in definition.steps or [] if isinstance(spec, dict)]
+    relative = any(spec.get("relative_to") == APPOINTMENT for spec in specs)
+    if relative and lead.appointment_at is None:
+        record_event(
+            session, lead, "cadence-waiting",
+            f"Cadence {definition.key} waits for an appointment time.", now, {"cadence": definition.key},
+        )
+        return None
+    key = active_key(lead.id, definition.key)
+    inserted = insert_ignoring_conflict(
+        session,
+        CadenceEnrolment,
+        {
+            "lead_id": lead.id,
+            "contact_id": contact.id,
+            "cadence_key": definition.key,
+            "trigger": trigger,
+            "status": EnrolmentStatus.ACTIVE.value,
+            "active_key": key,
+            "from_number": from_number,
+            "started_at": now,
+            "anchor": lead.appointment_at if relative else None,
+            "created_at": now,
+        },
+        ["active_key"],
+    )
+    if not inserted:
+        return None
+    enrolment = session.scalars(select(CadenceEnrolment).where(CadenceEnrolment.active_key == key)).one()
+    steps = []
+    for index, spec in enumerate(specs):
+        relative_to = APPOINTMENT if spec.get("relative_to") == APPOINTMENT else START
+        offset = int(spec.get("after", 0))
+        base = enrolment.anchor if relative_to == APPOINTMENT and enrolment.anchor is not None else now
+        due = base + timedelta(seconds=offset)
+        step = CadenceStep(
+            enrolment_id=enrolment.id,
+            step_index=index,
+            relative_to=relative_to,
+            offset_seconds=offset,
+            template=str(spec.get("text", "")),
+            due_at=due,
+            status=StepStatus.SCHEDULED.value,
+            created_at=now,
+        )
+        if relative_to == APPOINTMENT and due < now:
+            step.status = StepStatus.SKIPPED.value
+            step.skip_reason = SkipReason.PAST_DUE.value
+        steps.append(step)
+    session.add_all(steps)
+    session.flush()
+    record_event(
+        session, lead, "cadence-started", f"Cadence {definition.key} started ({trigger.replace('_', ' ')}).",
+        now, {"cadence": definition.key, "enrolment": enrolment.id, "steps": len(steps)},
+    )
+    # Due now (the missed call's first text): claimed and written here, in the transaction that
+    # settles the call, so the send job is queued the moment it commits.
+    for step in steps:
+        if step.status == StepStatus.SCHEDULED.value and step.due_at <= now:
+            step.status = StepStatus.CLAIMED.value
+            step.claimed_at = now
+            _write_text(session, step, enrolment, lead, now)
+    complete_finished(session, [enrolment.id], now)
+    return enrolment
+
+
+def enrol_after_missed_call(session: Session, lead: Lead, call: Call, now: datetime) -> CadenceEnrolment | None:
+    """The tracked number's cadence, once per lead: a second missed call does not restart it."""
+    if lead.contact.phone is None:
+        return None  # a withheld caller gets a lead and a task, no text
+    number_id = call.tracked_number_id or lead.tracked_number_id
+    number = session.get(TrackedNumber, number_id) if number_id else None
+    if number is None or not number.cadence_key:
+        return None
+    definition = session.scalar(select(CadenceDefinition).where(CadenceDefinition.key == number.cadence_key))
+    if definition is None or definition.trigger:
+        return None
+    already = session.scalar(
+        select(
+            exists().where(
+                CadenceEnrolment.lead_id == lead.id, CadenceEnrolment.cadence_key == definition.key
+            )
+        )
+    )
+    if already:
+        return None
+    return enrol(session, lead, definition, trigger=TRIGGER_MISSED_CALL, from_number=number.number, now=now)
+
+
+def _sender(lead: Lead) -> str:
+    return lead.tracked_number or lead.store.main_line
+
+
+def active_enrolments(session: Session, lead_id: int) -> list[CadenceEnrolment]:
+    return list(
+        session.scalars(
+            select(CadenceEnrolment)
+            .where(CadenceEnrolment.lead_id == lead_id, CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value)
+            .order_by(CadenceEnrolment.id)
+        )
+    )
+
+
+def lead_changed(session: Session, lead: Lead, changes: dict[str, Any], now: datetime) -> None:
+    """Status and appointment changes: stop what the new status ends, start what it triggers, move
+    appointment reminders with the appointment."""
+    started: set[str] = set()
+    if "status" in changes:
+        status = lead.status
+        for enrolment in active_enrolments(session, lead.id):
+            if status in lasts_while(enrolment.trigger):
+                continue
+            cancelled = (
+                is_appointment_cadence(enrolment)
+                and status not in {LeadStatus.NO_SHOW.value}
+                and LeadStatus(status).is_open
+            )
+            reason = StopReason.APPOINTMENT_CANCELLED if cancelled else StopReason.STATUS
+            stop(session, enrolment, reason, now, detail=f"lead status {status}", lead=lead)
+        for definition in _triggered_by(session, status):
+            if enrol(session, lead, definition, trigger=status, from_number=_sender(lead), now=now):
+                started.add(definition.key)
+    if "appointment_at" in changes:
+        appointment_moved(session, lead, now, skip=started)
+
+
+def _triggered_by(session: Session, status: str) -> list[CadenceDefinition]:
+    return [
+        definition
+        for definition in session.scalars(select(CadenceDefinition).order_by(CadenceDefinition.id))
+        if isinstance(definition.trigger, dict) and definition.trigger.get("status") == status
+    ]
+
+
+def appointment_moved(session: Session, lead: Lead, now: datetime, skip: Iterable[str] = ()) -> None:
+    """The appointment moved, was set late or was cancelled."""
+    skip = set(skip)
+    enrolments = [e for e in active_enrolments(session, lead.id) if e.cadence_key not in skip]
+    if lead.appointment_at is None:
+        for enrolment in enrolments:
+            if is_appointment_cadence(enrolment):
+                stop(session, enrolment, StopReason.APPOINTMENT_CANCELLED, now, "appointment time cleared", lead)
+        return
+    running = {e.cadence_key for e in enrolments}
+    for enrolment in enrolments:
+        if enrolment.anchor is not None and enrolment.anchor != lead.appointment_at:
+            reschedule(session, enrolment, lead, lead.appointment_at, now)
+    # A cadence that waited for the appointment time (status set first, time later) starts now.
+    for definition in _triggered_by(session, lead.status):
+        if definition.key not in running and definition.key not in skip:
+            enrol(session, lead, definition, trigger=lead.status, from_number=_sender(lead), now=now)
+
+
+def reschedule(session: Session, enrolment: CadenceEnrolment, lead: Lead, anchor: datetime, now: datetime) -> None:
+    """Move the reminders not yet dispatched; a past-due one is skipped, one back in the future returns."""
+    old = enrolment.anchor
+    enrolment.anchor = anchor
+    steps = session.scalars(
+        select(CadenceStep).where(
+            CadenceStep.enrolment_id == enrolment.id,
+            CadenceStep.relative_to == APPOINTMENT,
+            (CadenceStep.status == StepStatus.SCHEDULED.value)
+            | (
+                (CadenceStep.status == StepStatus.SKIPPED.value)
+                & (CadenceStep.skip_reason == SkipReason.PAST_DUE.value)
+            ),
+        )
+    )
+    for step in steps:
+        step.due_at = anchor + timedelta(seconds=step.offset_seconds)
+        step.enqueued_at = None
+        if step.due_at < now:
+            step.status = StepStatus.SKIPPED.value
+            step.skip_reason = SkipReason.PAST_DUE.value
+        else:
+            step.status = StepStatus.SCHEDULED.value
+            step.skip_reason = None
+    record_event(
+        session, lead, "cadence-rescheduled",
+        f"Cadence {enrolment.cadence_key} moved with the appointment.", now,
+        {"cadence": enrolment.cadence_key, "from": old.isoformat() if old else None, "to": anchor.isoformat()},
+    )
+
+
+# --- stops --------------------------------------------------------------------------------------------
+
+
+def stop(
+    session: Session,
+    enrolment: CadenceEnrolment,
+    reason: StopReason,
+    now: datetime,
+    detail: str | None = None,
+    lead: Lead | None = None,
+) -> bool:
+    """Stop an active enrolment: its scheduled steps are skipped and its texts not yet taken by a sender
+    are withdrawn. Recorded on the enrolment and in the lead's timeline. False if it was not active."""
+    result = session.execute(
+        update(CadenceEnrolment)
+        .where(CadenceEnrolment.id == enrolment.id, CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value)
+        .values(
+            status=EnrolmentStatus.STOPPED.value,
+            active_key=None,
+            stop_reason=reason.value,
+            stop_detail=detail,
+            stopped_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(result, "rowcount", 0):
+        return False
+    session.refresh(enrolment)
+    session.execute(
+        update(CadenceStep)
+        .where(CadenceStep.enrolment_id == enrolment.id, CadenceStep.status == StepStatus.SCHEDULED.value)
+        .values(status=StepStatus.SKIPPED.value, skip_reason=SkipReason.STOPPED.value)
+        .execution_options(synchronize_session=False)
+    )
+    # A text written but not yet claimed by a sender (waiting for the morning, or in the queue) is
+    # withdrawn; one a sender already holds is past the point of no return.
+    message_ids = list(
+        session.scalars(
+            select(CadenceStep.message_id).where(
+                CadenceStep.enrolment_id == enrolment.id,
+                CadenceStep.status.in_(_LIVE_STEPS),
+                CadenceStep.message_id.is_not(None),
+            )
+        )
+    )
+    if message_ids:
+        withdrawn = list(
+            session.scalars(
+                update(Message)
+                .where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING.value)
+                .values(
+                    status=MessageStatus.REFUSED.value,
+                    refusal_code="cadence_stopped",
+                    error_message=f"The cadence stopped ({reason.value}) before this text was sent.",
+                    updated_at=now,
+                )
+                .returning(Message.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        if withdrawn:
+            session.execute(
+                update(CadenceStep)
+                .where(CadenceStep.message_id.in_(withdrawn))
+                .values(status=StepStatus.SKIPPED.value, skip_reason=SkipReason.STOPPED.value)
+                .execution_options(synchronize_session=False)
+            )
+    lead = lead if lead is not None else session.get(Lead, enrolment.lead_id)
+    if lead is not None:
+        text = f"Cadence {enrolment.cadence_key} stopped: {reason.value.replace('_', ' ')}"
+        record_event(
+            session, lead, "cadence-stopped", text + (f" ({detail})" if detail else "") + ".", now,
+            {"cadence": enrolment.cadence_key, "enrolment": enrolment.id, "reason": reason.value, "detail": detail},
+        )
+    log.info("cadence %s of lead %s stopped: %s", enrolment.cadence_key, enrolment.lead_id, reason.value)
+    return True
+
+
+def stop_for_lead(
+    session: Session,
+    lead: Lead,
+    reason: StopReason,
+    now: datetime,
+    detail: str | None = None,
+    *,
+    keep_appointments: bool = False,
+    cadence_key: str | None = None,
+) -> list[CadenceEnrolment]:
+    stopped = []
+    for enrolment in active_enrolments(session, lead.id):
+        if keep_appointments and is_appointment_cadence(enrolment):
+            continue
+        if cadence_key is not None and enrolment.cadence_key != cadence_key:
+            continue
+        if stop(session, enrolment, reason, now, detail, lead):
+            stopped.append(enrolment)
+    return stopped
+
+
+def stop_for_contact(
+    session: Session, contact_id: int, reason: StopReason, now: datetime, detail: str | None = None
+) -> list[CadenceEnrolment]:
+    """Every active cadence of the customer's phone, at every store."""
+    enrolments = list(
+        session.scalars(
+            select(CadenceEnrolment)
+            .where(
+                CadenceEnrolment.contact_id == contact_id,
+                CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value,
+            )
+            .order_by(CadenceEnrolment.id)
+        )
+    )
+    return [e for e in enrolments if stop(session, e, reason, now, detail)]
+
+
+# --- dispatch -----------------------------------------------------------------------------------------
+
+
+def due_step_ids(session: Session, now: datetime, limit: int, requeue_after: timedelta) -> list[int]:
+    """Scheduled steps whose time has come and that no sweep handed to the queue recently."""
+    return list(
+        session.scalars(
+            select(CadenceStep.id)
+            .where(
+                CadenceStep.status == StepStatus.SCHEDULED.value,
+                CadenceStep.due_at <= now,
+                (CadenceStep.enqueued_at.is_(None)) | (CadenceStep.enqueued_at <= now - requeue_after),
+            )
+            .order_by(CadenceStep.due_at, CadenceStep.id)
+            .limit(limit)
+        )
+    )
+
+
+def mark_enqueued(session: Session, step_ids: Sequence[int], now: datetime) -> None:
+    for start in range(0, len(step_ids), 1000):
+        session.execute(
+            update(CadenceStep)
+            .where(CadenceStep.id.in_(step_ids[start : start + 1000]))
+            .values(enqueued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def claim_steps(session: Session, step_ids: Sequence[int], now: datetime) -> list[int]:
+    """scheduled -> claimed for the due steps of active enrolments; the ids this transaction won.
+
+    One conditional UPDATE: of two workers holding the same ids, the second finds them claimed (SQLite
+    serialises writers; PostgreSQL re-checks the condition on the row the first one locked). A stop
+    committed before the claim has already skipped the step, so the stop wins.
+    """
+    if not step_ids:
+        return []
+    active = select(CadenceEnrolment.id).where(CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value)
+    return list(
+        session.scalars(
+            update(CadenceStep)
+            .where(
+                CadenceStep.id.in_(list(step_ids)),
+                CadenceStep.status == StepStatus.SCHEDULED.value,
+                CadenceStep.due_at <= now,
+                CadenceStep.enrolment_id.in_(active),
+            )
+            .values(status=StepStatus.CLAIMED.value, claimed_at=now)
+            .returning(CadenceStep.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime) -> Dispatched:
+    """Claim the due steps among `step_ids` and turn each into a text (in this transaction)."""
+    claimed = claim_steps(session, step_ids, now)
+    if not claimed:
+        return Dispatched(0, [], 0)
+    rows = session.execute(
+        select(CadenceStep, CadenceEnrolment, Lead)
+        .join(CadenceEnrolment, CadenceEnrolment.id == CadenceStep.enrolment_id)
+        .join(Lead, Lead.id == CadenceEnrolment.lead_id)
+        .where(CadenceStep.id.in_(claimed))
+        .order_by(CadenceStep.due_at, CadenceStep.id)
+    ).all()
+    texts: list[int] = []
+    skipped = 0
+    for step, enrolment, lead in rows:
+        message = _write_text(session, step, enrolment, lead, now)
+        if message is None:
+            skipped += 1
+        else:
+            texts.append(message.id)
+    complete_finished(session, sorted({enrolment.id for _, enrolment, _ in rows}), now)
+    return Dispatched(len(claimed), texts, skipped)
+
+
+def _stale(step: CadenceStep, enrolment: CadenceEnrolment, now: datetime) -> bool:
+    if step.relative_to != APPOINTMENT or enrolment.anchor is None:
+        return False
+    limit = enrolment.anchor if step.offset_seconds <= 0 else step.due_at + LATE_LIMIT
+    return now >= limit
+
+
+def _write_text(
+    session: Session, step: CadenceStep, enrolment: CadenceEnrolment, lead: Lead, now: datetime
+) -> Message | None:
+    """The claimed step's text (origin unique: a retry finds the first one instead)."""
+    contact: Contact = lead.contact
+    if _stale(step, enrolment, now):
+        step.status = StepStatus.SKIPPED.value
+        step.skip_reason = SkipReason.PAST_DUE.value
+        return None
+    if contact.phone is None:
+        step.status = StepStatus.SKIPPED.value
+        step.skip_reason = SkipReason.REFUSED.value
+        return None
+    message = queue_text(
+        session,
+        to=contact.phone,
+        from_=enrolment.from_number,
+        body=render(step.template, template_values(lead, enrolment)),
+        kind="cadence",
+        now=now,
+        automated=True,
+        lead=lead,
+        contact=contact,
+        origin=f"{ORIGIN_PREFIX}{step.id}",
+    )
+    step.message_id = message.id
+    return message
+
+
+def complete_finished(session: Session, enrolment_ids: Sequence[int], now: datetime) -> None:
+    """Active enrolments with no step left to dispatch are complete."""
+    if not enrolment_ids:
+        return
+    waiting = (
+        select(CadenceStep.id)
+        .where(CadenceStep.enrolment_id == CadenceEnrolment.id, CadenceStep.status == StepStatus.SCHEDULED.value)
+        .exists()
+    )
+    done = session.execute(
+        update(CadenceEnrolment)
+        .where(
+            CadenceEnrolment.id.in_(list(enrolment_ids)),
+            CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value,
+            ~waiting,
+        )
+        .values(status=EnrolmentStatus.COMPLETED.value, active_key=None, completed_at=now)
+        .returning(CadenceEnrolment.id, CadenceEnrolment.lead_id, CadenceEnrolment.cadence_key)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for enrolment_id, lead_id, key in done:
+        session.add(
+            LeadEvent(
+                lead_id=lead_id,
+                kind="cadence-completed",
+                text=f"Cadence {key}: every step dispatched.",
+                data={"cadence": key, "enrolment": enrolment_id},
+                at=now,
+            )
+        )
+
+
+# --- what became of the texts -------------------------------------------------------------------------
+
+
+def step_id_of(message: Message) -> int | None:
+    origin = message.origin or ""
+    if not origin.startswith(ORIGIN_PREFIX):
+        return None
+    raw = origin.removeprefix(ORIGIN_PREFIX)
+    return int(raw) if raw.isdigit() else None
+
+
+def mark_sent(session: Session, message: Message) -> None:
+    step_id = step_id_of(message)
+    if step_id is None:
+        return
+    session.execute(
+        update(CadenceStep)
+        .where(CadenceStep.id == step_id, CadenceStep.status.in_(_LIVE_STEPS))
+        .values(status=StepStatus.SENT.value)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def sync_outcomes(session: Session, now: datetime) -> None:
+    """Steps whose text was sent, deferred by the guard, refused, failed or left unknown say so."""
+
+    def settle(condition: Any, values: dict[str, Any], statuses: Sequence[str] = _LIVE_STEPS) -> None:
+        matched = exists().where(Message.id == CadenceStep.message_id, condition)
+        session.execute(
+            update(CadenceStep)
+            .where(CadenceStep.status.in_(statuses), matched)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+    settle(Message.status.in_(_SENT_MESSAGES), {"status": StepStatus.SENT.value})
+    settle(Message.status == MessageStatus.UNKNOWN.value, {"status": StepStatus.UNKNOWN.value})
+    settle(
+        Message.status == MessageStatus.REFUSED.value,
+        {"status": StepStatus.SKIPPED.value, "skip_reason": SkipReason.REFUSED.value},
+    )
+    settle(
+        Message.status.in_([MessageStatus.FAILED.value, MessageStatus.UNDELIVERED.value]),
+        {"status": StepStatus.SKIPPED.value, "skip_reason": SkipReason.FAILED.value},
+    )
+    settle(
+        (Message.status == MessageStatus.PENDING.value) & (Message.send_after > now),
+        {"status": StepStatus.DEFERRED.value},
+        (StepStatus.CLAIMED.value,),
+    )

@@ -1,0 +1,94 @@
+"""The cadences' HTTP face: stop a lead's cadences, see them. Under /api/v1 with the API's own keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy import select
+
+from cadences import services
+from cadences.models import CadenceEnrolment, CadenceStep, StopReason
+from gateway import api, web
+from gateway.api.leads import load_lead
+from gateway.web import ApiError
+
+blueprint = Blueprint("cadences_api", __name__, url_prefix="/api/v1")
+
+
+@blueprint.before_request
+def authenticate() -> None:
+    api.authenticate()
+
+
+def enrolment_json(enrolment: CadenceEnrolment, steps: list[CadenceStep]) -> dict[str, Any]:
+    return {
+        "id": enrolment.id,
+        "lead_id": enrolment.lead_id,
+        "cadence": enrolment.cadence_key,
+        "trigger": enrolment.trigger,
+        "status": enrolment.status,
+        "stop_reason": enrolment.stop_reason,
+        "stop_detail": enrolment.stop_detail,
+        "started_at": api.iso(enrolment.started_at),
+        "appointment_at": api.iso(enrolment.anchor),
+        "stopped_at": api.iso(enrolment.stopped_at),
+        "completed_at": api.iso(enrolment.completed_at),
+        "steps": [
+            {
+                "index": step.step_index,
+                "relative_to": step.relative_to,
+                "after": step.offset_seconds,
+                "due_at": api.iso(step.due_at),
+                "status": step.status,
+                "skip_reason": step.skip_reason,
+                "message_id": step.message_id,
+            }
+            for step in steps
+        ],
+    }
+
+
+def _enrolments(lead_id: int, ids: list[int] | None = None) -> list[dict[str, Any]]:
+    session = web.session()
+    query = select(CadenceEnrolment).where(CadenceEnrolment.lead_id == lead_id)
+    if ids is not None:
+        query = query.where(CadenceEnrolment.id.in_(ids))
+    enrolments = list(session.scalars(query.order_by(CadenceEnrolment.id)))
+    steps: dict[int, list[CadenceStep]] = {e.id: [] for e in enrolments}
+    if enrolments:
+        for step in session.scalars(
+            select(CadenceStep)
+            .where(CadenceStep.enrolment_id.in_(list(steps)))
+            .order_by(CadenceStep.enrolment_id, CadenceStep.step_index)
+        ):
+            steps[step.enrolment_id].append(step)
+    return [enrolment_json(e, steps[e.id]) for e in enrolments]
+
+
+@blueprint.get("/leads/<int:lead_id>/cadences")
+def list_cadences(lead_id: int) -> Response:
+    lead = load_lead(lead_id)
+    return jsonify({"items": _enrolments(lead.id), "next_cursor": None})
+
+
+@blueprint.post("/leads/<int:lead_id>/cadence/stop")
+def stop_cadence(lead_id: int) -> Response:
+    """Stop the lead's active cadences (or only `cadence`); stopping nothing is not an error."""
+    lead = load_lead(lead_id)
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "Send a JSON object, e.g. {\"cadence\": \"missed-call\"}, or nothing.")
+    cadence = body.get("cadence")
+    if cadence is not None and (not isinstance(cadence, str) or not cadence.strip()):
+        raise ApiError(400, "invalid_cadence", "cadence must be a cadence key.")
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 500):
+        raise ApiError(400, "invalid_note", "note must be text of at most 500 characters.")
+    session = web.session()
+    detail = note or f"API key {g.api_key.name}"
+    stopped = services.stop_for_lead(
+        session, lead, StopReason.API, api.now(), detail, cadence_key=cadence.strip() if cadence else None
+    )
+    session.commit()
+    return jsonify({"lead_id": lead.id, "stopped": _enrolments(lead.id, [e.id for e in stopped])})
