@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 DEFAULT_REGION = "US"
@@ -36,7 +38,12 @@ def is_withheld(raw: str | None) -> bool:
 
 def to_e164(raw: str, region: str = DEFAULT_REGION) -> str:
     """E.164 for a dialable number; InvalidPhone otherwise."""
-    text = raw.strip()
+    return _to_e164(raw.strip(), region)
+
+
+@functools.lru_cache(maxsize=8192)
+def _to_e164(text: str, region: str) -> str:
+    # Cached: every webhook parses its numbers, and the same tracked numbers and callers come back.
     if len(text) > 32:
         raise InvalidPhone("phone number too long")
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gateway.hours import is_open
@@ -92,12 +92,19 @@ class RouteCache:
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, Route | None]] = {}
 
-    def get(self, session: Session, number: str) -> Route | None:
-        now = time.monotonic()
+    def fresh(self, number: str) -> tuple[bool, Route | None]:
+        """(True, route) when the cache knows the number and the entry is still fresh."""
         with self._lock:
             hit = self._items.get(number)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def get(self, session: Session, number: str) -> Route | None:
+        known, cached = self.fresh(number)
+        if known:
+            return cached
+        now = time.monotonic()
         route = load_route(session, number)
         with self._lock:
             self._items[number] = (now + self._ttl, route)
@@ -161,21 +168,36 @@ def department_open(route: Route, now: datetime) -> bool:
     return is_open(route.hours, route.timezone, now)
 
 
-def open_lead_owner(session: Session, phone: str | None, store_id: int) -> str | None:
+# Built once: the incoming-call webhook runs these on every call.
+_OWNER_OF_OPEN_LEAD = (
+    select(Agent.key)
+    .join(Lead, Lead.owner_id == Agent.id)
+    .join(Contact, Contact.id == Lead.contact_id)
+    .where(
+        Contact.phone == bindparam("phone"),
+        Lead.store_id == bindparam("store"),
+        Lead.open_key.is_not(None),
+    )
+    .limit(1)
+)
+_ADVANCE_ROUND_ROBIN = (
+    update(TrackedNumber)
+    .where(TrackedNumber.id == bindparam("rotating_number_id"))
+    .values(round_robin_next=TrackedNumber.round_robin_next + 1)
+    .returning(TrackedNumber.round_robin_next)
+)
+
+
+def open_lead_owner(connection: Connection, phone: str | None, store_id: int) -> str | None:
     """The agent key owning this caller's open lead at the store, if any."""
     if phone is None:
         return None
-    return session.scalar(
-        select(Agent.key)
-        .join(Lead, Lead.owner_id == Agent.id)
-        .join(Contact, Contact.id == Lead.contact_id)
-        .where(Contact.phone == phone, Lead.open_key.is_not(None), Lead.store_id == store_id)
-        .limit(1)
-    )
+    key = connection.execute(_OWNER_OF_OPEN_LEAD, {"phone": phone, "store": store_id}).scalar()
+    return str(key) if key is not None else None
 
 
 def ring_steps(
-    session: Session, route: Route, now: datetime, owner_key: str | None
+    connection: Connection, route: Route, now: datetime, owner_key: str | None
 ) -> list[list[str]]:
     """The agent keys to ring, step by step: one step for simultaneous, one agent a step otherwise.
 
@@ -188,24 +210,14 @@ def ring_steps(
     if route.strategy == RingStrategy.SIMULTANEOUS.value:
         return [keys]
     if route.strategy == RingStrategy.ROUND_ROBIN.value:
-        start = _next_round_robin(session, route.number_id)
+        # Advance the number's rotation atomically and start where it was.
+        start = int(connection.execute(_ADVANCE_ROUND_ROBIN, {"rotating_number_id": route.number_id}).scalar_one()) - 1
         offset = start % len(keys)
         keys = keys[offset:] + keys[:offset]
     if owner_key in keys:
         keys.remove(owner_key)
         keys.insert(0, owner_key)
     return [[k] for k in keys]
-
-
-def _next_round_robin(session: Session, number_id: int) -> int:
-    """Advance the number's rotation and return where this call starts; atomic under concurrency."""
-    value = session.execute(
-        update(TrackedNumber)
-        .where(TrackedNumber.id == number_id)
-        .values(round_robin_next=TrackedNumber.round_robin_next + 1)
-        .returning(TrackedNumber.round_robin_next)
-    ).scalar_one()
-    return int(value) - 1
 
 
 def agent_by_key(route: Route, key: str) -> RingAgent | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Protocol
 from urllib.parse import urlencode
+from xml.sax.saxutils import escape, quoteattr
 
 from flask import Response
-from twilio.twiml.voice_response import Dial, VoiceResponse
+from twilio.twiml.voice_response import VoiceResponse
 
-from gateway.models import Call
 from tracked_numbers.services import (
     DEFAULT_CLOSED_PROMPT,
     DEFAULT_VOICEMAIL_PROMPT,
@@ -30,64 +31,78 @@ def url(base: str, path: str, **params: str | int) -> str:
     return f"{base}{path}" + ("?" + urlencode(params) if params else "")
 
 
-def for_call(route: Route, call: Call, base: str) -> VoiceResponse:
-    """The TwiML for where the call stands: ring the current step, or take a voicemail."""
-    steps: list[list[str]] = call.ringing_agents or []
+class RingView(Protocol):
+    """A ringing call as the TwiML sees it (a Call row or the hot path's RingState)."""
+
+    @property
+    def sid(self) -> str: ...
+    @property
+    def ringing_agents(self) -> list[list[str]]: ...
+    @property
+    def dial_step(self) -> int: ...
+    @property
+    def after_hours(self) -> bool: ...
+    @property
+    def voicemail_started(self) -> bool: ...
+
+
+def for_call(route: Route, call: RingView, base: str) -> str:
+    """The TwiML for where the call stands: ring the current step, or take a voicemail.
+
+    Written as a string with escaping, not built with VoiceResponse: this answers every incoming call,
+    and the element tree costs more than the rest of the request. Tests read it back with an XML parser.
+    """
+    steps = call.ringing_agents or []
     if call.voicemail_started or call.dial_step >= len(steps):
         return voicemail(route, call, base)
     return dial_step(route, call, base)
 
 
-def dial_step(route: Route, call: Call, base: str) -> VoiceResponse:
-    response = VoiceResponse()
+def _attr(value: str | int) -> str:
+    return quoteattr(str(value))
+
+
+def dial_step(route: Route, call: RingView, base: str) -> str:
+    parts = ['<?xml version="1.0" encoding="UTF-8"?><Response>']
     greeting = route.prompts.get("greeting")
     if greeting and call.dial_step == 0:
-        response.say(route.prompt("greeting", ""), voice=VOICE)
-    dial = Dial(
-        action=url(base, "/webhooks/voice/dial-complete", call=call.sid, step=call.dial_step),
-        method="POST",
-        timeout=route.ring_timeout,
-        answer_on_bridge=True,
+        parts.append(f"<Say voice={_attr(VOICE)}>{escape(route.prompt('greeting', ''))}</Say>")
+    action = url(base, "/webhooks/voice/dial-complete", call=call.sid, step=call.dial_step)
+    record = ' record="record-from-answer-dual"' if route.record else ""
+    parts.append(
+        f'<Dial action={_attr(action)} answerOnBridge="true" method="POST"{record} '
+        f"timeout={_attr(route.ring_timeout)}>"
     )
-    if route.record:
-        dial.record = "record-from-answer-dual"
+    leg = "/webhooks/voice/screen" if route.screen else "/webhooks/voice/connect"
     for key in call.ringing_agents[call.dial_step]:
         agent = agent_by_key(route, key)
         if agent is None:
             continue
-        leg = "/webhooks/voice/screen" if route.screen else "/webhooks/voice/connect"
-        dial.number(
-            agent.phone,
-            url=url(base, leg, call=call.sid, agent=agent.key, step=call.dial_step),
-            method="POST",
-        )
-    response.append(dial)
-    return response
+        target = url(base, leg, call=call.sid, agent=agent.key, step=call.dial_step)
+        parts.append(f'<Number method="POST" url={_attr(target)}>{escape(agent.phone)}</Number>')
+    parts.append("</Dial></Response>")
+    return "".join(parts)
 
 
-def voicemail(route: Route, call: Call, base: str) -> VoiceResponse:
-    response = VoiceResponse()
+def voicemail(route: Route, call: RingView, base: str) -> str:
     prompt = (
         route.prompt("closed", DEFAULT_CLOSED_PROMPT)
         if call.after_hours
         else route.prompt("voicemail", DEFAULT_VOICEMAIL_PROMPT)
     )
-    response.say(prompt, voice=VOICE)
-    response.record(
-        action=url(base, "/webhooks/voice/voicemail", call=call.sid),
-        method="POST",
-        max_length=180,
-        timeout=5,
-        play_beep=True,
-        transcribe=True,
-        transcribe_callback=url(base, "/webhooks/voicemail/transcription", call=call.sid),
-        recording_status_callback=url(base, "/webhooks/voicemail/recording", call=call.sid),
-        recording_status_callback_event="completed absent failed",
-        recording_status_callback_method="POST",
+    action = url(base, "/webhooks/voice/voicemail", call=call.sid)
+    transcribed = url(base, "/webhooks/voicemail/transcription", call=call.sid)
+    recorded = url(base, "/webhooks/voicemail/recording", call=call.sid)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><Response>'
+        f"<Say voice={_attr(VOICE)}>{escape(prompt)}</Say>"
+        f'<Record action={_attr(action)} maxLength="180" method="POST" playBeep="true" '
+        f'recordingStatusCallback={_attr(recorded)} recordingStatusCallbackEvent="completed absent failed" '
+        f'recordingStatusCallbackMethod="POST" timeout="5" transcribe="true" '
+        f"transcribeCallback={_attr(transcribed)} />"
+        f"<Say voice={_attr(VOICE)}>We did not get a message. We will call you back. Goodbye.</Say>"
+        "<Hangup /></Response>"
     )
-    response.say("We did not get a message. We will call you back. Goodbye.", voice=VOICE)
-    response.hangup()
-    return response
 
 
 def screen(route: Route, call_sid: str, agent_key: str, step: int, base: str) -> VoiceResponse:

@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from gateway import calls, runtime, web
 from gateway.phones import mask
@@ -43,30 +44,33 @@ def _bad_request(error: ValueError) -> Response:
 @blueprint.post("/incoming")
 @provider_webhook
 def call_incoming() -> Response:
+    """Every call to a tracked number: logged, then rung or sent to voicemail, in one short transaction."""
     try:
         call = payloads.incoming_call(request.form)
     except ValueError as error:
         return _bad_request(error)
-    now = runtime.current().clock.now()
+    current = runtime.current()
+    now = current.clock.now()
     try:
-        session = web.session()
-        route = routes().get(session, call.to)
-        if route is None:
-            log.error("call %s to %s: not a tracked number", call.sid, call.to)
-            return twiml.respond(twiml.unknown_number())
-        existing = calls.get_call(session, call.sid)
-        if existing is None:
+        with current.database.engine.begin() as connection:
+            known, route = routes().fresh(call.to)
+            if not known:
+                with Session(bind=connection) as session:
+                    route = routes().get(session, call.to)
+            if route is None:
+                log.error("call %s to %s: not a tracked number", call.sid, call.to)
+                return twiml.respond(twiml.unknown_number())
             after_hours = not department_open(route, now)
             owner = None
             if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
-                owner = open_lead_owner(session, call.caller, route.store_id)
-            steps = [] if after_hours else ring_steps(session, route, now, owner)
-            existing, _ = calls.record_incoming(
-                session, call, route.origin, after_hours=after_hours, steps=steps, now=now
+                owner = open_lead_owner(connection, call.caller, route.store_id)
+            steps = [] if after_hours else ring_steps(connection, route, now, owner)
+            state = calls.ring_call(
+                connection, call, route.origin, after_hours=after_hours, steps=steps, now=now
             )
-            session.commit()
-        log.info("call %s from %s to %s", call.sid, mask(call.caller), call.to)
-        return twiml.respond(twiml.for_call(route, existing, _base()))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
+        return twiml.respond(twiml.for_call(route, state, current.settings.public_base_url))
     except SQLAlchemyError:
         log.exception("database unavailable for call %s: forwarding to the main line", call.sid)
         web.session().rollback()
