@@ -103,6 +103,7 @@ _RESOURCE_PATHS = (
     (re.compile(r"IncomingPhoneNumbers\.json"), "numbers"),
     (re.compile(r"IncomingPhoneNumbers/(?P<sid>[^/]+)\.json"), "number"),
 )
+_RECORDING_MEDIA = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Recordings/(?P<sid>RE[0-9a-f]+)\.mp3")
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
 # IncomingPhoneNumber fields a POST may change (form name -> resource field is CamelCase -> snake_case).
@@ -195,6 +196,7 @@ class _State:
     recipient_errors: dict[tuple[str, str], ApiError] = field(default_factory=dict)
     latency: float = 0.0
     down: bool = False
+    recordings: dict[str, bytes] = field(default_factory=dict)
 
 
 class FakeTwilio:
@@ -362,6 +364,28 @@ class FakeTwilio:
         """While down, every API request is answered 503 (code 20503)."""
         with self._lock:
             self._state.down = down
+
+    def add_recording(self, audio: bytes) -> str:
+        """Keep a recording; returns its RecordingUrl (GET it + ".mp3", with the account's Basic auth)."""
+        sid = _sid("RE")
+        with self._lock:
+            self._state.recordings[sid] = audio
+        return f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{sid}"
+
+    def recording(self, request: Request) -> tuple[int, bytes, str] | None:
+        """The MP3 of a GET .../Recordings/<sid>.mp3, or None when the path is not a recording."""
+        match = _RECORDING_MEDIA.fullmatch(request.path)
+        if match is None or request.method != "GET":
+            return None
+        try:
+            self._authenticate(request.authorization)
+        except ApiError as error:
+            return error.status, json.dumps(error.body()).encode(), "application/json"
+        with self._lock:
+            audio = self._state.recordings.get(match["sid"]) if match["account"] == self.account_sid else None
+        if audio is None:
+            return 404, json.dumps(_not_found(request.path).body()).encode(), "application/json"
+        return 200, audio, "audio/mpeg"
 
     def reset(self) -> None:
         """Forget created messages and calls and every injected failure, latency and outage; keep numbers."""
@@ -928,6 +952,14 @@ class _Handler(BaseHTTPRequestHandler):
             form=parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True),
             authorization=self.headers.get("Authorization"),
         )
+        media = self.server.fake.recording(request)
+        if media is not None:
+            code, audio, content_type = media
+            self.wfile.write(
+                (f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\nContent-Type: {content_type}\r\n"
+                 f"Content-Length: {len(audio)}\r\n\r\n").encode("latin-1") + audio
+            )
+            return
         status, payload, headers = self.server.fake.respond(request)
         self._write(status, payload, headers)
 
