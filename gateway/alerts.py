@@ -1,0 +1,128 @@
+"""Alert texts to agents: a missed call, a customer's text, a voicemail's transcript.
+
+Each alert is queued in the transaction of the event that caused it (so it leaves with it, within a
+second, or not at all), goes to the lead's owner from the tracked number the customer reached (the
+agent can reply to it: the reply relay), and carries a signed click-to-call link. Hot leads also alert
+the department's manager. The priority is recomputed first, on every contact.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from flask import Flask, has_app_context
+from sqlalchemy.orm import Session
+
+from gateway import compliance, events, priority, runtime
+from gateway.agent_loop import click_to_call_url, describe, managers_of, send_alert
+from gateway.models import Agent, Call, CallOutcome, Lead, Message
+from gateway.phones import national
+
+log = logging.getLogger(__name__)
+
+PREVIEW_CHARACTERS = 80
+
+
+def init_app(app: Flask) -> None:
+    events.contact_unanswered.connect(on_contact_unanswered, weak=False)
+    events.message_received.connect(on_message_received, weak=False)
+    events.voicemail_transcribed.connect(on_voicemail_transcribed, weak=False)
+    events.call_completed.connect(on_call_completed, weak=False)
+
+
+def _preview(text: str, limit: int = PREVIEW_CHARACTERS) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    return (flat[:limit].rsplit(" ", 1)[0] or flat[:limit]).rstrip(",.;:") + "..."
+
+
+def _link(lead: Lead, agent: Agent, now: datetime) -> str | None:
+    if lead.contact.phone is None:
+        return None
+    return click_to_call_url(runtime.current().settings, lead, agent, now)
+
+
+def _band(result: priority.Priority) -> str:
+    return f"{result.band.value} priority ({result.score})"
+
+
+def _recipients(session: Session, lead: Lead, result: priority.Priority) -> list[Agent]:
+    """The owner; for a hot lead the department's managers as well."""
+    people: list[Agent] = [lead.owner] if lead.owner is not None and lead.owner.active else []
+    if result.band == priority.Band.HOT:
+        people += [m for m in managers_of(session, lead.store_id, lead.department) if m not in people]
+    return people
+
+
+def missed_call_text(lead: Lead, call: Call, result: priority.Priority, link: str | None) -> str:
+    if call.outcome == CallOutcome.VOICEMAIL.value and call.voicemail_seconds:
+        head = f"Voicemail ({call.voicemail_seconds}s)"
+    elif call.after_hours:
+        head = "After-hours call"
+    elif call.outcome == CallOutcome.ABANDONED.value:
+        head = "Caller hung up"
+    else:
+        head = "Missed call"
+    text = f"{head}: {describe(lead)}. Lead #{lead.code}, {_band(result)}."
+    if link:
+        text += f" Call back: {link} or reply here to text them."
+    return text
+
+
+def on_contact_unanswered(sender: Session, *, lead: Lead, call: Call, now: datetime, **_: Any) -> None:
+    if not has_app_context():
+        return
+    result = priority.recompute(sender, lead, now)
+    for agent in _recipients(sender, lead, result):
+        send_alert(
+            sender,
+            lead=lead,
+            agent=agent,
+            body=missed_call_text(lead, call, result, _link(lead, agent, now)),
+            origin=f"alert:call:{call.id}:{agent.id}",
+            now=now,
+        )
+
+
+def on_message_received(sender: Session, *, lead: Lead, message: Message, now: datetime, **_: Any) -> None:
+    if not has_app_context():
+        return
+    result = priority.recompute(sender, lead, now)
+    if compliance.classify_keyword(message.body or "") is not None:
+        return  # STOP/START/HELP are answered by the rules, not by a person
+    words = _preview(message.body or "") or "(picture)"
+    for agent in _recipients(sender, lead, result):
+        link = _link(lead, agent, now)
+        body = f'Text from {describe(lead)}. Lead #{lead.code}, {_band(result)}: "{words}" Reply here to answer.'
+        if link:
+            body += f" Call: {link}"
+        send_alert(sender, lead=lead, agent=agent, body=body, origin=f"alert:text:{message.id}:{agent.id}", now=now)
+
+
+def on_voicemail_transcribed(
+    sender: Session, *, lead: Lead, call: Call, transcript: str, now: datetime, **_: Any
+) -> None:
+    if not has_app_context():
+        return
+    result = priority.current(lead)
+    for agent in _recipients(sender, lead, result):
+        body = (
+            f'Voicemail from {national(lead.contact.phone)}, lead #{lead.code} ({result.band.value}): '
+            f'"{_preview(transcript)}"'
+        )
+        send_alert(sender, lead=lead, agent=agent, body=body, origin=f"alert:voicemail:{call.id}:{agent.id}", now=now)
+
+
+def on_call_completed(sender: Session, *, lead: Lead, call: Call, now: datetime, **_: Any) -> None:
+    """Answered calls are contacts too; unanswered ones were scored when their alert went."""
+    if not has_app_context():
+        return
+    try:
+        unanswered = CallOutcome(call.outcome).unanswered
+    except ValueError:
+        unanswered = False
+    if not unanswered:
+        priority.recompute(sender, lead, now)
