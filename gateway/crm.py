@@ -1,0 +1,623 @@
+"""CRM sync: every lead event becomes an outbox row per CRM destination, delivered by the worker.
+
+The rows are written by subscribers of `gateway.events`, in the transaction of the change itself: the
+lead and its CRM deliveries commit together or not at all. Each row holds the body rendered at event
+time (ADF/XML or a JSON event), an idempotency key, and its place in a stream (one lead, one
+destination) that is delivered strictly in order: a delivery waits while an older one of its stream is
+unfinished. Retryable failures back off exponentially (30 s, 1 min, 2 min ... at most 1 h) for 24 h;
+then, or at once for a refusal, the row is a dead letter, listed by `gateway crm deadletters` and the
+API and replayed by `gateway crm replay`. A sweep finds due rows again, so a flushed Redis loses none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, has_app_context
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from gateway import events, runtime
+from gateway.api import serialize
+from gateway.crm_formats import (
+    ADF_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    LEAD_CREATED,
+    ContactType,
+    LeadRecord,
+    lead_event_data,
+    render_adf,
+    render_json_event,
+)
+from gateway.crm_models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
+from gateway.crm_transport import DeliveryError, post_adf, post_json, send_adf_email
+from gateway.database import required
+from gateway.jobs import enqueue_after_commit, register_sweeper
+from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
+from gateway.settings import DEFAULT_PUBLIC_BASE_URL
+
+log = logging.getLogger(__name__)
+
+DELIVER_JOB = "gateway.crm.deliver_job"
+RETRY_WINDOW = timedelta(hours=24)
+FIRST_BACKOFF = 30.0
+MAX_BACKOFF = 3600.0
+# Defaults of the settings read from Settings.extra: the HTTP/SMTP timeout of one attempt, and how long
+# a claimed delivery may go unanswered before the sweep decides its worker died and sends it again.
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_CLAIM_TIMEOUT = 300.0
+# The sweep hands a due row to Redis again only if it did not do so this recently.
+REQUEUE_AFTER = timedelta(seconds=30)
+SWEEP_LIMIT = 1000
+
+LEAD_UPDATED = "lead.updated"
+CALL_COMPLETED = "call.completed"
+MESSAGE_RECEIVED = "message.received"
+MESSAGE_SENT = "message.sent"
+VOICEMAIL_TRANSCRIBED = "voicemail.transcribed"
+TASK_CREATED = "task.created"
+TASK_COMPLETED = "task.completed"
+EVENTS = (
+    LEAD_CREATED,
+    LEAD_UPDATED,
+    CALL_COMPLETED,
+    MESSAGE_RECEIVED,
+    MESSAGE_SENT,
+    VOICEMAIL_TRANSCRIBED,
+    TASK_CREATED,
+    TASK_COMPLETED,
+)
+
+# Lead ids created in the session's transaction whose ADF prospect ("new") is not written yet: it goes
+# out with the contact that created the lead (the call or the text), so the CRM gets one prospect.
+_NEW_LEADS_KEY = "gateway.crm.new_leads"
+
+_OUTCOME_CONTACT = {
+    CallOutcome.ANSWERED.value: ContactType.ANSWERED_CALL.value,
+    CallOutcome.MISSED.value: ContactType.MISSED_CALL.value,
+    CallOutcome.BUSY.value: ContactType.MISSED_CALL.value,
+    CallOutcome.FAILED.value: ContactType.MISSED_CALL.value,
+    CallOutcome.RINGING.value: ContactType.MISSED_CALL.value,
+    CallOutcome.ABANDONED.value: ContactType.ABANDONED_CALL.value,
+    CallOutcome.AFTER_HOURS.value: ContactType.AFTER_HOURS_CALL.value,
+    CallOutcome.VOICEMAIL.value: ContactType.VOICEMAIL.value,
+    CallOutcome.FORWARDED.value: "forwarded call",
+}
+
+
+def init_app(app: Flask) -> None:
+    events.lead_created.connect(on_lead_created, weak=False)
+    events.lead_updated.connect(on_lead_updated, weak=False)
+    events.call_completed.connect(on_call_completed, weak=False)
+    events.message_received.connect(on_message_received, weak=False)
+    events.message_sent.connect(on_message_sent, weak=False)
+    events.voicemail_transcribed.connect(on_voicemail_transcribed, weak=False)
+    events.task_created.connect(on_task_created, weak=False)
+    events.task_completed.connect(on_task_completed, weak=False)
+    register_sweeper("crm-due", enqueue_due_deliveries)
+    register_sweeper("crm-stuck", release_stuck_deliveries)
+
+
+# ----------------------------------------------------------------------------------------- settings
+
+
+def _setting(name: str, default: float) -> float:
+    if not has_app_context():
+        return default
+    value = runtime.current().settings.extra.get(name, default)
+    return float(value)
+
+
+def _base_url() -> str:
+    if not has_app_context():
+        return DEFAULT_PUBLIC_BASE_URL
+    return runtime.current().settings.public_base_url
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the `attempts`-th failed attempt: 30 s, 1 min, 2 min, 4 min ... at most 1 h."""
+    seconds = FIRST_BACKOFF * 2 ** max(attempts - 1, 0) if attempts < 20 else MAX_BACKOFF
+    return timedelta(seconds=min(seconds, MAX_BACKOFF))
+
+
+# ------------------------------------------------------------------------------------------ records
+
+
+def lead_record(
+    lead: Lead,
+    event_name: str,
+    contact_type: str,
+    now: datetime,
+    *,
+    call: Call | None = None,
+    message: Message | None = None,
+    transcript: str | None = None,
+) -> LeadRecord:
+    """What a CRM is told about `lead` at `now`, from the rows as they are in this transaction."""
+    store = lead.store
+    contact = lead.contact
+    return LeadRecord(
+        lead_id=lead.id,
+        lead_code=lead.code,
+        event=event_name,
+        contact_type=contact_type,
+        request_date=now,
+        store_key=store.key,
+        store_name=store.name,
+        store_phone=store.main_line,
+        department=lead.department,
+        lead_url=f"{_base_url()}/leads/{lead.code}",
+        phone=contact.phone,
+        first_name=contact.first_name,
+        last_name=contact.last_name,
+        source=lead.source,
+        tracked_number=lead.tracked_number,
+        call_outcome=call.outcome if call is not None else None,
+        call_duration=call.duration if call is not None else None,
+        transcript=transcript,
+        message_body=message.body if message is not None else None,
+        owner_name=lead.owner.name if lead.owner is not None else None,
+        status=lead.status,
+        priority=lead.priority,
+    )
+
+
+def _stream(store_id: int, kind: str, target: str, lead_id: int | None) -> str:
+    return hashlib.sha256(f"{store_id}|{kind}|{target}|{lead_id}".encode()).hexdigest()[:32]
+
+
+def _target(destination: dict[str, Any]) -> str | None:
+    kind = destination.get("type")
+    value = destination.get("to") if kind == DestinationKind.ADF_EMAIL.value else destination.get("url")
+    return str(value) if value else None
+
+
+def write_deliveries(
+    session: Session,
+    lead: Lead,
+    event_name: str,
+    now: datetime,
+    *,
+    data: dict[str, Any] | None,
+    adf: LeadRecord | None,
+) -> list[CrmDelivery]:
+    """One outbox row per destination of the lead's store that takes this event; the send after commit.
+
+    `data` is the JSON event's data (None: no JSON event), `adf` the ADF prospect (None: no ADF).
+    """
+    store: Store = lead.store
+    rows: list[CrmDelivery] = []
+    for index, destination in enumerate(store.crm or []):
+        if not isinstance(destination, dict):
+            continue
+        kind, target = destination.get("type"), _target(destination)
+        if target is None:
+            continue
+        key = f"crm_{uuid.uuid4().hex}"
+        if kind == DestinationKind.WEBHOOK.value and data is not None:
+            payload = render_json_event(event_name, data, event_id=key, created_at=now)
+            content_type = JSON_CONTENT_TYPE
+        elif kind in {DestinationKind.ADF_HTTP.value, DestinationKind.ADF_EMAIL.value} and adf is not None:
+            payload = render_adf(adf)
+            content_type = ADF_CONTENT_TYPE
+        else:
+            continue
+        row = CrmDelivery(
+            store_id=store.id,
+            lead_id=lead.id,
+            destination_index=index,
+            kind=kind,
+            target=target[:500],
+            stream=_stream(store.id, str(kind), target, lead.id),
+            event=event_name,
+            content_type=content_type,
+            payload=payload,
+            idempotency_key=key,
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            retry_until=now + RETRY_WINDOW,
+            queued_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        rows.append(row)
+    if rows:
+        session.flush()
+        for row in rows:
+            enqueue_after_commit(session, DELIVER_JOB, row.id)
+    return rows
+
+
+def _json(record: LeadRecord, **extra: Any) -> dict[str, Any]:
+    data = lead_event_data(record)
+    data.update(extra)
+    return data
+
+
+def _adf_for_contact(
+    session: Session, lead: Lead, event_name: str, record: LeadRecord
+) -> LeadRecord:
+    """The contact that opened the lead in this transaction is the lead's first prospect ("new")."""
+    new_leads: set[int] = session.info.get(_NEW_LEADS_KEY, set())
+    if lead.id in new_leads:
+        new_leads.discard(lead.id)
+        return _with_event(record, LEAD_CREATED)
+    return record if record.event != LEAD_CREATED else _with_event(record, event_name)
+
+
+def _with_event(record: LeadRecord, event_name: str) -> LeadRecord:
+    values = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    values["event"] = event_name
+    return LeadRecord(**values)
+
+
+# ---------------------------------------------------------------------------------------- subscribers
+
+
+def on_lead_created(session: Session, *, lead: Lead, now: datetime, **_: Any) -> None:
+    record = lead_record(lead, LEAD_CREATED, "new lead", now)
+    write_deliveries(session, lead, LEAD_CREATED, now, data=_json(record), adf=None)
+    session.info.setdefault(_NEW_LEADS_KEY, set()).add(lead.id)
+
+
+def on_lead_updated(
+    session: Session, *, lead: Lead, changes: dict[str, Any], now: datetime, **_: Any
+) -> None:
+    record = lead_record(lead, LEAD_UPDATED, "lead update", now)
+    described: dict[str, Any] = {}
+    for name, change in (changes or {}).items():
+        old, new = change if isinstance(change, tuple | list) and len(change) == 2 else (None, change)
+        described[str(name)] = {"from": _plain(old), "to": _plain(new)}
+    write_deliveries(session, lead, LEAD_UPDATED, now, data=_json(record, changes=described), adf=None)
+
+
+def on_call_completed(session: Session, *, lead: Lead, call: Call, now: datetime, **_: Any) -> None:
+    contact_type = _OUTCOME_CONTACT.get(call.outcome, ContactType.MISSED_CALL.value)
+    record = lead_record(lead, CALL_COMPLETED, contact_type, now, call=call)
+    adf = _adf_for_contact(session, lead, CALL_COMPLETED, record)
+    write_deliveries(
+        session, lead, CALL_COMPLETED, now, data=_json(record, call=serialize.call(call)), adf=adf
+    )
+
+
+def on_message_received(
+    session: Session, *, lead: Lead, message: Message, now: datetime, **_: Any
+) -> None:
+    record = lead_record(lead, MESSAGE_RECEIVED, ContactType.TEXT.value, now, message=message)
+    adf = _adf_for_contact(session, lead, MESSAGE_RECEIVED, record)
+    write_deliveries(
+        session, lead, MESSAGE_RECEIVED, now, data=_json(record, message=serialize.message(message)), adf=adf
+    )
+
+
+def on_message_sent(session: Session, *, message: Message, now: datetime, **_: Any) -> None:
+    lead = session.get(Lead, message.lead_id) if message.lead_id is not None else None
+    if lead is None:
+        return  # not about a lead (a text to an agent): nothing a CRM tracks
+    record = lead_record(lead, MESSAGE_SENT, "outbound text", now, message=message)
+    write_deliveries(
+        session, lead, MESSAGE_SENT, now, data=_json(record, message=serialize.message(message)), adf=None
+    )
+
+
+def on_voicemail_transcribed(
+    session: Session, *, lead: Lead, call: Call, transcript: str, now: datetime, **_: Any
+) -> None:
+    record = lead_record(
+        lead, VOICEMAIL_TRANSCRIBED, ContactType.VOICEMAIL.value, now, call=call, transcript=transcript
+    )
+    adf = _adf_for_contact(session, lead, VOICEMAIL_TRANSCRIBED, record)
+    data = _json(record, call=serialize.call(call), transcript=transcript)
+    write_deliveries(session, lead, VOICEMAIL_TRANSCRIBED, now, data=data, adf=adf)
+
+
+def _on_task(session: Session, task: Task, event_name: str, now: datetime) -> None:
+    lead = task.lead if task.lead is not None else session.get(Lead, task.lead_id)
+    if lead is None:
+        return
+    record = lead_record(lead, event_name, "task", now)
+    write_deliveries(session, lead, event_name, now, data=_json(record, task=serialize.task(task)), adf=None)
+
+
+def on_task_created(session: Session, *, task: Task, now: datetime, **_: Any) -> None:
+    _on_task(session, task, TASK_CREATED, now)
+
+
+def on_task_completed(session: Session, *, task: Task, now: datetime, **_: Any) -> None:
+    _on_task(session, task, TASK_COMPLETED, now)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool | datetime):
+        return value
+    return str(value)
+
+
+@event.listens_for(Session, "before_commit")
+def _new_leads_without_contact(session: Session) -> None:
+    """A lead opened with no call or text in the same transaction still reaches ADF CRMs, as `new`."""
+    pending: set[int] = session.info.pop(_NEW_LEADS_KEY, set())
+    for lead_id in sorted(pending):
+        lead = session.get(Lead, lead_id)
+        if lead is None:
+            continue
+        now = lead.created_at
+        record = lead_record(lead, LEAD_CREATED, "new lead", now)
+        write_deliveries(session, lead, LEAD_CREATED, now, data=None, adf=record)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_new_leads(session: Session) -> None:
+    session.info.pop(_NEW_LEADS_KEY, None)
+
+
+# ------------------------------------------------------------------------------------------- delivery
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """What the send needs, copied out of the session so no transaction stays open during I/O."""
+
+    id: int
+    kind: str
+    target: str
+    payload: bytes
+    idempotency_key: str
+    store_name: str
+    secret: str | None
+
+
+def deliver_job(delivery_id: int) -> None:
+    deliver(delivery_id)
+
+
+def _unblocked() -> Any:
+    """No older delivery of the same stream is unfinished (correlated on the row being updated)."""
+    older = aliased(CrmDelivery)
+    return ~(
+        select(older.id)
+        .where(older.stream == CrmDelivery.stream, older.id < CrmDelivery.id, older.status.in_(UNFINISHED))
+        .exists()
+    )
+
+
+def deliver(delivery_id: int) -> str:
+    """Claim, send, record. Returns the delivery's status afterwards ("skipped": not its turn)."""
+    current = runtime.current()
+    now = current.clock.now()
+    with current.database.session() as session:
+        claimed = session.execute(
+            update(CrmDelivery)
+            .where(
+                CrmDelivery.id == delivery_id,
+                CrmDelivery.status == DeliveryStatus.PENDING.value,
+                CrmDelivery.next_attempt_at <= now,
+                _unblocked(),
+            )
+            .values(
+                status=DeliveryStatus.DELIVERING.value,
+                claimed_at=now,
+                attempts=CrmDelivery.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(claimed, "rowcount", 0):
+            return "skipped"
+        row = required(session.get(CrmDelivery, delivery_id), f"crm delivery {delivery_id}")
+        store = required(session.get(Store, row.store_id), f"store {row.store_id}")
+        attempt = _Attempt(
+            id=row.id,
+            kind=row.kind,
+            target=row.target,
+            payload=row.payload,
+            idempotency_key=row.idempotency_key,
+            store_name=store.name,
+            secret=_secret(store, row),
+        )
+    try:
+        _send(attempt, now)
+    except DeliveryError as error:
+        return _record(delivery_id, now, error)
+    return _record(delivery_id, now, None)
+
+
+def _secret(store: Store, row: CrmDelivery) -> str | None:
+    """The webhook secret as configured now (a rotated secret signs retries), matched by URL."""
+    if row.kind != DestinationKind.WEBHOOK.value:
+        return None
+    entries = [e for e in (store.crm or []) if isinstance(e, dict)]
+    for entry in entries:
+        if entry.get("type") == row.kind and _target(entry) == row.target and entry.get("secret"):
+            return str(entry["secret"])
+    return None
+
+
+def _send(attempt: _Attempt, now: datetime) -> None:
+    current = runtime.current()
+    timeout = _setting("crm_timeout", DEFAULT_TIMEOUT)
+    if attempt.kind == DestinationKind.ADF_HTTP.value:
+        post_adf(attempt.target, attempt.payload, attempt.idempotency_key, timeout)
+    elif attempt.kind == DestinationKind.ADF_EMAIL.value:
+        smtp_url = current.settings.smtp_url
+        if not smtp_url:
+            raise DeliveryError("SMTP_URL is not set, so ADF e-mail cannot be sent; set it and replay", False)
+        send_adf_email(smtp_url, attempt.target, attempt.store_name, attempt.payload, attempt.idempotency_key, timeout)
+    elif attempt.kind == DestinationKind.WEBHOOK.value:
+        if attempt.secret is None:
+            raise DeliveryError("the webhook destination (or its secret) is no longer configured", False)
+        post_json(
+            attempt.target, attempt.payload, attempt.secret, attempt.idempotency_key, timeout,
+            now=int(now.timestamp()),
+        )
+    else:
+        raise DeliveryError(f"unknown CRM destination type {attempt.kind!r}", False)
+
+
+def _record(delivery_id: int, now: datetime, error: DeliveryError | None) -> str:
+    current = runtime.current()
+    with current.database.session() as session:
+        row = required(session.get(CrmDelivery, delivery_id), f"crm delivery {delivery_id}")
+        row.claimed_at = None
+        row.updated_at = now
+        if error is None:
+            row.status = DeliveryStatus.DELIVERED.value
+            row.delivered_at = now
+            row.last_error = None
+        else:
+            row.last_error = str(error)[:2000]
+            if error.retryable and now < row.retry_until:
+                row.status = DeliveryStatus.PENDING.value
+                row.next_attempt_at = min(now + backoff(row.attempts), row.retry_until)
+            else:
+                row.status = DeliveryStatus.DEAD.value
+            log.warning(
+                "crm delivery %s (%s, attempt %s) failed: %s -> %s",
+                row.id, row.kind, row.attempts, error, row.status,
+            )
+        if row.status in {DeliveryStatus.DELIVERED.value, DeliveryStatus.DEAD.value}:
+            _enqueue_next_in_stream(session, row, now)
+        return row.status
+
+
+def _enqueue_next_in_stream(session: Session, row: CrmDelivery, now: datetime) -> None:
+    """The stream's next delivery was waiting for this one: send it now rather than at the next sweep."""
+    following = session.scalar(
+        select(CrmDelivery)
+        .where(
+            CrmDelivery.stream == row.stream,
+            CrmDelivery.id > row.id,
+            CrmDelivery.status.in_(UNFINISHED),
+        )
+        .order_by(CrmDelivery.id)
+        .limit(1)
+    )
+    if following is not None and following.status == DeliveryStatus.PENDING.value and following.next_attempt_at <= now:
+        following.queued_at = now
+        enqueue_after_commit(session, DELIVER_JOB, following.id)
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+def enqueue_due_deliveries(session: Session, now: datetime) -> None:
+    """Due deliveries at the head of their stream that Redis does not hold (lost, or deferred) go back."""
+    ids = list(
+        session.scalars(
+            select(CrmDelivery.id)
+            .where(
+                CrmDelivery.status == DeliveryStatus.PENDING.value,
+                CrmDelivery.next_attempt_at <= now,
+                (CrmDelivery.queued_at.is_(None)) | (CrmDelivery.queued_at <= now - REQUEUE_AFTER)
+                | (CrmDelivery.queued_at < CrmDelivery.next_attempt_at),
+                _unblocked(),
+            )
+            .order_by(CrmDelivery.id)
+            .limit(SWEEP_LIMIT)
+        )
+    )
+    if not ids:
+        return
+    for delivery_id in ids:
+        enqueue_after_commit(session, DELIVER_JOB, delivery_id)
+    session.execute(
+        update(CrmDelivery)
+        .where(CrmDelivery.id.in_(ids))
+        .values(queued_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_stuck_deliveries(session: Session, now: datetime) -> None:
+    """A delivery claimed long ago with no answer: the worker died. Send again (receivers dedupe)."""
+    timeout = timedelta(seconds=_setting("crm_claim_timeout", DEFAULT_CLAIM_TIMEOUT))
+    stuck = list(
+        session.scalars(
+            select(CrmDelivery).where(
+                CrmDelivery.status == DeliveryStatus.DELIVERING.value,
+                CrmDelivery.claimed_at <= now - timeout,
+            )
+        )
+    )
+    for row in stuck:
+        row.claimed_at = None
+        row.updated_at = now
+        row.last_error = "the worker stopped before the CRM answered; sending again with the same key"
+        if now < row.retry_until:
+            row.status = DeliveryStatus.PENDING.value
+            row.next_attempt_at = now
+            row.queued_at = now
+            enqueue_after_commit(session, DELIVER_JOB, row.id)
+        else:
+            row.status = DeliveryStatus.DEAD.value
+        log.warning("crm delivery %s was stuck delivering -> %s", row.id, row.status)
+
+
+# ------------------------------------------------------------------------------------ dead letters
+
+
+def dead_letters(
+    session: Session,
+    store_ids: set[int] | None = None,
+    *,
+    status: str = DeliveryStatus.DEAD.value,
+    after_id: int = 0,
+    limit: int = 100,
+) -> list[CrmDelivery]:
+    """Deliveries in `status` (dead letters by default), oldest first."""
+    query = select(CrmDelivery).where(CrmDelivery.status == status, CrmDelivery.id > after_id)
+    if store_ids is not None:
+        query = query.where(CrmDelivery.store_id.in_(store_ids))
+    return list(session.scalars(query.order_by(CrmDelivery.id).limit(limit)))
+
+
+class NotDead(ValueError):
+    """Only a dead letter can be replayed."""
+
+
+def replay(session: Session, ids: Sequence[int] | None, now: datetime) -> list[CrmDelivery]:
+    """Give dead letters a fresh 24 h window and send them again (same body, same idempotency key).
+
+    `ids` None: every dead letter. Raises NotDead (nothing changed) when one of `ids` is not dead,
+    LookupError when one does not exist.
+    """
+    if ids is None:
+        rows = list(
+            session.scalars(
+                select(CrmDelivery).where(CrmDelivery.status == DeliveryStatus.DEAD.value).order_by(CrmDelivery.id)
+            )
+        )
+    else:
+        rows = []
+        for delivery_id in ids:
+            row = session.get(CrmDelivery, delivery_id)
+            if row is None:
+                raise LookupError(f"no CRM delivery {delivery_id}")
+            if row.status != DeliveryStatus.DEAD.value:
+                raise NotDead(f"CRM delivery {delivery_id} is {row.status}, not dead")
+            rows.append(row)
+    for row in rows:
+        row.status = DeliveryStatus.PENDING.value
+        row.attempts = 0
+        row.next_attempt_at = now
+        row.retry_until = now + RETRY_WINDOW
+        row.queued_at = now
+        row.updated_at = now
+        enqueue_after_commit(session, DELIVER_JOB, row.id)
+    session.flush()
+    return rows
+
+
+def counts_by_status(session: Session, store_ids: set[int] | None = None) -> dict[str, int]:
+    query = select(CrmDelivery.status, func.count()).group_by(CrmDelivery.status)
+    if store_ids is not None:
+        query = query.where(CrmDelivery.store_id.in_(store_ids))
+    return {status: count for status, count in session.execute(query).all()}
