@@ -436,7 +436,8 @@ def finish_dial(session: Session, call: Call, dial_status: str, duration: int | 
         if connected
         else {"busy": Outcome.BUSY, "failed": Outcome.FAILED}.get(dial_status, Outcome.NO_ANSWER)
     )
-    call.duration = duration
+    if call.duration is None:
+        call.duration = duration
     if lead is None:
         return True
     name = agent.name if agent is not None else "An agent"
@@ -461,11 +462,11 @@ def finish_call(session: Session, call: Call, status: str, duration: int | None,
     """The agent's call ended. If the customer was never dialled, that is the outcome."""
     call.status = status[:16]
     call.ended_at = now
+    call.duration = duration if duration is not None else call.duration
     if call.accepted_at is None:
         if not _claim_end(session, call, now):
             return
         call.outcome = Outcome.AGENT_MISSED
-        call.duration = duration
         lead = session.get(Lead, call.lead_id) if call.lead_id else None
         agent = _agent_of(session, call)
         if lead is not None:
