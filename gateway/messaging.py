@@ -34,6 +34,7 @@ from gateway.models import (
 )
 from gateway.phones import mask
 from gateway.provider import ERROR_OPTED_OUT, NOT_TEXTABLE_CODES, ProviderError
+from gateway.sms_models import MessageStatusCallback
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,35 @@ SENT_STATUSES = (
 )
 # Kinds that are not texts to a customer: the quiet-hours and cap rules protect customers.
 AGENT_KINDS = frozenset({"alert"})
+# The gateway's own answers to the customer's STOP/START/HELP: they go at once, even to a contact who
+# has just opted out (the confirmation of that STOP), and never count as automated marketing.
+KEYWORD_REPLY_KINDS = frozenset({"keyword", "help"})
+
+# How far along a text is, by the provider's word. Callbacks arrive out of order; a status only ever
+# replaces a lower one, so a late "sent" never overwrites "delivered". The provider's own "sending"
+# is kept as "queued": our "sending" means a worker has claimed the row and is waiting on the API.
+PROVIDER_STATUSES: dict[str, MessageStatus] = {
+    "accepted": MessageStatus.QUEUED,
+    "scheduled": MessageStatus.QUEUED,
+    "queued": MessageStatus.QUEUED,
+    "sending": MessageStatus.QUEUED,
+    "sent": MessageStatus.SENT,
+    "failed": MessageStatus.FAILED,
+    "undelivered": MessageStatus.UNDELIVERED,
+    "canceled": MessageStatus.FAILED,
+    "delivered": MessageStatus.DELIVERED,
+    "read": MessageStatus.DELIVERED,
+}
+STATUS_RANK: dict[str, int] = {
+    MessageStatus.PENDING.value: 0,
+    MessageStatus.SENDING.value: 0,
+    MessageStatus.UNKNOWN.value: 0,
+    MessageStatus.QUEUED.value: 1,
+    MessageStatus.SENT.value: 2,
+    MessageStatus.FAILED.value: 3,
+    MessageStatus.UNDELIVERED.value: 3,
+    MessageStatus.DELIVERED.value: 4,
+}
 
 
 def init_app(app: Flask) -> None:
@@ -130,6 +160,23 @@ def check(session: Session, message: Message, now: datetime) -> compliance.Guard
                 customer_contacted_at=now,
             )
         )
+    decision = _check_customer_text(session, message, contact, zone, now)
+    paused = contact is not None and contact.automation_paused and message.automated
+    if paused and (decision.allowed or decision.deferred):
+        return compliance.GuardDecision(
+                False,
+                "automation_paused",
+                "The customer asked in their own words not to be texted; automated texts to them are "
+                "paused until a person reviews the conversation.",
+                None,
+                decision.segments,
+            )
+    return decision
+
+
+def _check_customer_text(
+    session: Session, message: Message, contact: Contact | None, zone: str, now: datetime
+) -> compliance.GuardDecision:
     recent: list[datetime] = []
     if message.automated:
         recent = [
@@ -157,7 +204,7 @@ def check(session: Session, message: Message, now: datetime) -> compliance.Guard
             automated=message.automated,
             automated_sent_last_24h=recent,
             customer_contacted_at=_last_customer_contact(session, contact),
-            is_keyword_reply=message.kind == "keyword",
+            is_keyword_reply=message.kind in KEYWORD_REPLY_KINDS,
             opted_out_at=contact.opted_out_at if contact else None,
         )
     )
@@ -230,6 +277,7 @@ def send_message(message_id: int) -> str:
         message.sent_at = now
         message.error_code = None
         message.error_message = None
+        apply_early_callbacks(session, message, now)
         if message.kind not in AGENT_KINDS:
             events.message_sent.send(session, message=message, now=now)
         return message.status
@@ -271,6 +319,53 @@ def apply_error_code(session: Session, message: Message, code: int | None, now: 
     elif code in NOT_TEXTABLE_CODES and contact.textable:
         contact.textable = False
         contact.not_textable_reason = f"provider error {code}"
+
+
+def apply_status(
+    session: Session, message: Message, provider_status: str, error_code: int | None, now: datetime
+) -> bool:
+    """A status callback's news, applied only when it moves the text forward. True when it did.
+
+    The update is conditional on the status the row has, so two callbacks racing each other cannot
+    step back. An error code is acted on (opt-out, not textable) whether or not the status moved.
+    """
+    target = PROVIDER_STATUSES.get(provider_status)
+    if target is None:
+        return False
+    rank = STATUS_RANK[target.value]
+    lower = [status for status, r in STATUS_RANK.items() if r < rank]
+    values: dict[str, object] = {"status": target.value, "updated_at": now}
+    if error_code is not None:
+        values["error_code"] = error_code
+    result = session.execute(
+        update(Message).where(Message.id == message.id, Message.status.in_(lower)).values(**values)
+    )
+    moved = bool(getattr(result, "rowcount", 0))
+    session.refresh(message)
+    if error_code is not None:
+        apply_error_code(session, message, error_code, now)
+    return moved
+
+
+def apply_early_callbacks(session: Session, message: Message, now: datetime) -> None:
+    """Status callbacks the provider sent before this text's SID was recorded, applied in rank order."""
+    if message.sid is None:
+        return
+    early = list(
+        session.scalars(
+            select(MessageStatusCallback).where(
+                MessageStatusCallback.sid == message.sid, MessageStatusCallback.applied_at.is_(None)
+            )
+        )
+    )
+    for callback in sorted(early, key=lambda c: _rank_of(c.status)):
+        apply_status(session, message, callback.status, callback.error_code, now)
+        callback.applied_at = now
+
+
+def _rank_of(provider_status: str) -> int:
+    target = PROVIDER_STATUSES.get(provider_status)
+    return STATUS_RANK[target.value] if target is not None else -1
 
 
 def enqueue_due_messages(session: Session, now: datetime) -> None:
