@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 
 from flask import Flask, Response, request
 from redis import Redis
@@ -90,6 +91,22 @@ def create_app(
         return Response("ok\n", mimetype="text/plain")
 
     return app
+
+
+def on_shutdown(app: Flask, close: Callable[[], None]) -> None:
+    """Something to close when the app shuts down (connections held outside the engine's pool)."""
+    app.extensions.setdefault("gateway.closers", []).append(close)
+
+
+def shutdown(app: Flask) -> None:
+    for close in app.extensions.pop("gateway.closers", []):
+        close()
+    runtime_of(app).database.dispose()
+
+
+def runtime_of(app: Flask) -> runtime.Runtime:
+    current: runtime.Runtime = app.extensions[runtime.EXTENSION]
+    return current
 
 
 def _register_errors(app: Flask) -> None:

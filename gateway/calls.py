@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway import events
@@ -86,77 +84,6 @@ def record_incoming(
     )
     row = required(session.scalar(select(Call).where(Call.sid == call.sid)), f"call {call.sid}")
     return row, inserted
-
-
-@dataclass(frozen=True)
-class RingState:
-    """What the TwiML of a ringing call depends on."""
-
-    sid: str
-    ringing_agents: list[list[str]]
-    dial_step: int
-    after_hours: bool
-    voicemail_started: bool
-
-
-_RING_INSERTS: dict[str, Any] = {}
-
-
-def _ring_insert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (sid) DO NOTHING RETURNING id, built once per dialect and reused."""
-    statement = _RING_INSERTS.get(dialect)
-    if statement is None:
-        table: Any = Call.__table__
-        module: Any = postgresql if dialect == "postgresql" else sqlite
-        statement = (
-            module.insert(table).on_conflict_do_nothing(index_elements=["sid"]).returning(table.c.id)
-        )
-        _RING_INSERTS[dialect] = statement
-    return statement
-
-
-def ring_call(
-    connection: Connection,
-    call: IncomingCall,
-    origin: Origin,
-    *,
-    after_hours: bool,
-    steps: list[list[str]],
-    now: datetime,
-) -> RingState:
-    """The incoming-call hot path: one conflict-tolerant insert; a provider retry reads the first answer.
-
-    Core, not the ORM, and a statement compiled once: this runs on every call the dealership gets.
-    """
-    inserted = connection.execute(
-        _ring_insert(connection.dialect.name),
-        {
-            "sid": call.sid,
-            "store_id": origin.store_id,
-            "tracked_number_id": origin.tracked_number_id,
-            "from_number": call.caller,
-            "to_number": call.to,
-            "direction": Direction.INBOUND.value,
-            "kind": "customer",
-            "status": call.status,
-            "outcome": CallOutcome.RINGING.value,
-            "after_hours": after_hours,
-            "voicemail_started": after_hours or not steps,
-            "ringing_agents": steps,
-            "dial_step": 0,
-            "started_at": now,
-            "created_at": now,
-        },
-    ).first()
-    if inserted is not None:
-        return RingState(call.sid, steps, 0, after_hours, after_hours or not steps)
-    table: Any = Call.__table__
-    row = connection.execute(
-        select(
-            table.c.ringing_agents, table.c.dial_step, table.c.after_hours, table.c.voicemail_started
-        ).where(table.c.sid == call.sid)
-    ).one()
-    return RingState(call.sid, list(row[0] or []), int(row[1]), bool(row[2]), bool(row[3]))
 
 
 def get_call(session: Session, sid: str) -> Call | None:

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from redis import Redis
 
-from gateway.app import create_app
+from gateway.app import create_app, shutdown
 from gateway.clock import FrozenClock
 from gateway.config_file import parse_config
 from gateway.configuration import apply_config
@@ -140,7 +140,7 @@ def redis(redis_server: EmbeddedRedis) -> Redis:
 def app(settings: Settings, clock: FrozenClock, redis: Redis) -> Iterator[Flask]:
     application = create_app(settings, clock=clock, redis=Redis.from_url(settings.redis_url or ""))
     yield application
-    application.extensions["gateway"].database.dispose()
+    shutdown(application)
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def make_app(settings: Settings, clock: FrozenClock, redis: Redis) -> Iterator[C
 
     yield build
     for application in made:
-        application.extensions["gateway"].database.dispose()
+        shutdown(application)
 
 
 @pytest.fixture

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.hours import is_open
 from gateway.leads import Origin
-from gateway.models import Agent, Contact, Lead, Store
+from gateway.models import Agent, Store
 from tracked_numbers.models import RingStrategy, TrackedNumber
 
 DEFAULT_GREETING = ""
@@ -168,40 +169,13 @@ def department_open(route: Route, now: datetime) -> bool:
     return is_open(route.hours, route.timezone, now)
 
 
-# Built once: the incoming-call webhook runs these on every call.
-_OWNER_OF_OPEN_LEAD = (
-    select(Agent.key)
-    .join(Lead, Lead.owner_id == Agent.id)
-    .join(Contact, Contact.id == Lead.contact_id)
-    .where(
-        Contact.phone == bindparam("phone"),
-        Lead.store_id == bindparam("store"),
-        Lead.open_key.is_not(None),
-    )
-    .limit(1)
-)
-_ADVANCE_ROUND_ROBIN = (
-    update(TrackedNumber)
-    .where(TrackedNumber.id == bindparam("rotating_number_id"))
-    .values(round_robin_next=TrackedNumber.round_robin_next + 1)
-    .returning(TrackedNumber.round_robin_next)
-)
-
-
-def open_lead_owner(connection: Connection, phone: str | None, store_id: int) -> str | None:
-    """The agent key owning this caller's open lead at the store, if any."""
-    if phone is None:
-        return None
-    key = connection.execute(_OWNER_OF_OPEN_LEAD, {"phone": phone, "store": store_id}).scalar()
-    return str(key) if key is not None else None
-
-
 def ring_steps(
-    connection: Connection, route: Route, now: datetime, owner_key: str | None
+    route: Route, now: datetime, owner_key: str | None, rotation: Callable[[int], int]
 ) -> list[list[str]]:
     """The agent keys to ring, step by step: one step for simultaneous, one agent a step otherwise.
 
-    Off-duty agents are skipped. The owner of the caller's open lead rings first.
+    Off-duty agents are skipped. The owner of the caller's open lead rings first. `rotation(number_id)`
+    advances a round-robin number's rotation atomically and says where this call starts.
     """
     on_duty = [a for a in route.ring if a.schedule is None or is_open(a.schedule, route.timezone, now)]
     keys = [a.key for a in on_duty]
@@ -210,9 +184,7 @@ def ring_steps(
     if route.strategy == RingStrategy.SIMULTANEOUS.value:
         return [keys]
     if route.strategy == RingStrategy.ROUND_ROBIN.value:
-        # Advance the number's rotation atomically and start where it was.
-        start = int(connection.execute(_ADVANCE_ROUND_ROBIN, {"rotating_number_id": route.number_id}).scalar_one()) - 1
-        offset = start % len(keys)
+        offset = rotation(route.number_id) % len(keys)
         keys = keys[offset:] + keys[:offset]
     if owner_key in keys:
         keys.remove(owner_key)

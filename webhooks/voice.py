@@ -6,15 +6,15 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from gateway import calls, runtime, web
+from gateway.app import on_shutdown
+from gateway.hotpath import DatabaseUnavailable, HotPath
 from gateway.phones import mask
 from tracked_numbers.models import RingStrategy
 from tracked_numbers.services import (
     RouteCache,
     department_open,
-    open_lead_owner,
     ring_steps,
 )
 from webhooks import failsafe, payloads, twiml
@@ -23,8 +23,18 @@ from webhooks.signature import provider_webhook
 log = logging.getLogger(__name__)
 
 ROUTE_CACHE = "gateway.routes"
+HOT_PATH = "gateway.hotpath"
 
 blueprint = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
+
+
+def hot_path() -> HotPath:
+    """The app's driver connections for the incoming-call hot path."""
+    fast: HotPath | None = current_app.extensions.get(HOT_PATH)
+    if fast is None:
+        fast = current_app.extensions[HOT_PATH] = HotPath(runtime.current().database.engine)
+        on_shutdown(current_app, fast.close)
+    return fast
 
 
 def routes() -> RouteCache:
@@ -44,7 +54,7 @@ def _bad_request(error: ValueError) -> Response:
 @blueprint.post("/incoming")
 @provider_webhook
 def call_incoming() -> Response:
-    """Every call to a tracked number: logged, then rung or sent to voicemail, in one short transaction."""
+    """Every call to a tracked number: logged, then rung or sent to voicemail (gateway/hotpath.py)."""
     try:
         call = payloads.incoming_call(request.form)
     except ValueError as error:
@@ -52,28 +62,35 @@ def call_incoming() -> Response:
     current = runtime.current()
     now = current.clock.now()
     try:
-        with current.database.engine.begin() as connection:
-            known, route = routes().fresh(call.to)
-            if not known:
-                with Session(bind=connection) as session:
-                    route = routes().get(session, call.to)
-            if route is None:
-                log.error("call %s to %s: not a tracked number", call.sid, call.to)
-                return twiml.respond(twiml.unknown_number())
-            after_hours = not department_open(route, now)
-            owner = None
-            if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
-                owner = open_lead_owner(connection, call.caller, route.store_id)
-            steps = [] if after_hours else ring_steps(connection, route, now, owner)
-            state = calls.ring_call(
-                connection, call, route.origin, after_hours=after_hours, steps=steps, now=now
-            )
+        known, route = routes().fresh(call.to)
+        if not known:
+            with current.database.sessions() as session:
+                route = routes().get(session, call.to)
+        if route is None:
+            log.error("call %s to %s: not a tracked number", call.sid, call.to)
+            return twiml.respond(twiml.unknown_number())
+        fast = hot_path()
+        after_hours = not department_open(route, now)
+        owner = None
+        if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
+            owner = fast.owner_of_open_lead(call.caller, route.store_id)
+        steps = [] if after_hours else ring_steps(route, now, owner, fast.advance_rotation)
+        state = fast.ring(
+            sid=call.sid,
+            caller=call.caller,
+            to=call.to,
+            status=call.status,
+            store_id=route.store_id,
+            tracked_number_id=route.number_id,
+            after_hours=after_hours,
+            steps=steps,
+            now=now,
+        )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
         return twiml.respond(twiml.for_call(route, state, current.settings.public_base_url))
-    except SQLAlchemyError:
+    except (SQLAlchemyError, DatabaseUnavailable):
         log.exception("database unavailable for call %s: forwarding to the main line", call.sid)
-        web.session().rollback()
         return failsafe.forward_call(call.to, dict(request.form), now)
 
 

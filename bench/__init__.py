@@ -1,0 +1,1 @@
+"""Benchmarks: each script starts what it measures on loopback, prints its figures and stops it all."""
