@@ -115,11 +115,12 @@ def test_a_completed_cadence_is_not_restarted_by_a_later_missed_call(missed_call
 
 
 @pytest.mark.parametrize("withheld", ["anonymous", "+266696687", ""])
-def test_withheld_callers_are_never_enrolled(missed_call, work, fake_twilio, snapshot, withheld):
+def test_withheld_callers_are_never_enrolled(missed_call, work, fake_twilio, snapshot, db, withheld):
     missed_call(caller=withheld)
     work()
-    assert fake_twilio.messages == []
     assert snapshot().enrolments == []
+    assert cadence_messages(db) == []
+    assert [m for m in fake_twilio.messages if m["Body"] == FIRST_TEXT] == []
 
 
 def test_answered_call_starts_no_cadence(missed_call, work, texts, snapshot):
