@@ -146,10 +146,16 @@ def insert_ignoring_conflict(
     dialect = session.get_bind().dialect.name
     table: Any = model.__table__
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing(
-            index_elements=list(conflict_columns)
+        # An explicit RETURNING: psycopg reports rowcount -1 for the implicit one SQLAlchemy adds, which
+        # would make every conflict look like an insert. A row back means this statement inserted it.
+        stmt: Any = (
+            postgresql.insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=list(conflict_columns))
+            .returning(*table.primary_key.columns)
         )
-    elif dialect == "sqlite":
+        return session.execute(stmt).first() is not None
+    if dialect == "sqlite":
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(
             index_elements=list(conflict_columns)
         )
