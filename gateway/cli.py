@@ -88,6 +88,7 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
             )
         )
         base = env["PUBLIC_BASE_URL"]
+        command = str(Path(sys.executable).parent / "gateway")
         mode = "sandbox (texts and calls are recorded, not sent)" if settings.sandbox else "live Twilio"
         click.echo(
             f"\nDealer gateway is running ({mode}).\n"
@@ -95,10 +96,11 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
             f"  API:         {base}/api/v1/openapi.json\n"
             f"  Database:    {settings.database_url}\n"
             f"  Redis:       {env.get('REDIS_URL')}\n\n"
-            f"Load the example configuration and play a missed call in another terminal:\n"
-            f"  gateway config apply examples/dealer-group.yaml\n"
-            f"  gateway simulate call --from +12025550199 --to +12025550123 --outcome no-answer\n"
-            f"  gateway apikey create --name me   # then: curl -H 'Authorization: Bearer KEY' {base}/api/v1/leads\n"
+            f"In another terminal, load the example dealer group, play a missed call and look:\n"
+            f"  {command} config apply examples/dealer-group.yaml\n"
+            f"  {command} simulate call --from +12025550199 --to +12025550123 --outcome no-answer\n"
+            f"  {command} apikey create --name me      # sign in to the dashboard with the key it prints\n"
+            f"  curl -H 'Authorization: Bearer KEY' {base}/api/v1/leads\n"
         )
         _wait(children)
     finally:

@@ -8,6 +8,7 @@ import socket
 import time
 
 from flask import Flask
+from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from rq import SimpleWorker
 
@@ -28,6 +29,12 @@ def run_worker(app: Flask, *, burst: bool = False, sweep: bool = True) -> None:
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
     with app.app_context():
         current = runtime.current()
+        # The worker blocks on Redis for new jobs: its connection must not time out a blocking read.
+        connection = Redis(
+            connection_pool=ConnectionPool(
+                **{**current.redis.connection_pool.connection_kwargs, "socket_timeout": None}
+            )
+        )
         sweeper = None
         if sweep:
             sweeper = SweepThread(
@@ -39,7 +46,7 @@ def run_worker(app: Flask, *, burst: bool = False, sweep: bool = True) -> None:
             while True:
                 try:
                     worker = SimpleWorker(
-                        [make_queue(current.redis)], connection=current.redis, name=f"{name}-{time.time_ns()}"
+                        [make_queue(connection)], connection=connection, name=f"{name}-{time.time_ns()}"
                     )
                     worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
                     return
