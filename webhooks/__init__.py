@@ -6,7 +6,8 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from webhooks import failsafe, voice
+    from webhooks import failsafe, sms, voice
 
     app.register_blueprint(voice.blueprint)
+    app.register_blueprint(sms.blueprint)
     failsafe.init_app(app)

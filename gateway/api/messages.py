@@ -1,0 +1,141 @@
+"""Texts of a lead: the conversation, and sending one through the send guard.
+
+`POST /leads/{id}/messages` writes the text and asks the guard at once, so the caller learns the
+answer now: 201 (pending, the worker sends it in a moment), 202 (pending with `send_after`: quiet
+hours or a state's daily cap; the sweep sends it then) or 409 with the guard's code and a sentence a
+person understands (opted out, not textable, too long...). The refused text stays in the log. The
+worker asks the guard again when it sends, since the customer may text STOP in between.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, g, jsonify, request
+from sqlalchemy import select
+
+from gateway import messaging, web
+from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
+from gateway.api import serialize as out
+from gateway.api.leads import load_lead
+from gateway.models import Direction, Lead, Message, MessageStatus
+from gateway.web import ApiError
+from tracked_numbers.models import TrackedNumber
+
+MAX_MEDIA = 10
+MAX_IDEMPOTENCY_KEY = 64
+
+
+@blueprint.get("/messages")
+def list_messages() -> Response:
+    """Texts in the order they were written; `lead=` for one lead's conversation."""
+    query = select(Message)
+    ids = visible_store_ids()
+    if ids is not None:
+        query = query.where(Message.store_id.in_(ids))
+    lead_arg = request.args.get("lead")
+    if lead_arg:
+        if not lead_arg.isdigit():
+            raise ApiError(400, "invalid_lead", "lead must be a lead id.")
+        lead = load_lead(int(lead_arg))
+        query = query.where(Message.lead_id == lead.id)
+    direction = request.args.get("direction")
+    if direction:
+        if direction not in {d.value for d in Direction}:
+            raise ApiError(400, "invalid_direction", "direction must be inbound or outbound.")
+        query = query.where(Message.direction == direction)
+    cursor = decode_cursor(request.args.get("cursor"))
+    if cursor is not None:
+        try:
+            query = query.where(Message.id > int(cursor["id"]))
+        except (KeyError, ValueError, TypeError):
+            raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+    limit = limit_arg()
+    rows = list(web.session().scalars(query.order_by(Message.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor({"id": rows[-1].id}) if more and rows else None
+    return page([out.message(r) for r in rows], next_cursor)
+
+
+def _request_body() -> tuple[str, list[str]]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", 'Send a JSON object, e.g. {"body": "Hi!"}.')
+    body = data.get("body", "")
+    if not isinstance(body, str):
+        raise ApiError(400, "invalid_body", "body must be a string.")
+    media = data.get("media_urls", [])
+    if not isinstance(media, list) or len(media) > MAX_MEDIA or not all(
+        isinstance(url, str) and url.startswith("https://") and len(url) <= 2000 for url in media
+    ):
+        raise ApiError(400, "invalid_media_urls", f"media_urls must be up to {MAX_MEDIA} https URLs.")
+    if not body.strip() and not media:
+        raise ApiError(400, "invalid_body", "body is required (or media_urls for a picture).")
+    return body.replace("\x00", ""), media
+
+
+def sender_for(lead: Lead) -> str | None:
+    """Texts go out from the number the customer reached, else the store's number of that department."""
+    if lead.tracked_number:
+        return lead.tracked_number
+    numbers = list(
+        web.session().scalars(
+            select(TrackedNumber)
+            .where(TrackedNumber.store_id == lead.store_id, TrackedNumber.active.is_(True))
+            .order_by(TrackedNumber.id)
+        )
+    )
+    same = [n for n in numbers if n.department == lead.department]
+    chosen = same or numbers
+    return chosen[0].number if chosen else None
+
+
+@blueprint.post("/leads/<int:lead_id>/messages")
+def send_message(lead_id: int) -> Response:
+    lead = load_lead(lead_id)
+    body, media = _request_body()
+    phone = lead.contact.phone
+    if phone is None:
+        raise ApiError(409, "invalid_number", "The customer withheld their number, so they cannot be texted.")
+    sender = sender_for(lead)
+    if sender is None:
+        raise ApiError(409, "no_sender", "The lead's store has no tracked number to text from.")
+    idempotency = request.headers.get("Idempotency-Key", "").strip()
+    if len(idempotency) > MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key is at most 64 characters.")
+    origin = f"api:{g.api_key.id}:{idempotency}" if idempotency else None
+    session = web.session()
+    if origin is not None:
+        earlier = session.scalar(select(Message).where(Message.origin == origin))
+        if earlier is not None:
+            return _answer(earlier)  # the same Idempotency-Key again: the first answer, nothing new
+    moment = now()
+    message = messaging.queue_text(
+        session, to=phone, from_=sender, body=body, kind="api", now=moment, lead=lead, media_urls=media,
+        origin=origin,
+    )
+    decision = messaging.check(session, message, moment)
+    if not decision.allowed:
+        message.refusal_code = decision.code
+        message.error_message = decision.reason
+        if decision.send_after is not None:
+            message.send_after = decision.send_after
+        else:
+            message.status = MessageStatus.REFUSED.value
+    session.commit()
+    return _answer(message)
+
+
+def _answer(message: Message) -> Response:
+    if message.status == MessageStatus.REFUSED.value:
+        return web.json_error(
+            409,
+            message.refusal_code or "refused",
+            message.error_message or "The send guard refused this text.",
+            message_id=message.id,
+        )
+    body: dict[str, Any] = out.message(message)
+    response = jsonify(body)
+    response.status_code = 202 if message.send_after is not None and message.sent_at is None else 201
+    return response
