@@ -61,3 +61,4 @@ def init_app(app: Flask) -> None:
     register_sweeper("cadence-due-steps", jobs.enqueue_due_steps)
     register_sweeper("cadence-step-outcomes", jobs.sync_step_outcomes)
     app.register_blueprint(views.blueprint)
+    views.describe_api()

@@ -92,3 +92,125 @@ def stop_cadence(lead_id: int) -> Response:
     )
     session.commit()
     return jsonify({"lead_id": lead.id, "stopped": _enrolments(lead.id, [e.id for e in stopped])})
+
+
+# --- the API description: these routes join /api/v1/openapi.json when the package is wired in ---------
+
+_time = {"type": ["string", "null"], "format": "date-time"}
+_error_ref = {"$ref": "#/components/schemas/Error"}
+_lead_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+ENROLMENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "lead_id", "cadence", "trigger", "status", "stop_reason", "started_at", "steps"],
+    "properties": {
+        "id": {"type": "integer"},
+        "lead_id": {"type": "integer"},
+        "cadence": {"type": "string"},
+        "trigger": {"type": "string", "description": "missed_call or the lead status that started it"},
+        "status": {"type": "string", "enum": ["active", "stopped", "completed"]},
+        "stop_reason": {
+            "type": ["string", "null"],
+            "enum": ["reply", "opt_out", "human_contact", "status", "appointment_cancelled", "api", None],
+        },
+        "stop_detail": {"type": ["string", "null"]},
+        "started_at": _time,
+        "appointment_at": _time,
+        "stopped_at": _time,
+        "completed_at": _time,
+        "steps": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "due_at", "status"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "relative_to": {"type": "string", "enum": ["start", "appointment"]},
+                    "after": {"type": "integer", "description": "seconds from the start or the appointment"},
+                    "due_at": _time,
+                    "status": {
+                        "type": "string",
+                        "enum": ["scheduled", "claimed", "deferred", "sent", "skipped", "unknown"],
+                    },
+                    "skip_reason": {"type": ["string", "null"]},
+                    "message_id": {"type": ["integer", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _json(_error_ref, "error") for code in codes}
+
+
+PATHS: dict[str, Any] = {
+    "/leads/{id}/cadences": {
+        "get": {
+            "summary": "The lead's cadence enrolments with their steps",
+            "parameters": [_lead_id],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["items", "next_cursor"],
+                        "properties": {
+                            "items": {"type": "array", "items": {"$ref": "#/components/schemas/CadenceEnrolment"}},
+                            "next_cursor": {"type": "null"},
+                        },
+                    },
+                    "ok",
+                ),
+                **_errors(401, 404),
+            },
+        }
+    },
+    "/leads/{id}/cadence/stop": {
+        "post": {
+            "summary": "Stop the lead's active cadences (all, or the one named); stopping none is not an error",
+            "parameters": [_lead_id],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "cadence": {"type": "string", "description": "a cadence key; all when left out"},
+                                "note": {"type": "string", "maxLength": 500},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["lead_id", "stopped"],
+                        "properties": {
+                            "lead_id": {"type": "integer"},
+                            "stopped": {"type": "array", "items": {"$ref": "#/components/schemas/CadenceEnrolment"}},
+                        },
+                    },
+                    "the enrolments this request stopped",
+                ),
+                **_errors(400, 401, 404),
+            },
+        }
+    },
+}
+
+
+def describe_api() -> None:
+    """Add these routes to the API's OpenAPI document (its PATHS and SCHEMAS)."""
+    from gateway.api import openapi
+
+    openapi.SCHEMAS.setdefault("CadenceEnrolment", ENROLMENT_SCHEMA)
+    for path, operations in PATHS.items():
+        openapi.PATHS.setdefault(path, operations)

@@ -270,3 +270,10 @@ def test_opted_out_contact_is_not_enrolled(missed_call, work, texts, clock, db, 
     work()
     assert texts() == []
     assert snapshot().enrolments == []
+
+
+def test_the_cadence_routes_are_described_in_the_openapi_document(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    assert "post" in document["paths"]["/leads/{id}/cadence/stop"]
+    assert "get" in document["paths"]["/leads/{id}/cadences"]
+    assert "CadenceEnrolment" in document["components"]["schemas"]
