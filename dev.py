@@ -84,12 +84,13 @@ def cmd_test(args: list[str]) -> int:
     code = run([str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", *args])
     if code != 0:
         return code
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        banner = "!" * 78
+        print(f"{banner}\n[dev] PostgreSQL run SKIPPED: initdb/pg_ctl are not on the PATH.\n{banner}", flush=True)
+        return 1 if os.environ.get("CI") == "true" else 0
     _say("pytest on PostgreSQL")
     os.environ["GATEWAY_TEST_DATABASE"] = "postgresql"
-    code = run([str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", *args])
-    if code == 5 and os.environ.get("CI") != "true":
-        return 0
-    return code
+    return run([str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", *args])
 
 
 def main() -> int:
