@@ -1,0 +1,178 @@
+"""Missed call -> the cadence's first text at the provider: the latency a caller feels.
+
+    .venv/bin/python bench/cadence_latency.py [--calls 200] [--interval 0.1] [--postgres]
+
+Starts, on loopback: the Twilio fake (a separate process), an embedded Redis, a migrated SQLite database
+(PostgreSQL with --postgres), `gateway config apply`, gunicorn (`wsgi:app`) and one `gateway worker`.
+Then plays missed calls with the simulator (signed webhooks over HTTP, TwiML followed, outcome
+no-answer), each from a caller of its own, and measures from the moment the call's final status
+callback is posted to the `created_at` the fake records for the first text to that caller.
+Prints p50/p95/p99/max. Target (DESIGN.md): p50 <= 300 ms, p99 <= 1 s. Everything it starts is stopped
+by PID when it ends; it gives up after --timeout seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime
+
+from harness import AUTH_TOKEN, ROOT, Stack, gateway_stack, percentile, wait_http
+
+sys.path.insert(0, str(ROOT))
+
+from gateway.embedded_redis import free_port
+from gateway.simulator import HttpPoster, play_call
+from tests.support.config import BASIC_CONFIG, SIMULTANEOUS
+
+
+class TimedPoster(HttpPoster):
+    """Notes when the final status callback of each call was posted (just before it goes out)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        super().__init__(base_url, token)
+        self.ended_at: dict[str, float] = {}
+
+    def post(self, url: str, params: dict[str, str]) -> tuple[int, str]:
+        if url.endswith("/webhooks/voice/status") and params.get("CallStatus") == "completed":
+            self.ended_at[params["From"]] = time.time()
+        return super().post(url, params)
+
+
+def fake_messages(base_url: str, since: int) -> tuple[int, list[dict[str, str]]]:
+    with urllib.request.urlopen(f"{base_url}/_fake/messages?since={since}", timeout=10) as response:  # noqa: S310
+        body = json.loads(response.read())
+    return int(body["total"]), list(body["items"])
+
+
+def collect_first_texts(base_url: str, callers: set[str], stop: threading.Event, out: dict[str, float]) -> None:
+    """Poll the fake; keep the first text each caller got (agents' alerts go to other numbers)."""
+    seen = 0
+    while not stop.is_set():
+        total, items = fake_messages(base_url, seen)
+        seen = total
+        for item in items:
+            to = item.get("To", "")
+            if to in callers and to not in out:
+                out[to] = datetime.fromisoformat(item["created_at"]).timestamp()
+        stop.wait(0.05)
+
+
+def breakdown(database_url: str, ended: dict[str, float], first_text: dict[str, float]) -> dict[str, list[float]]:
+    """Status callback -> text row written (settlement) -> claimed by the worker -> recorded by the fake."""
+    from sqlalchemy import select
+
+    from gateway.database import Database
+    from gateway.models import Message
+
+    database = Database(database_url, pool=False)
+    stages: dict[str, list[float]] = {
+        "callback posted -> text written": [],
+        "text written -> worker claimed it": [],
+        "worker claimed -> provider has it": [],
+    }
+    try:
+        with database.session() as session:
+            rows = session.execute(
+                select(Message.to_number, Message.created_at, Message.claimed_at, Message.sent_at).where(
+                    Message.kind == "cadence"
+                )
+            ).all()
+    finally:
+        database.dispose()
+    for to, created, claimed, _sent in rows:
+        if to not in ended or to not in first_text or claimed is None:
+            continue
+        stages["callback posted -> text written"].append((created.timestamp() - ended[to]) * 1000)
+        stages["text written -> worker claimed it"].append((claimed - created).total_seconds() * 1000)
+        stages["worker claimed -> provider has it"].append((first_text[to] - claimed.timestamp()) * 1000)
+    return stages
+
+
+def start_services(stack: Stack, port: int) -> None:
+    stack.env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    stack.env["GATEWAY_SWEEP_INTERVAL"] = "1"
+    stack.gunicorn("wsgi:app", port, workers=2, threads=4)
+    stack.spawn(sys.executable, "-m", "gateway.cli", "worker")
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    time.sleep(1.0)  # the worker connects to Redis and starts listening
+
+
+def run(calls: int, interval: float, database_url: str | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with gateway_stack(BASIC_CONFIG, database_url=database_url, fake_twilio=True) as stack:
+        port = free_port()
+        start_services(stack, port)
+        fake_url = stack.env["TWILIO_API_BASE_URL"]
+        poster = TimedPoster(f"http://127.0.0.1:{port}", AUTH_TOKEN)
+        callers = [f"+1202555{2000 + n:04d}" for n in range(calls)]
+        first_text: dict[str, float] = {}
+        stop = threading.Event()
+        poller = threading.Thread(
+            target=collect_first_texts, args=(fake_url, set(callers), stop, first_text), daemon=True
+        )
+        poller.start()
+        try:
+            # Warm-up call: first requests import and connect; not counted.
+            list(play_call(poster, to=SIMULTANEOUS, caller="+12025551999", outcome="no-answer"))
+            for caller in callers:
+                if time.monotonic() > deadline:
+                    print("time limit reached while playing calls", flush=True)
+                    break
+                list(play_call(poster, to=SIMULTANEOUS, caller=caller, outcome="no-answer"))
+                time.sleep(interval)
+            played = [c for c in callers if c in poster.ended_at]
+            while len([c for c in played if c in first_text]) < len(played) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            poller.join(timeout=5)
+        latencies = [(first_text[c] - poster.ended_at[c]) * 1000 for c in played if c in first_text]
+        stages = breakdown(stack.env["DATABASE_URL"], poster.ended_at, first_text)
+        missing = len(played) - len(latencies)
+        database = "PostgreSQL" if database_url else "SQLite"
+        print(f"cadence first-text latency, {len(latencies)} missed calls on {database} "
+              f"(gunicorn 2x4 threads, 1 worker):")
+        if missing:
+            print(f"  {missing} caller(s) got no text before the time limit")
+        for label, p in (("p50", 50), ("p95", 95), ("p99", 99)):
+            print(f"  {label}: {percentile(latencies, p):7.1f} ms")
+        print(f"  max: {max(latencies, default=float('nan')):7.1f} ms")
+        print("  target: p50 <= 300 ms, p99 <= 1000 ms")
+        print("where the time goes (ms; from the text's row in the database):")
+        for label, values in stages.items():
+            print(f"  {label:<34} p50 {percentile(values, 50):7.1f}  p99 {percentile(values, 99):7.1f}"
+                  f"  max {max(values, default=float('nan')):7.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between calls")
+    parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL server")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    args = parser.parse_args()
+    if not args.postgres:
+        run(args.calls, args.interval, None, args.timeout)
+        return
+    from tests.support import postgres
+
+    if not postgres.available():
+        print("PostgreSQL (initdb) is not installed; running on SQLite instead", flush=True)
+        run(args.calls, args.interval, None, args.timeout)
+        return
+    server = postgres.PostgresServer()
+    server.start()
+    try:
+        server.execute("CREATE DATABASE gateway_bench")
+        run(args.calls, args.interval, server.url("gateway_bench"), args.timeout)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
