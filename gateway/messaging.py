@@ -290,8 +290,9 @@ def _record_failure(message_id: int, error: ProviderError, now: datetime) -> str
         message.error_code = error.code
         message.error_message = str(error)
         message.claimed_at = None
-        if error.retryable and error.code is None and message.attempts < MAX_ATTEMPTS:
-            # The provider could not be reached or failed on its side: nothing was created, try later.
+        if error.retryable and message.attempts < MAX_ATTEMPTS:
+            # The provider could not be reached, was down (5xx) or asked us to slow down (429): it did
+            # not take the text, so it waits and is tried again.
             message.status = MessageStatus.PENDING.value
             message.send_after = now + timedelta(seconds=15 * 2 ** message.attempts)
         else:

@@ -44,6 +44,9 @@ def list_messages() -> Response:
         if direction not in {d.value for d in Direction}:
             raise ApiError(400, "invalid_direction", "direction must be inbound or outbound.")
         query = query.where(Message.direction == direction)
+    kind = request.args.get("kind")
+    if kind:
+        query = query.where(Message.kind == kind[:16])
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
         try:

@@ -85,12 +85,37 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"},
             "sid": {"type": ["string", "null"]},
             "lead_id": {"type": ["integer", "null"]},
-            "direction": {"type": "string"},
+            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+            "kind": {"type": "string", "description": "customer, agent, api, cadence, alert, relay, keyword, help"},
+            "from": {"type": "string"},
+            "to": {"type": "string"},
             "body": {"type": "string"},
-            "status": {"type": "string"},
-            "error_code": {"type": ["integer", "null"]},
+            "segments": {"type": "integer", "description": "parts billed: GSM-7 160/153, UCS-2 70/67"},
+            "media_urls": {"type": "array", "items": {"type": "string"}},
+            "status": {
+                "type": "string",
+                "description": "pending (waiting for the worker or for send_after), sending, queued, sent, "
+                "delivered, undelivered, failed, refused (by the send guard), unknown, received (inbound)",
+            },
+            "refusal_code": {
+                "type": ["string", "null"],
+                "description": "why the send guard refused or deferred it: opted_out, not_textable, "
+                "automation_paused, empty_body, body_too_long, invalid_number, quiet_hours, daily_cap",
+            },
+            "error_code": {"type": ["integer", "null"], "description": "the provider's error code"},
+            "error_message": {"type": ["string", "null"]},
+            "send_after": _time,
             "created_at": _time,
+            "sent_at": _time,
         },
+    },
+    "NewMessage": {
+        "type": "object",
+        "properties": {
+            "body": {"type": "string", "maxLength": 1600},
+            "media_urls": {"type": "array", "maxItems": 10, "items": {"type": "string", "format": "uri"}},
+        },
+        "description": "body, media_urls or both; sent from the number the customer reached",
     },
 }
 
@@ -161,6 +186,45 @@ PATHS: dict[str, Any] = {
                 _limit,
             ],
             "responses": {**_ok(_list_of("Task")), **_errors(400, 401)},
+        }
+    },
+    "/messages": {
+        "get": {
+            "summary": "Texts in and out, oldest first; lead= for one lead's conversation",
+            "parameters": [
+                _query("lead", "lead id"),
+                _query("direction", "inbound or outbound"),
+                _query("kind", "customer, agent, api, cadence, alert, relay, keyword or help"),
+                _query("cursor", "next_cursor of the previous page"),
+                _limit,
+            ],
+            "responses": {**_ok(_list_of("Message")), **_errors(400, 401, 404)},
+        }
+    },
+    "/leads/{id}/messages": {
+        "post": {
+            "summary": "Text the lead's customer through the send guard",
+            "description": "The guard answers at once. 201: the text is pending and the worker sends it in "
+            "a moment. 202: deferred (quiet hours in the customer's time, or a state's daily cap on "
+            "automated texts); status pending with send_after and refusal_code, sent then. 409: "
+            "refused, with the guard's code (opted_out, not_textable, body_too_long, invalid_number, "
+            "no_sender) and a reason a person can read; the refused text stays in the log. The guard "
+            "checks again when the worker sends. An Idempotency-Key header makes retries safe: the "
+            "same key answers with the first text.",
+            "parameters": [
+                _lead_id,
+                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string",
+                                                                                          "maxLength": 64}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewMessage"}}},
+            },
+            "responses": {
+                **_ok({"$ref": "#/components/schemas/Message"}, 201),
+                **_ok({"$ref": "#/components/schemas/Message"}, 202),
+                **_errors(400, 401, 404, 409),
+            },
         }
     },
     "/calls": {
