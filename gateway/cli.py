@@ -49,12 +49,12 @@ def db_upgrade() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server binds to.")
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=int, envvar="PORT")
 @click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 1).")
 def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
     """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web and worker."""
-    from gateway.embedded_redis import EmbeddedRedis
+    from gateway.embedded_redis import EmbeddedRedis, free_port
     from gateway.migrate import upgrade
 
     settings = _settings()
@@ -65,7 +65,14 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
     redis_server = None
     if settings.redis_url is None:
         redis_server = EmbeddedRedis(settings.embedded_redis_port, settings.instance_dir / "redis")
-        redis_server.start()
+        try:
+            redis_server.start()
+        except RuntimeError:
+            if os.environ.get("GATEWAY_REDIS_PORT"):
+                raise
+            # The default port is taken (another gateway?): any free loopback port will do.
+            redis_server = EmbeddedRedis(free_port(), settings.instance_dir / "redis")
+            redis_server.start()
         env["REDIS_URL"] = redis_server.url
     upgrade(settings.database_url)
     children: list[subprocess.Popen[bytes]] = []
