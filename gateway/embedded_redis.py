@@ -65,8 +65,12 @@ class EmbeddedRedis:
         client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         while True:
             try:
-                client.ping()
-                return
+                # Ours, not another server already on the port: it must report our process id.
+                if int(client.info("server")["process_id"]) == self.process.pid:
+                    return
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"port {self.port} is taken by another Redis server")
+                time.sleep(0.05)
             except RedisError:
                 if self.process.poll() is not None:
                     raise RuntimeError(
