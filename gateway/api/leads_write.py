@@ -1,0 +1,162 @@
+"""PATCH /leads/{id} (status, owner, appointment) and POST /tasks/{id}/complete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, g, jsonify, request
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from gateway import events, web
+from gateway.api import blueprint, now, require_store
+from gateway.api import serialize as out
+from gateway.api.leads import load_lead
+from gateway.leads import change_owner, record_event, set_status
+from gateway.models import Agent, Lead, LeadStatus, Task, TaskStatus
+from gateway.web import ApiError
+
+PATCH_FIELDS = ("status", "owner", "appointment_at")
+
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
+    return body
+
+
+def parse_appointment(value: Any) -> datetime | None:
+    """ISO 8601 with an offset (or Z), or null to clear it. Naive times are refused: whose 3 pm?"""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise ApiError(400, "invalid_appointment_at", "appointment_at must be an ISO 8601 string or null.")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(
+            400, "invalid_appointment_at", "appointment_at must be ISO 8601, e.g. 2026-11-27T15:30:00-05:00."
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ApiError(
+            400, "invalid_appointment_at", "appointment_at needs an offset, e.g. 2026-11-27T15:30:00-05:00."
+        )
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(400, "invalid_appointment_at", "appointment_at is out of range.") from None
+
+
+@blueprint.patch("/leads/<int:lead_id>")
+def patch_lead(lead_id: int) -> Response:
+    body = _json_object()
+    unknown = sorted(set(body) - set(PATCH_FIELDS))
+    if unknown:
+        raise ApiError(
+            400, "unknown_field", f"Cannot change {', '.join(unknown)}; fields: {', '.join(PATCH_FIELDS)}."
+        )
+    if not body:
+        raise ApiError(400, "empty_patch", f"Send at least one of: {', '.join(PATCH_FIELDS)}.")
+    lead = load_lead(lead_id)
+    session = web.session()
+    moment = now()
+
+    # Validate everything before changing anything, so a bad field leaves the lead untouched.
+    status: LeadStatus | None = None
+    if "status" in body:
+        if body["status"] not in {s.value for s in LeadStatus}:
+            allowed = ", ".join(s.value for s in LeadStatus)
+            raise ApiError(400, "invalid_status", f"status must be one of: {allowed}.")
+        status = LeadStatus(body["status"])
+    owner: Agent | None = None
+    if "owner" in body:
+        key = body["owner"]
+        if not isinstance(key, str) or not key.strip():
+            raise ApiError(400, "invalid_owner", "owner must be an agent key.")
+        owner = session.scalar(select(Agent).where(Agent.key == key.strip()))
+        if owner is None or owner.store_id != lead.store_id or not owner.active:
+            raise ApiError(400, "invalid_owner", f"No active agent {key!r} at the lead's store.")
+    appointment_given = "appointment_at" in body
+    appointment = parse_appointment(body.get("appointment_at"))
+
+    if status is not None and status.is_open and not LeadStatus(lead.status).is_open:
+        _reopen(session, lead)
+    if owner is not None and lead.owner_id != owner.id:
+        change_owner(session, lead, owner, moment)
+    if appointment_given and appointment != lead.appointment_at:
+        old = lead.appointment_at
+        lead.appointment_at = appointment
+        lead.updated_at = moment
+        text = f"Appointment set for {appointment.isoformat()}" if appointment else "Appointment cleared"
+        record_event(session, lead, "appointment", text, moment, {"by": _actor()})
+        events.lead_updated.send(
+            session,
+            lead=lead,
+            changes={"appointment_at": (_iso(old), _iso(appointment))},
+            now=moment,
+        )
+    if status is not None:
+        set_status(session, lead, status, moment)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(
+            409, "open_lead_exists", "This phone already has an open lead at this store; update that one."
+        ) from None
+    return jsonify(out.lead(lead))
+
+
+def _reopen(session: Any, lead: Lead) -> None:
+    """A closed lead opens again only if its phone has no other open lead at the store (one open lead)."""
+    key = f"{lead.contact_id}:{lead.store_id}"
+    other = session.scalar(select(Lead.id).where(Lead.open_key == key, Lead.id != lead.id))
+    if other is not None:
+        raise ApiError(
+            409, "open_lead_exists", f"Lead {other} is open for this phone at this store; update that one."
+        )
+    lead.open_key = key
+    lead.closed_at = None
+    try:
+        session.flush()  # the unique open_key decides if another request reopened one meanwhile
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, "open_lead_exists", "Another lead for this phone opened meanwhile.") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _actor() -> str:
+    key = getattr(g, "api_key", None)
+    return f"api:{key.prefix}" if key is not None else "api"
+
+
+@blueprint.post("/tasks/<int:task_id>/complete")
+def complete_task(task_id: int) -> Response:
+    session = web.session()
+    task = session.get(Task, task_id)
+    if task is None:
+        raise ApiError(404, "not_found", f"No task {task_id}.")
+    require_store(task.lead.store_id)
+    if task.status == TaskStatus.CANCELLED.value:
+        raise ApiError(409, "task_cancelled", "The task was cancelled (its lead was closed).")
+    moment = now()
+    # Claimed by a conditional update: two requests at once complete it (and tell the CRM) once.
+    done = session.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.status == TaskStatus.OPEN.value)
+        .values(status=TaskStatus.DONE.value, completed_at=moment, completed_by=_actor())
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(done, "rowcount", 0):
+        session.refresh(task)
+        events.task_completed.send(session, task=task, now=moment)
+    session.commit()
+    return jsonify(out.task(task))
