@@ -5,34 +5,57 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from redis.exceptions import RedisError
+from rq import Queue
 from sqlalchemy.orm import Session
 
 from cadences import services
 from gateway import runtime
-from gateway.jobs import enqueue_after_commit
+from gateway.jobs import SESSION_QUEUE_KEY, enqueue_after_commit
+from gateway.messaging import send_message
 
 log = logging.getLogger(__name__)
 
 DISPATCH_JOB = "cadences.jobs.dispatch_steps_job"
-# Steps per job: one claim, one load and one commit for the lot.
-BATCH = 200
+# Steps per job: one claim, one load and one commit for the lot, then their sends.
+BATCH = 50
 # Steps one sweep hands to the queue at most; the next sweep takes the rest.
-SWEEP_LIMIT = 20_000
+SWEEP_LIMIT = 5_000
+# Jobs waiting in the queue above which the sweep adds no more steps: texts are written only as fast
+# as they can be sent, so none waits long enough for the due-messages sweep to queue it a second time.
+MAX_WAITING_JOBS = 40
 # A step handed to the queue and still scheduled this long after (Redis flushed, job lost) goes again.
 REQUEUE_AFTER = timedelta(minutes=2)
 
 
 def dispatch_steps_job(step_ids: list[int]) -> None:
+    """Claim the due steps, write their texts and commit; then send those texts here, one after the
+    other, through the messaging pipeline's claim and send guard (a worker that dies before sending
+    leaves them pending for the due-messages sweep)."""
     current = runtime.current()
     now = current.clock.now()
     with current.database.session() as session:
-        done = services.dispatch_steps(session, step_ids, now)
+        done = services.dispatch_steps(session, step_ids, now, enqueue=False)
     if done.claimed:
         log.info("cadence steps: %d claimed, %d texts, %d skipped", done.claimed, len(done.texts), done.skipped)
+    for message_id in done.texts:
+        send_message(message_id)
+
+
+def _queue_is_full(session: Session) -> bool:
+    queue: Queue | None = session.info.get(SESSION_QUEUE_KEY)
+    if queue is None:
+        return False
+    try:
+        return int(queue.count) > MAX_WAITING_JOBS
+    except RedisError:
+        return False  # the enqueue after commit will notice and leave the steps to a later sweep
 
 
 def enqueue_due_steps(session: Session, now: datetime) -> None:
     """Sweeper: due steps go to the queue in batches. The rows, not Redis, remember them."""
+    if _queue_is_full(session):
+        return
     ids = services.due_step_ids(session, now, SWEEP_LIMIT, REQUEUE_AFTER)
     for start in range(0, len(ids), BATCH):
         enqueue_after_commit(session, DISPATCH_JOB, ids[start : start + BATCH])

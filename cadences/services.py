@@ -492,8 +492,11 @@ def claim_steps(session: Session, step_ids: Sequence[int], now: datetime) -> lis
     )
 
 
-def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime) -> Dispatched:
-    """Claim the due steps among `step_ids` and turn each into a text (in this transaction)."""
+def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime, *, enqueue: bool = True) -> Dispatched:
+    """Claim the due steps among `step_ids` and turn each into a text (in this transaction).
+
+    enqueue=False: no send job per text; the caller sends `texts` once this transaction commits.
+    """
     claimed = claim_steps(session, step_ids, now)
     if not claimed:
         return Dispatched(0, [], 0)
@@ -507,7 +510,7 @@ def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime) -> 
     texts: list[int] = []
     skipped = 0
     for step, enrolment, lead in rows:
-        message = _write_text(session, step, enrolment, lead, now)
+        message = _write_text(session, step, enrolment, lead, now, enqueue=enqueue)
         if message is None:
             skipped += 1
         else:
@@ -524,7 +527,13 @@ def _stale(step: CadenceStep, enrolment: CadenceEnrolment, now: datetime) -> boo
 
 
 def _write_text(
-    session: Session, step: CadenceStep, enrolment: CadenceEnrolment, lead: Lead, now: datetime
+    session: Session,
+    step: CadenceStep,
+    enrolment: CadenceEnrolment,
+    lead: Lead,
+    now: datetime,
+    *,
+    enqueue: bool = True,
 ) -> Message | None:
     """The claimed step's text (origin unique: a retry finds the first one instead)."""
     contact: Contact = lead.contact
@@ -547,6 +556,7 @@ def _write_text(
         lead=lead,
         contact=contact,
         origin=f"{ORIGIN_PREFIX}{step.id}",
+        enqueue=enqueue,
     )
     step.message_id = message.id
     return message

@@ -103,8 +103,13 @@ def queue_text(
     origin: str | None = None,
     media_urls: Sequence[str] = (),
     send_after: datetime | None = None,
+    enqueue: bool = True,
 ) -> Message:
-    """Write a text to send. With `origin`, a second call for the same origin returns the first text."""
+    """Write a text to send. With `origin`, a second call for the same origin returns the first text.
+
+    enqueue=False: the caller sends it itself after the commit (a batch of cadence steps does, without
+    one job per text); the due-messages sweep remains the backstop.
+    """
     values = {
         "lead_id": lead.id if lead else None,
         "contact_id": contact.id if contact else (lead.contact_id if lead else None),
@@ -133,7 +138,7 @@ def queue_text(
         message = Message(**values)
         session.add(message)
         session.flush()
-    if send_after is None or send_after <= now:
+    if enqueue and (send_after is None or send_after <= now):
         enqueue_after_commit(session, SEND_JOB, [message.id])
     return message
 

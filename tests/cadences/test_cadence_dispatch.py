@@ -10,7 +10,7 @@ import pytest
 from rq import Queue
 from sqlalchemy import select, update
 
-from cadences import jobs
+from cadences import jobs, services
 from cadences.models import CadenceStep, EnrolmentStatus, StepStatus
 from gateway.jobs import QUEUE_NAME
 from gateway.models import Message, MessageStatus
@@ -183,9 +183,10 @@ def test_worker_killed_between_claim_and_provider_answer_leaves_it_unknown_never
     work()
     clock.advance(timedelta(hours=4))
     step_id = snapshot().steps[1].id
-    with app.app_context():
-        jobs.dispatch_steps_job([step_id])
-    # The worker claims the text for sending, then dies before the provider answers.
+    # The worker claims the step and writes its text, claims the text for sending, then dies before
+    # the provider answers.
+    with db.session() as session:
+        services.dispatch_steps(session, [step_id], clock.now(), enqueue=False)
     with db.session() as session:
         message = session.scalars(select(Message).where(Message.origin == f"cadence-step:{step_id}")).one()
         session.execute(
@@ -193,7 +194,7 @@ def test_worker_killed_between_claim_and_provider_answer_leaves_it_unknown_never
             .where(Message.id == message.id, Message.status == MessageStatus.PENDING.value)
             .values(status=MessageStatus.SENDING.value, claimed_at=clock.now(), attempts=Message.attempts + 1)
         )
-    work()  # the queued send job finds it claimed and leaves it
+    work()  # the sweep and any send job find it claimed and leave it
     clock.advance(timedelta(seconds=settings.send_claim_timeout + 1))
     work()
     assert len(texts()) == 1, "only the first text: the one in doubt was not resent"

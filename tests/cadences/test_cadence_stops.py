@@ -226,14 +226,14 @@ def test_contact_opted_out_between_scheduling_and_sending_is_refused_by_the_guar
     missed_call, work, texts, clock, app, snapshot, db
 ):
     """The text is written; the opt-out lands (by a path that announces nothing) before the send."""
-    from cadences import jobs
+    from cadences import services
 
     missed_call()
     work()
     clock.advance(timedelta(hours=4))
     step_id = snapshot().steps[1].id
-    with app.app_context():
-        jobs.dispatch_steps_job([step_id])
+    with db.session() as session:  # claimed and written, its send job queued
+        services.dispatch_steps(session, [step_id], clock.now())
     customer_opts_out(db, clock, announce=False)
     work()
     work()  # the next sweep notes what the guard did
