@@ -31,6 +31,9 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(blueprint)
 
 
+MAX_ID = 2**31 - 1  # ids are INTEGER (32-bit on PostgreSQL): larger ones cannot exist, and would not bind
+
+
 @blueprint.before_request
 def authenticate() -> None:
     if request.endpoint == "api.openapi":
@@ -48,6 +51,9 @@ def authenticate() -> None:
     limiter = rate_limiter()
     if limiter is not None:
         limiter(key.prefix)
+    for value in (request.view_args or {}).values():
+        if isinstance(value, int) and value > MAX_ID:
+            raise ApiError(404, "not_found", "No such resource.")
 
 
 RateLimiter = Callable[[str], None]
@@ -95,6 +101,14 @@ def decode_cursor(raw: str | None) -> dict[str, Any] | None:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
     if not isinstance(value, dict):
+        raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.")
+    return value
+
+
+def cursor_id(cursor: dict[str, Any]) -> int:
+    """The row id a cursor points after; a tampered cursor is a 400, not a 500."""
+    value = cursor.get("id")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.")
     return value
 

@@ -12,7 +12,7 @@ from flask import Response, request
 from sqlalchemy import and_, or_, select
 
 from gateway import web
-from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
+from gateway.api import blueprint, cursor_id, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
 from gateway.api import serialize as out
 from gateway.database import required
 from gateway.models import Call
@@ -31,7 +31,9 @@ def list_calls() -> Response:
     if cursor is not None:
         try:
             at = datetime.fromisoformat(str(cursor["at"]))
-            last_id = int(cursor["id"])
+            last_id = cursor_id(cursor)
+            if at.tzinfo is None:
+                raise ValueError("naive cursor time")
         except (KeyError, ValueError, TypeError):
             raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
         query = query.where(

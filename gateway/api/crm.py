@@ -11,6 +11,7 @@ from sqlalchemy import select
 from gateway import crm, web
 from gateway.api import (
     blueprint,
+    cursor_id,
     decode_cursor,
     encode_cursor,
     iso,
@@ -67,12 +68,7 @@ def list_deliveries() -> Response:
         allowed = ", ".join(s.value for s in DeliveryStatus)
         raise ApiError(400, "invalid_status", f"status must be one of: {allowed}.")
     cursor = decode_cursor(request.args.get("cursor"))
-    after_id = 0
-    if cursor is not None:
-        try:
-            after_id = int(cursor["id"])
-        except (KeyError, TypeError, ValueError):
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+    after_id = cursor_id(cursor) if cursor is not None else 0
     limit = limit_arg()
     rows = crm.dead_letters(web.session(), visible_store_ids(), status=status, after_id=after_id, limit=limit + 1)
     more = len(rows) > limit

@@ -9,7 +9,9 @@ from sqlalchemy import Select, select
 
 from gateway import web
 from gateway.api import (
+    MAX_ID,
     blueprint,
+    cursor_id,
     decode_cursor,
     encode_cursor,
     limit_arg,
@@ -71,7 +73,7 @@ def list_leads() -> Response:
         query = query.join(Agent, Agent.id == Lead.owner_id).where(Agent.key == owner)
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
-        query = query.where(Lead.id < int(cursor.get("id", 0)))
+        query = query.where(Lead.id < cursor_id(cursor))
     limit = limit_arg()
     rows = list(web.session().scalars(query.order_by(Lead.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
@@ -120,12 +122,12 @@ def list_tasks() -> Response:
         query = query.join(Agent, Agent.id == Task.owner_id).where(Agent.key == agent)
     lead_id = request.args.get("lead")
     if lead_id:
-        if not lead_id.isdigit():
+        if not lead_id.isascii() or not lead_id.isdigit() or int(lead_id) > MAX_ID:
             raise ApiError(400, "invalid_lead", "lead must be a lead id.")
         query = query.where(Task.lead_id == int(lead_id))
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
-        query = query.where(Task.id > int(cursor.get("id", 0)))
+        query = query.where(Task.id > cursor_id(cursor))
     limit = limit_arg()
     rows = list(web.session().scalars(query.order_by(Task.id).limit(limit + 1)))
     more = len(rows) > limit

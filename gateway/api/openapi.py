@@ -237,6 +237,225 @@ PATHS: dict[str, Any] = {
 }
 
 
+# --- CRM, lead changes, tasks, metrics, click-to-call, recordings ---------------------------------------
+
+_int_path = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_count_map = {"type": "object", "additionalProperties": {"type": "integer"}}
+_seconds = {"type": ["number", "null"]}
+_ratio = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+
+SCHEMAS.update(
+    {
+        "LeadDetail": {
+            "allOf": [{"$ref": "#/components/schemas/Lead"}],
+            "type": "object",
+            "required": ["calls", "tasks", "messages", "timeline"],
+            "properties": {
+                "calls": {"type": "array", "items": {"$ref": "#/components/schemas/Call"}},
+                "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+                "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                "timeline": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "at"],
+                        "properties": {
+                            "type": {"type": "string", "enum": ["call", "message", "task", "event"]},
+                            "at": _time,
+                        },
+                    },
+                },
+            },
+        },
+        "LeadPatch": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["new", "attempting_contact", "contacted", "appointment_set",
+                             "appointment_confirmed", "no_show", "closed_won", "closed_lost"],
+                },
+                "owner": {"type": "string", "minLength": 1, "description": "agent key of the lead's store"},
+                "appointment_at": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "ISO 8601 with an offset; null clears it",
+                },
+            },
+        },
+        "CallRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"agent": {"type": "string", "description": "agent key; default: the lead's owner"}},
+        },
+        "CrmDelivery": {
+            "type": "object",
+            "required": ["id", "store", "lead_id", "destination", "event", "status", "attempts",
+                         "idempotency_key", "next_attempt_at", "retry_until", "last_error", "created_at",
+                         "delivered_at"],
+            "properties": {
+                "id": {"type": "integer"},
+                "store": {"type": ["string", "null"]},
+                "lead_id": {"type": ["integer", "null"]},
+                "destination": {
+                    "type": "object",
+                    "required": ["index", "type", "target"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "type": {"type": "string", "enum": ["adf-http", "adf-email", "webhook"]},
+                        "target": {"type": "string"},
+                    },
+                },
+                "event": {"type": "string"},
+                "status": {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]},
+                "attempts": {"type": "integer"},
+                "idempotency_key": {"type": "string"},
+                "next_attempt_at": _time,
+                "retry_until": _time,
+                "last_error": {"type": ["string", "null"]},
+                "created_at": _time,
+                "delivered_at": _time,
+            },
+        },
+        "Metrics": {
+            "type": "object",
+            "required": ["store", "since", "until", "leads", "calls", "first_response", "sla", "leaked_leads",
+                         "tasks"],
+            "properties": {
+                "store": {"type": ["string", "null"]},
+                "since": {"type": "string", "format": "date-time"},
+                "until": {"type": "string", "format": "date-time"},
+                "leads": {
+                    "type": "object",
+                    "required": ["total", "by_status", "by_source", "leaked"],
+                    "properties": {"total": {"type": "integer"}, "by_status": _count_map,
+                                   "by_source": _count_map, "leaked": {"type": "integer"}},
+                },
+                "calls": {
+                    "type": "object",
+                    "required": ["total", "by_outcome", "missed", "missed_rate"],
+                    "properties": {"total": {"type": "integer"}, "by_outcome": _count_map,
+                                   "missed": {"type": "integer"}, "missed_rate": _ratio},
+                },
+                "first_response": {
+                    "type": "object",
+                    "required": ["responded", "median_seconds", "p90_seconds"],
+                    "properties": {"responded": {"type": "integer"}, "median_seconds": _seconds,
+                                   "p90_seconds": _seconds},
+                },
+                "sla": {
+                    "type": "object",
+                    "required": ["met", "measured", "attainment"],
+                    "properties": {"met": {"type": "integer"}, "measured": {"type": "integer"},
+                                   "attainment": _ratio},
+                },
+                "leaked_leads": {"type": "integer"},
+                "tasks": {
+                    "type": "object",
+                    "required": ["open", "overdue"],
+                    "properties": {"open": {"type": "integer"}, "overdue": {"type": "integer"}},
+                },
+            },
+        },
+    }
+)
+
+PATHS["/leads/{id}"]["get"]["responses"] = {
+    **_ok({"$ref": "#/components/schemas/LeadDetail"}), **_errors(401, 404)
+}
+PATHS["/leads/{id}"]["patch"] = {
+    "summary": "Change a lead's status, owner or appointment",
+    "description": "Reopening a closed lead (an open status) is refused with 409 while another lead of the "
+    "same phone is open at the store. Every change is in the lead's timeline and goes to the CRMs as "
+    "lead.updated.",
+    "parameters": [_lead_id],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LeadPatch"}}},
+    },
+    "responses": {**_ok({"$ref": "#/components/schemas/Lead"}), **_errors(400, 401, 404, 409)},
+}
+PATHS["/tasks/{id}/complete"] = {
+    "post": {
+        "summary": "Mark a follow-up task done (again: no change)",
+        "parameters": [_int_path],
+        "responses": {**_ok({"$ref": "#/components/schemas/Task"}), **_errors(401, 404, 409)},
+    }
+}
+PATHS.setdefault("/leads/{id}/call", {})["post"] = {
+    "summary": "Click-to-call: ring the agent, then bridge the customer once the agent presses 1",
+    "parameters": [_lead_id],
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallRequest"}}},
+    },
+    "responses": {**_ok({"$ref": "#/components/schemas/Call"}, 201), **_errors(400, 401, 404, 409)},
+}
+PATHS.setdefault("/calls/{id}/recording", {})["get"] = {
+    "summary": "The voicemail recording of a call, streamed from the provider",
+    "parameters": [_int_path],
+    "responses": {
+        "200": {"description": "audio", "content": {"audio/mpeg": {"schema": {"type": "string",
+                                                                               "format": "binary"}}}},
+        **_errors(401, 404, 502, 503),
+    },
+}
+PATHS["/crm/deliveries"] = {
+    "get": {
+        "summary": "CRM deliveries by status (default: dead letters), oldest first",
+        "parameters": [
+            _query("status", "pending, delivering, delivered or dead",
+                   {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]}),
+            _query("cursor", "next_cursor of the previous page"),
+            _limit,
+        ],
+        "responses": {**_ok(_list_of("CrmDelivery")), **_errors(400, 401)},
+    }
+}
+PATHS["/crm/deliveries/{id}/replay"] = {
+    "post": {
+        "summary": "Send a dead letter again: same body, same idempotency key, a fresh 24 h of retries",
+        "parameters": [_int_path],
+        "responses": {**_ok({"$ref": "#/components/schemas/CrmDelivery"}), **_errors(401, 404, 409)},
+    }
+}
+PATHS["/metrics"] = {
+    "get": {
+        "summary": "Leads, calls, response times, SLA attainment, leaks and tasks for a period",
+        "parameters": [
+            _query("store", "store key (default: every store the key sees)"),
+            _query("since", "ISO 8601 with offset; default until - 30 days", {"type": "string",
+                                                                              "format": "date-time"}),
+            _query("until", "ISO 8601 with offset; default now", {"type": "string", "format": "date-time"}),
+        ],
+        "responses": {**_ok({"$ref": "#/components/schemas/Metrics"}), **_errors(400, 401, 404)},
+    }
+}
+PATHS["/openapi.json"] = {
+    "get": {
+        "summary": "This document",
+        "security": [],
+        "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {
+            "type": "object"}}}}},
+    }
+}
+
+
+def _complete(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every authenticated operation can answer 401 (no key), 429 (rate limit) and 503 (database down)."""
+    done: dict[str, Any] = {}
+    for path, operations in paths.items():
+        done[path] = {}
+        for method, operation in operations.items():
+            operation = dict(operation)
+            if operation.get("security") != []:
+                operation["responses"] = {**_errors(401, 429, 503), **operation.get("responses", {})}
+            done[path][method] = operation
+    return done
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -247,7 +466,7 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
-        "paths": PATHS,
+        "paths": _complete(PATHS),
     }
 
 
