@@ -391,7 +391,7 @@ PATHS.setdefault("/leads/{id}/call", {})["post"] = {
         "required": False,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CallRequest"}}},
     },
-    "responses": {**_ok({"$ref": "#/components/schemas/Call"}, 201), **_errors(400, 401, 404, 409)},
+    "responses": {**_ok({"$ref": "#/components/schemas/Call"}, 201), **_errors(400, 401, 403, 404, 409, 502)},
 }
 PATHS.setdefault("/calls/{id}/recording", {})["get"] = {
     "summary": "The voicemail recording of a call, streamed from the provider",
