@@ -1,0 +1,44 @@
+"""`gateway apikey create|list|revoke`: a revoked key stops working at once."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from gateway.cli import main
+from tests.support.api import bearer
+
+
+def test_create_list_and_revoke(client, configured, database_url):
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url}
+    created = runner.invoke(main, ["apikey", "create", "--name", "crm-sync", "--store", "north-honda"], env=env)
+    assert created.exit_code == 0, created.output
+    key = created.output.strip().splitlines()[-1]
+    assert client.get("/api/v1/leads", headers=bearer(key)).status_code == 200
+
+    listed = runner.invoke(main, ["apikey", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (line,) = [row for row in listed.output.splitlines() if "crm-sync" in row]
+    _key_id, prefix, name, scope, state = line.split("\t")
+    assert (name, scope, state) == ("crm-sync", "north-honda", "active")
+    assert key not in listed.output  # never the secret
+    assert prefix in key
+
+    revoked = runner.invoke(main, ["apikey", "revoke", prefix], env=env)
+    assert revoked.exit_code == 0, revoked.output
+    response = client.get("/api/v1/leads", headers=bearer(key))
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert "revoked" in runner.invoke(main, ["apikey", "list"], env=env).output
+
+    unknown = runner.invoke(main, ["apikey", "revoke", "nope"], env=env)
+    assert unknown.exit_code != 0
+    assert "no key" in unknown.output
+
+
+def test_create_for_an_unknown_store_fails(configured, database_url):
+    result = CliRunner().invoke(
+        main, ["apikey", "create", "--name", "x", "--store", "nowhere"], env={"DATABASE_URL": database_url}
+    )
+    assert result.exit_code != 0
+    assert "unknown store" in result.output
