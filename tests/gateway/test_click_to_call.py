@@ -192,7 +192,7 @@ def placed_call(app, client, db, lead, fake_twilio, agent_key="alice") -> tuple[
 
 
 def test_agent_presses_1_and_the_customer_is_dialled_with_the_tracked_number(
-    app, client, db, lead, fake_twilio, twilio
+    app, client, db, lead, fake_twilio, twilio, clock, work
 ):
     sid, url = placed_call(app, client, db, lead, fake_twilio)
     leg = {"CallSid": sid, "From": SIMULTANEOUS, "To": ALICE, "CallStatus": "in-progress"}
@@ -217,6 +217,10 @@ def test_agent_presses_1_and_the_customer_is_dialled_with_the_tracked_number(
     assert after.status == "contacted"
     assert after.first_response_at is not None
     assert open_tasks(db, lead.id) == []
+    # The connected call stopped the missed-call cadence: its 4-hour follow-up never goes.
+    clock.advance(timedelta(hours=5))
+    work()
+    assert not [m for m in fake_twilio.messages if m["To"] == CUSTOMER and "Still looking?" in m["Body"]]
 
 
 def test_agent_voicemail_picks_up_and_nothing_is_dialled(app, client, db, lead, fake_twilio, twilio):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -74,6 +76,10 @@ def test_reply_to_an_alert_reaches_the_customer_from_the_tracked_number(app, db,
     sent = [m for m in texts_to(fake_twilio, CUSTOMER) if m["Body"].startswith("Hi, this is Alice")]
     assert len(sent) == 1
     assert sent[0]["From"] == SIMULTANEOUS
+    # The agent's text stopped the missed-call cadence: its 4-hour follow-up never goes.
+    clock.advance(timedelta(hours=5))
+    work()
+    assert not [m for m in texts_to(fake_twilio, CUSTOMER) if "Still looking?" in m["Body"]]
 
 
 def test_lead_code_names_the_customer_whatever_the_latest_alert(app, db, clock, poster, work, fake_twilio, alerted):
