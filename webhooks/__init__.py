@@ -9,5 +9,5 @@ def init_app(app: Flask) -> None:
     from webhooks import failsafe, sms, voice
 
     app.register_blueprint(voice.blueprint)
-    app.register_blueprint(sms.blueprint)
+    sms.init_app(app)
     failsafe.init_app(app)

@@ -423,7 +423,8 @@ def test_a_callback_before_the_send_is_recorded_is_applied_when_it_is(
         message = _send_to_customer(fast_client, db, lambda: work_on(fast), fake_twilio, clock)
     finally:
         fast.extensions["gateway"].database.dispose()
-    assert answers and set(answers) == {204}  # the owner's alert went out the same way
+    assert answers  # the customer's text, and the owner's alert the same way
+    assert set(answers) == {204}
     assert message.status == "delivered"
     assert count(db, MessageStatusCallback, MessageStatusCallback.applied_at.is_(None)) == 0
 
@@ -465,3 +466,38 @@ def test_a_send_the_api_rejects_with_21610_is_logged_failed_and_opts_out(twilio,
     assert customer.opted_out
     assert customer.opt_out_source == "provider-21610"
     assert fake_twilio.rejected  # the API was asked and said no; nothing crashed
+
+
+# --- database down ------------------------------------------------------------------------------------------
+
+
+def dead_postgres() -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone?connect_timeout=1"
+
+
+@pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize("redis_up", [True, False])
+def test_database_down_the_text_is_kept_and_handled_when_it_is_back(
+    make_app, settings, db, clock, work, fake_twilio, redis_up
+):
+    changes = {"database_url": dead_postgres()}
+    if not redis_up:
+        changes["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
+    broken = make_app(**changes)
+    client = SignedClient(broken.test_client(), settings.public_base_url, settings.webhook_auth_token)
+    arrived = clock.now()
+    sid, response = text(client, "Can I come by at 6?")
+    empty_response(response)
+    _, replayed = text(client, "Can I come by at 6?", sid=sid)  # the provider's retry, also kept
+    empty_response(replayed)
+    spooled = list((settings.instance_dir / "sms-spool").glob("*.json"))
+    assert len(spooled) == (0 if redis_up else 2)
+    assert count(db, Message) == 0
+    clock.advance(timedelta(minutes=3))
+    work()
+    [message] = rows(db, Message, Message.direction == "inbound")
+    assert (message.sid, message.body, message.created_at) == (sid, "Can I come by at 6?", arrived)
+    assert count(db, Lead) == 1
+    [task] = rows(db, Task)
+    assert task.due_at == arrived + timedelta(minutes=5)
+    assert list((settings.instance_dir / "sms-spool").glob("*.json")) == []
