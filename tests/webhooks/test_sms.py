@@ -158,6 +158,24 @@ def test_odd_bodies_are_kept_safely(twilio, db, body):
 
 
 @pytest.mark.usefixtures("configured")
+@pytest.mark.parametrize(
+    ("body", "num_segments", "stored"),
+    [
+        ("\U0001f697" * 35, None, 1),  # 70 UTF-16 units: one UCS-2 part
+        ("\U0001f697" * 36, None, 2),
+        ("\u4f60\u597d" * 36, None, 2),  # 72 Chinese characters
+        ("x" * 161, None, 2),
+        ("x" * 161, "3", 3),  # the provider's own count wins when it sends one
+    ],
+)
+def test_inbound_segments_are_kept_or_counted(twilio, db, body, num_segments, stored):
+    extra = {"NumSegments": num_segments} if num_segments else {}
+    sid, response = text(twilio, body, **extra)
+    empty_response(response)
+    assert rows(db, Message, Message.sid == sid)[0].segments == stored
+
+
+@pytest.mark.usefixtures("configured")
 def test_huge_bodies_are_bounded(twilio, db):
     sid, response = text(twilio, "A" * 800_000)
     empty_response(response)
