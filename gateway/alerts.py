@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask, has_app_context
 from sqlalchemy.orm import Session
 
-from gateway import compliance, events, priority, runtime
+from gateway import events, priority, runtime
 from gateway.agent_loop import click_to_call_url, describe, managers_of, send_alert
 from gateway.models import Agent, Call, CallOutcome, Lead, Message
 from gateway.phones import national
@@ -90,9 +90,9 @@ def on_contact_unanswered(sender: Session, *, lead: Lead, call: Call, now: datet
 def on_message_received(sender: Session, *, lead: Lead, message: Message, now: datetime, **_: Any) -> None:
     if not has_app_context():
         return
+    # The SMS side announces only texts a person should read (keywords that change settings are not),
+    # so a bare "Yes" that answers a question reaches the owner too.
     result = priority.recompute(sender, lead, now)
-    if compliance.classify_keyword(message.body or "") is not None:
-        return  # STOP/START/HELP are answered by the rules, not by a person
     words = _preview(message.body or "") or "(picture)"
     for agent in _recipients(sender, lead, result):
         link = _link(lead, agent, now)

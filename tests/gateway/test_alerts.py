@@ -128,10 +128,11 @@ def test_customer_text_alerts_the_owner_with_its_first_words(app, poster, db, cl
     missed_call(poster)
     lead = only_lead(db)
     customer_texts(app, db, clock, lead.id, "Hi! Is the blue 2024 Civic Sport still available? I can come by after 5.")
-    customer_texts(app, db, clock, lead.id, "STOP")  # a keyword is for the rules, not for a person
+    customer_texts(app, db, clock, lead.id, "Yes")  # an answer to a question, not a setting
     work()
     bodies = [m["Body"] for m in texts_to(fake_twilio, lead.owner.phone)]
-    assert len(bodies) == 2
+    assert len(bodies) == 3
+    assert ': "Yes" Reply here to answer.' in bodies[2]
     assert bodies[1].startswith("Text from (202) 555-0199, Cars.com, North Honda sales.")
     assert '"Hi! Is the blue 2024 Civic Sport still available?' in bodies[1]
     assert "Reply here to answer." in bodies[1]
