@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
+from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy.orm import Session
@@ -24,6 +26,8 @@ SWEEP_LIMIT = 5_000
 # Jobs waiting in the queue above which the sweep adds no more steps: texts are written only as fast
 # as they can be sent, so none waits long enough for the due-messages sweep to queue it a second time.
 MAX_WAITING_JOBS = 40
+# Sends in flight at once within one dispatch job.
+SEND_THREADS = 4
 # A step handed to the queue and still scheduled this long after (Redis flushed, job lost) goes again.
 REQUEUE_AFTER = timedelta(minutes=2)
 
@@ -38,8 +42,25 @@ def dispatch_steps_job(step_ids: list[int]) -> None:
         done = services.dispatch_steps(session, step_ids, now, enqueue=False)
     if done.claimed:
         log.info("cadence steps: %d claimed, %d texts, %d skipped", done.claimed, len(done.texts), done.skipped)
-    for message_id in done.texts:
-        send_message(message_id)
+    send_texts(done.texts)
+
+
+def send_texts(message_ids: list[int]) -> None:
+    """Each text through `send_message` (its claim, the guard, the provider); a few at once, since most
+    of a send is waiting on the database and the provider. Each runs in an app context of its own."""
+    if len(message_ids) <= 1 or SEND_THREADS <= 1:
+        for message_id in message_ids:
+            send_message(message_id)
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def send(message_id: int) -> str:
+        with app.app_context():
+            return send_message(message_id)
+
+    with ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="cadence-send") as pool:
+        # list(): an exception in one send is raised here, after the others finished.
+        list(pool.map(send, message_ids))
 
 
 def _queue_is_full(session: Session) -> bool:
