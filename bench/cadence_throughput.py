@@ -163,9 +163,12 @@ def progress(database: Database) -> tuple[int, int]:
     return dispatched, sent
 
 
-def fake_total(base_url: str) -> int:
-    with urllib.request.urlopen(f"{base_url}/_fake/messages?since=999999999", timeout=30) as response:  # noqa: S310
-        return int(json.loads(response.read())["total"])
+def fake_texts(base_url: str) -> tuple[int, int]:
+    """Texts the fake recorded, and how many went to a number that had already got one (a double)."""
+    with urllib.request.urlopen(f"{base_url}/_fake/messages?since=0", timeout=60) as response:  # noqa: S310
+        items = json.loads(response.read())["items"]
+    recipients = [item.get("To") for item in items]
+    return len(recipients), len(recipients) - len(set(recipients))
 
 
 def run(leads: int, workers: int, database_url: str | None, timeout: float, label: str) -> None:
@@ -178,7 +181,8 @@ def run(leads: int, workers: int, database_url: str | None, timeout: float, labe
         seed(database, leads)
         print(f"seeded {leads} leads with a due step each on {label} in {time.monotonic() - began:.1f}s", flush=True)
         run_workers(stack, database, leads, workers, timeout)
-        print(f"  the provider fake recorded {fake_total(stack.env['TWILIO_API_BASE_URL'])} texts")
+        total, doubles = fake_texts(stack.env["TWILIO_API_BASE_URL"])
+        print(f"  the provider fake recorded {total} texts; {doubles} to a number that already had one")
         database.dispose()
 
 
