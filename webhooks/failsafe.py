@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ SPOOL_DIR = "spool"
 
 def init_app(app: Flask) -> None:
     register_sweeper("webhook-spool", replay_spool)
+    register_replayer("incoming", lambda session, form, at: replay_call(session, "incoming", form, at))
+    register_replayer("status", lambda session, form, at: replay_call(session, "status", form, at))
     settings = app.extensions["gateway"].settings
     try:
         with app.extensions["gateway"].database.session() as session:
@@ -73,20 +76,59 @@ def forward_call(to: str, form: dict[str, str], now: datetime) -> Response:
     return twiml.respond(twiml.forward(main_line))
 
 
-def spool(kind: str, form: dict[str, str], now: datetime) -> None:
-    """Keep a webhook the database could not take: Redis first, else a file on disk."""
+Replayer = Callable[[Session, dict[str, Any], datetime], None]
+_replayers: dict[str, Replayer] = {}
+
+
+def register_replayer(kind: str, replayer: Replayer) -> None:
+    """How to handle a kept webhook of this kind once the database answers; it must be idempotent."""
+    _replayers[kind] = replayer
+
+
+def spool(kind: str, data: dict[str, Any], now: datetime) -> None:
+    """Keep a webhook the database could not take: an RQ job when Redis is up, else a file on disk."""
     current = runtime.current()
-    args = (kind, form, now.isoformat())
+    args = (kind, data, now.isoformat())
     if enqueue(make_queue(current.redis), [PendingJob("webhooks.failsafe.replay_job", args)]):
         return
-    folder = current.settings.instance_dir / SPOOL_DIR
+    _write_spool_file(kind, data, now.isoformat())
+
+
+def _write_spool_file(kind: str, data: dict[str, Any], received_at: str) -> None:
+    folder = runtime.current().settings.instance_dir / SPOOL_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{now.strftime('%Y%m%dT%H%M%S%f')}-{secrets.token_hex(4)}.json"
-    (folder / name).write_text(json.dumps({"kind": kind, "form": form, "received_at": now.isoformat()}))
+    name = f"{received_at.replace(':', '').replace('+', 'p')}-{secrets.token_hex(4)}.json"
+    temporary = folder / (name + ".tmp")
+    temporary.write_text(json.dumps({"kind": kind, "data": data, "received_at": received_at}))
+    os.replace(temporary, folder / name)
 
 
-def replay(session: Session, kind: str, form: dict[str, Any], received_at: datetime) -> None:
-    """Log a spooled webhook; safe to run twice (the call SID is unique, the end is claimed once)."""
+def replay_job(kind: str, data: dict[str, Any], received_at: str) -> None:
+    """RQ job: replay a kept webhook. The database still down: back to the disk spool, which the sweep
+    retries for as long as it takes, instead of RQ's few retries and its failed-job list."""
+    current = runtime.current()
+    try:
+        with current.database.session() as session:
+            _replayers[kind](session, data, datetime.fromisoformat(received_at))
+    except SQLAlchemyError as error:
+        log.warning("database still unavailable for a kept %s webhook (%s); spooled to disk", kind, error)
+        _write_spool_file(kind, data, received_at)
+
+
+def replay_spool(session: Session, now: datetime) -> None:
+    """The sweep: replay kept webhooks in the order they arrived; one that fails stays for next time."""
+    folder = runtime.current().settings.instance_dir / SPOOL_DIR
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.json")):
+        item = json.loads(path.read_text())
+        _replayers[item["kind"]](session, item["data"], datetime.fromisoformat(item["received_at"]))
+        session.commit()
+        path.unlink()
+
+
+def replay_call(session: Session, kind: str, form: dict[str, Any], received_at: datetime) -> None:
+    """Log a kept call webhook; safe to run twice (the call SID is unique, the end is claimed once)."""
     sid = str(form.get("CallSid") or "")
     to = str(form.get("To") or "")
     route = load_route(session, to)
@@ -122,20 +164,3 @@ def replay(session: Session, kind: str, form: dict[str, Any], received_at: datet
             )
             session.query(Call).filter(Call.sid == sid).update({"kind": "forwarded"})
         calls.finish_call(session, ended, route.origin if route else None, received_at)
-
-
-def replay_job(kind: str, form: dict[str, Any], received_at: str) -> None:
-    current = runtime.current()
-    with current.database.session() as session:
-        replay(session, kind, form, datetime.fromisoformat(received_at))
-
-
-def replay_spool(session: Session, now: datetime) -> None:
-    folder = runtime.current().settings.instance_dir / SPOOL_DIR
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.json")):
-        item = json.loads(path.read_text())
-        replay(session, item["kind"], item["form"], datetime.fromisoformat(item["received_at"]))
-        session.commit()
-        path.unlink()

@@ -3,17 +3,15 @@
 Thin: check the signature, parse the form into a frozen dataclass, call one service, commit, answer.
 Texts are answered with an empty <Response/>: replies go out through the send guard, never in TwiML.
 
-Database down: the text is kept (an RQ job when Redis is up, else a file in the instance folder's
-spool that the sweep replays) and the provider gets its 200, so no text is lost to an outage. The
-replay is the same service, keyed by the MessageSid, with the time the text arrived.
+Database down: the text is kept (webhooks/failsafe.py: an RQ job when Redis is up, else a file in the
+instance spool that the sweep replays) and the provider gets its 200, so no text is lost to an outage.
+The replay is the same service, keyed by the MessageSid, with the time the text arrived.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import secrets
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,10 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import runtime, sms, web
-from gateway.jobs import PendingJob, enqueue, make_queue, register_sweeper
 from gateway.phones import InvalidPhone, mask, to_e164
 from tracked_numbers.services import load_route
-from webhooks import payloads
+from webhooks import failsafe, payloads
 from webhooks.signature import provider_webhook
 from webhooks.voice import routes
 
@@ -38,13 +35,11 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response />'
 _MESSAGE_SID = re.compile(r"^(?:SM|MM)[0-9A-Za-z]{8,64}$")
 _STATUS = re.compile(r"^[a-z_]{1,32}$")
 MAX_URL = 2000
-SPOOL_DIR = "sms-spool"
-REPLAY_JOB = "webhooks.sms.replay_text_job"
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(blueprint)
-    register_sweeper("sms-spool", replay_spooled_texts)
+    failsafe.register_replayer("text", replay_text)
 
 
 def empty_twiml() -> Response:
@@ -130,7 +125,7 @@ def _receive() -> Response:
 # --- the database was down ----------------------------------------------------------------------------------
 
 
-def _as_data(text: sms.IncomingText, received_at: datetime) -> dict[str, Any]:
+def _as_data(text: sms.IncomingText) -> dict[str, Any]:
     return {
         "sid": text.sid,
         "sender": text.sender,
@@ -138,25 +133,15 @@ def _as_data(text: sms.IncomingText, received_at: datetime) -> dict[str, Any]:
         "body": text.body,
         "segments": text.segments,
         "media_urls": list(text.media_urls),
-        "received_at": received_at.isoformat(),
     }
 
 
 def spool_text(text: sms.IncomingText, now: datetime) -> None:
-    """Keep a text the database could not take: a job on Redis, else a file on disk."""
-    current = runtime.current()
-    data = _as_data(text, now)
-    if enqueue(make_queue(current.redis), [PendingJob(REPLAY_JOB, (data,))]):
-        return
-    folder = current.settings.instance_dir / SPOOL_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{now.strftime('%Y%m%dT%H%M%S%f')}-{secrets.token_hex(4)}.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data))
-    temporary.replace(path)
+    """Keep a text the database could not take (webhooks/failsafe.py: a job on Redis, else a file)."""
+    failsafe.spool("text", _as_data(text), now)
 
 
-def replay_text(session: Session, data: Mapping[str, Any]) -> None:
+def replay_text(session: Session, data: Mapping[str, Any], received_at: datetime) -> None:
     """Handle a kept text as if it had just arrived; a second replay finds its SID and does nothing."""
     text = sms.IncomingText(
         sid=str(data["sid"]),
@@ -170,24 +155,8 @@ def replay_text(session: Session, data: Mapping[str, Any]) -> None:
     if route is None:
         log.error("kept text %s to %s: not a tracked number any more", text.sid, text.to)
         return
-    received_at = datetime.fromisoformat(str(data["received_at"]))
     keyword_replies = runtime.current().settings.keyword_replies
     sms.receive_text(session, text, route.origin, received_at, keyword_replies=keyword_replies)
-
-
-def replay_text_job(data: dict[str, Any]) -> None:
-    with runtime.current().database.session() as session:
-        replay_text(session, data)
-
-
-def replay_spooled_texts(session: Session, now: datetime) -> None:
-    folder = runtime.current().settings.instance_dir / SPOOL_DIR
-    if not folder.is_dir():
-        return
-    for path in sorted(folder.glob("*.json")):
-        replay_text(session, json.loads(path.read_text()))
-        session.commit()
-        path.unlink()
 
 
 @blueprint.post("/incoming")

@@ -508,7 +508,7 @@ def test_database_down_the_text_is_kept_and_handled_when_it_is_back(
     empty_response(response)
     _, replayed = text(client, "Can I come by at 6?", sid=sid)  # the provider's retry, also kept
     empty_response(replayed)
-    spooled = list((settings.instance_dir / "sms-spool").glob("*.json"))
+    spooled = list((settings.instance_dir / "spool").glob("*.json"))
     assert len(spooled) == (0 if redis_up else 2)
     assert count(db, Message) == 0
     clock.advance(timedelta(minutes=3))
@@ -518,4 +518,4 @@ def test_database_down_the_text_is_kept_and_handled_when_it_is_back(
     assert count(db, Lead) == 1
     [task] = rows(db, Task)
     assert task.due_at == arrived + timedelta(minutes=5)
-    assert list((settings.instance_dir / "sms-spool").glob("*.json")) == []
+    assert list((settings.instance_dir / "spool").glob("*.json")) == []
