@@ -249,11 +249,8 @@ def lead_changed(session: Session, lead: Lead, changes: dict[str, Any], now: dat
         for enrolment in active_enrolments(session, lead.id):
             if status in lasts_while(enrolment.trigger):
                 continue
-            cancelled = (
-                is_appointment_cadence(enrolment)
-                and status not in {LeadStatus.NO_SHOW.value}
-                and LeadStatus(status).is_open
-            )
+            closed = status in {LeadStatus.CLOSED_WON.value, LeadStatus.CLOSED_LOST.value}
+            cancelled = is_appointment_cadence(enrolment) and status != LeadStatus.NO_SHOW.value and not closed
             reason = StopReason.APPOINTMENT_CANCELLED if cancelled else StopReason.STATUS
             stop(session, enrolment, reason, now, detail=f"lead status {status}", lead=lead)
         for definition in _triggered_by(session, status):
