@@ -199,6 +199,7 @@ class Task(Base):
 
 class Call(Base):
     __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_from_number_started", "from_number", "started_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -233,7 +234,11 @@ class Message(Base):
     """A text in or out. Outbound texts are written here first (pending) and sent by the worker."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_status_send_after", "status", "send_after"),)
+    __table_args__ = (
+        Index("ix_messages_status_send_after", "status", "send_after"),
+        Index("ix_messages_to_number_sent_at", "to_number", "sent_at"),
+        Index("ix_messages_contact_direction_created", "contact_id", "direction", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sid: Mapped[str | None] = mapped_column(String(64), unique=True)
