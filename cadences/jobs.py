@@ -42,25 +42,28 @@ def dispatch_steps_job(step_ids: list[int]) -> None:
         done = services.dispatch_steps(session, step_ids, now, enqueue=False)
     if done.claimed:
         log.info("cadence steps: %d claimed, %d texts, %d skipped", done.claimed, len(done.texts), done.skipped)
-    send_texts(done.texts)
+    send_texts(done.by_recipient())
 
 
-def send_texts(message_ids: list[int]) -> None:
-    """Each text through `send_message` (its claim, the guard, the provider); a few at once, since most
-    of a send is waiting on the database and the provider. Each runs in an app context of its own."""
-    if len(message_ids) <= 1 or SEND_THREADS <= 1:
-        for message_id in message_ids:
-            send_message(message_id)
+def send_texts(groups: list[list[int]]) -> None:
+    """Each text through `send_message` (its claim, the guard, the provider). Texts to different
+    customers go a few at once, since most of a send is waiting on the database and the provider; texts
+    to one customer go one after the other, in due order. Each thread has an app context of its own."""
+    if len(groups) <= 1 or SEND_THREADS <= 1:
+        for group in groups:
+            for message_id in group:
+                send_message(message_id)
         return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
-    def send(message_id: int) -> str:
+    def send(group: list[int]) -> None:
         with app.app_context():
-            return send_message(message_id)
+            for message_id in group:
+                send_message(message_id)
 
     with ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="cadence-send") as pool:
         # list(): an exception in one send is raised here, after the others finished.
-        list(pool.map(send, message_ids))
+        list(pool.map(send, groups))
 
 
 def _queue_is_full(session: Session) -> bool:

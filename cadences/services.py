@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,11 +75,19 @@ _LIVE_STEPS = (StepStatus.CLAIMED.value, StepStatus.DEFERRED.value)
 
 @dataclass(frozen=True)
 class Dispatched:
-    """What one dispatch did: steps it won, texts it wrote, steps it skipped."""
+    """What one dispatch did: steps it won, texts it wrote (in due order), steps it skipped."""
 
     claimed: int
     texts: list[int]
     skipped: int
+    recipients: list[str] = field(default_factory=list)  # the number each text goes to, as `texts`
+
+    def by_recipient(self) -> list[list[int]]:
+        """The texts grouped by the number they go to, each group in due order."""
+        groups: dict[str, list[int]] = {}
+        for message_id, to in zip(self.texts, self.recipients, strict=True):
+            groups.setdefault(to, []).append(message_id)
+        return list(groups.values())
 
 
 # --- templates ----------------------------------------------------------------------------------------
@@ -505,6 +513,7 @@ def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime, *, 
         .order_by(CadenceStep.due_at, CadenceStep.id)
     ).all()
     texts: list[int] = []
+    recipients: list[str] = []
     skipped = 0
     for step, enrolment, lead in rows:
         message = _write_text(session, step, enrolment, lead, now, enqueue=enqueue)
@@ -512,8 +521,9 @@ def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime, *, 
             skipped += 1
         else:
             texts.append(message.id)
+            recipients.append(message.to_number)
     complete_finished(session, sorted({enrolment.id for _, enrolment, _ in rows}), now)
-    return Dispatched(len(claimed), texts, skipped)
+    return Dispatched(len(claimed), texts, skipped, recipients)
 
 
 def _stale(step: CadenceStep, enrolment: CadenceEnrolment, now: datetime) -> bool:

@@ -261,3 +261,18 @@ def test_a_step_not_yet_due_is_not_claimed_even_when_asked(missed_call, work, ap
         jobs.dispatch_steps_job([step_id])
     with db.session() as session:
         assert session.get(CadenceStep, step_id).status == StepStatus.SCHEDULED.value
+
+
+def test_a_batch_for_many_customers_sends_each_their_own_steps_once_and_in_order(missed_call, work, clock, fake_twilio):
+    callers = [f"+1202555{3000 + n:04d}" for n in range(6)]
+    for caller in callers:
+        missed_call(caller=caller)
+    work()
+    clock.advance(timedelta(days=2))  # every follow-up of every caller is due: one batch
+    work()
+    for caller in callers:
+        bodies = [m["Body"] for m in fake_twilio.messages if m["To"] == caller]
+        assert len(bodies) == 3, caller
+        assert bodies[0] == FIRST_TEXT
+        assert bodies[1].endswith("Still looking? Reply with a good time to talk.")
+        assert bodies[2].startswith("Hi, North Honda again.")
