@@ -100,6 +100,24 @@ def test_answered_call_from_the_customer_stops_the_cadence(missed_call, work, te
     no_more_texts(work, clock, texts, 1)
 
 
+@pytest.mark.parametrize("reason", ["connected click-to-call", "agent text"])
+def test_an_agent_reaching_the_customer_another_way_stops_the_cadence(
+    missed_call, work, texts, clock, db, snapshot, reason
+):
+    from gateway.leads import record_human_contact
+    from gateway.models import Agent
+
+    missed_call()
+    work()
+    with db.session() as session:
+        lead = session.scalars(select(Lead)).one()
+        agent = session.scalars(select(Agent).where(Agent.key == "ben")).one()
+        record_human_contact(session, lead, agent, reason, clock.now())
+    state = assert_stopped(snapshot, StopReason.HUMAN_CONTACT)
+    assert state.enrolment().stop_detail == reason
+    no_more_texts(work, clock, texts, 1)
+
+
 def test_lead_moving_to_contacted_or_closed_ends_the_missed_call_cadence(missed_call, work, texts, clock, db, snapshot):
     missed_call()
     work()
