@@ -54,7 +54,7 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def spawn(self, *argv: str, env: dict[str, str] | None = None, quiet: bool = True) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             list(argv),
             cwd=ROOT,
             env=env or self.env,
@@ -102,7 +102,7 @@ def gateway_stack(config: str, database_url: str | None = None, fake_twilio: boo
     stack = Stack(folder, env)
     try:
         if fake_twilio:
-            fake = subprocess.Popen(  # noqa: S603
+            fake = subprocess.Popen(
                 [sys.executable, "-m", "tests.fakes.twilio_api", "--port", "0",
                  "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN],
                 cwd=ROOT, stdout=subprocess.PIPE, env=env,
@@ -115,7 +115,7 @@ def gateway_stack(config: str, database_url: str | None = None, fake_twilio: boo
             env["TWILIO_API_BASE_URL"] = f"http://127.0.0.1:{free_port()}"
         config_file = folder / "config.yaml"
         config_file.write_text(config)
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [sys.executable, "-m", "gateway.cli", "config", "apply", str(config_file)],
             cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
         )

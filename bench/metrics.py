@@ -107,7 +107,7 @@ def main() -> None:
                 # Nothing listens there: the rate limiter finds Redis down and lets requests through.
                 redis_url=f"redis://127.0.0.1:{free_port()}/0",
                 public_base_url="http://127.0.0.1:8000",
-                secret_key="bench",  # noqa: S106 - a throwaway database on loopback
+                secret_key="bench",
                 instance_dir=Path(instance),
                 testing=True,
                 api_rate_limit=0,

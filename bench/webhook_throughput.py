@@ -24,9 +24,9 @@ from harness import ROOT, gateway_stack, percentile
 
 sys.path.insert(0, str(ROOT))
 
-from gateway.embedded_redis import free_port  # noqa: E402
-from gateway.simulator import sign  # noqa: E402
-from tests.support.config import BASIC_CONFIG  # noqa: E402
+from gateway.embedded_redis import free_port
+from gateway.simulator import sign
+from tests.support.config import BASIC_CONFIG
 
 NUMBERS = ["+12025550123", "+12025550124", "+12025550125", "+12025550126"]
 LUA = r"""
@@ -68,7 +68,7 @@ def run_wrk(port: int, bodies_file: str, seconds: int, connections: int) -> floa
     script = bodies_file + ".lua"
     with open(script, "w") as handle:
         handle.write(LUA)
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", script,
          f"http://127.0.0.1:{port}/webhooks/voice/incoming", "--", bodies_file],
         capture_output=True, text=True, check=True,
@@ -123,21 +123,41 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--postgres", action="store_true", help="run the gateway on a throwaway PostgreSQL")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes for both apps")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per process for both apps")
     args = parser.parse_args()
+    if not args.postgres:
+        measure(args, None)
+        return
+    from tests.support import postgres
+
+    server = postgres.PostgresServer()
+    server.start()
+    try:
+        server.execute("CREATE DATABASE gateway_bench")
+        measure(args, server.url("gateway_bench"))
+    finally:
+        server.stop()
+
+
+def measure(args: argparse.Namespace, database_url: str | None) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian package 'wrk'): apt-get install -y wrk")
     bare_port, gateway_port = free_port(), free_port()
     base = f"http://127.0.0.1:{gateway_port}"
-    with gateway_stack(BASIC_CONFIG) as stack:
+    with gateway_stack(BASIC_CONFIG, database_url) as stack:
         stack.env["PUBLIC_BASE_URL"] = base
-        stack.gunicorn("bench.bare_app:app", bare_port)
-        stack.gunicorn("wsgi:app", gateway_port)
+        stack.gunicorn("bench.bare_app:app", bare_port, args.web_workers, args.threads)
+        stack.gunicorn("wsgi:app", gateway_port, args.web_workers, args.threads)
         token = stack.env["TWILIO_AUTH_TOKEN"]
         closed = signed_bodies(base, token, 60_000, "a")
         bodies_file = str(stack.folder / "bodies.tsv")
         with open(bodies_file, "w") as handle:
             handle.writelines(f"{sig}\t{body}\n" for sig, body in closed)
-        print(f"closed loop, wrk -t2 -c{args.connections} -d{args.seconds}s, gunicorn gthread 2x4, SQLite:")
+        kind = "PostgreSQL" if database_url else "SQLite"
+        print(f"closed loop, wrk -t2 -c{args.connections} -d{args.seconds}s, "
+              f"gunicorn gthread {args.web_workers}x{args.threads}, {kind}:")
         bare = run_wrk(bare_port, bodies_file, args.seconds, args.connections)
         print(f"  bare Flask fixed TwiML:      {bare:8.0f} requests/s", flush=True)
         gateway = run_wrk(gateway_port, bodies_file, args.seconds, args.connections)
