@@ -81,7 +81,7 @@ def test_call_log_cursor_while_calls_are_inserted(client, db, clock, configured)
     with db.session() as session:
         all_ids = set(session.scalars(select(Call.id)))
     assert set(everything) == all_ids, "a call was skipped"
-    assert len(all_ids) > 30
+    assert len(all_ids) > 25, "no call was inserted while the client paged"
 
 
 def test_lead_list_cursor_while_leads_are_inserted(client, db, clock, configured):
