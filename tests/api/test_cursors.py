@@ -58,8 +58,12 @@ def test_call_log_cursor_while_calls_are_inserted(client, db, clock, configured)
     stop = threading.Event()
 
     def writer():
-        while not stop.is_set():
+        # A bounded stream, interleaved with the pages, so the reader can catch up and finish.
+        for _ in range(40):
+            if stop.is_set():
+                return
             _insert_call(db, store_id, clock)
+            stop.wait(0.005)
 
     thread = threading.Thread(target=writer)
     thread.start()
