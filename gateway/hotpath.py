@@ -123,7 +123,7 @@ class HotPath:
 
     def time(self, moment: datetime) -> Any:
         utc = moment.astimezone(UTC)
-        return utc if self.postgres else utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return utc if self.postgres else utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def json(self, value: Any) -> Any:
         if self.postgres:
