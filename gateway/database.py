@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import JSON, Connection, DateTime, Dialect, MetaData, create_engine, event, insert
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -87,9 +87,7 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
             # A write lock up front: no deadlock when two processes upgrade read locks at once.
-            # Autocommit connections run each statement as its own short transaction instead.
-            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if not pool:
@@ -121,12 +119,6 @@ class Database:
             raise
         finally:
             session.close()
-
-    def autocommit(self) -> Connection:
-        """A connection where every statement commits by itself: for hot paths whose statements are each
-        atomic on their own (a conflict-tolerant insert, an UPDATE ... RETURNING), so no lock is held
-        between them."""
-        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,6 @@ class PendingJob:
     args: tuple[Any, ...] = ()
     job_id: str | None = None
     retry: bool = True
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def enqueue_after_commit(session: Session, func: str, *args: Any, job_id: str | None = None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,7 +82,6 @@ class TwilioProvider:
         self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         # The SDK builds every REST URL from this base; tests point it at a local fake of the API.
         self._client.api.base_url = base_url
-        self._lock = threading.Lock()
 
     def _call(self, what: str, action: Any) -> Any:
         try:
