@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.database import Base, utcnow
@@ -144,7 +144,14 @@ class Contact(Base):
 
 class Lead(Base):
     __tablename__ = "leads"
-    __table_args__ = (Index("ix_leads_store_status", "store_id", "status"),)
+    __table_args__ = (
+        Index("ix_leads_store_status", "store_id", "status"),
+        # GET /api/v1/metrics: one store's leads in a time window (migration 0005).
+        Index(
+            "ix_leads_store_created", "store_id", "created_at",
+            postgresql_include=["status", "source", "first_response_at", "leaked_at"],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(16), unique=True)  # short, human, e.g. "K7Q2M"
@@ -178,7 +185,13 @@ class Lead(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_status_due", "status", "due_at"),)
+    __table_args__ = (
+        Index("ix_tasks_status_due", "status", "due_at"),
+        Index(
+            "ix_tasks_open_due", "due_at",
+            postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id"), index=True)
@@ -199,7 +212,15 @@ class Task(Base):
 
 class Call(Base):
     __tablename__ = "calls"
-    __table_args__ = (Index("ix_calls_from_number_started", "from_number", "started_at"),)
+    __table_args__ = (
+        Index("ix_calls_from_number_started", "from_number", "started_at"),
+        # GET /api/v1/metrics: calls of one store, or of every store, in a time window (migration 0005).
+        Index("ix_calls_store_started", "store_id", "started_at", postgresql_include=["outcome", "direction", "kind"]),
+        Index(
+            "ix_calls_started_covering", "started_at",
+            postgresql_include=["store_id", "outcome", "direction", "kind"],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     sid: Mapped[str] = mapped_column(String(64), unique=True)

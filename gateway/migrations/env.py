@@ -16,7 +16,7 @@ def _metadata():  # type: ignore[no-untyped-def]
     import importlib
 
     for name in ("gateway.models", "tracked_numbers.models", "cadences.models", "voicemail.models",
-                 "gateway.crm_models", "gateway.agent_models"):
+                 "gateway.crm_models", "gateway.agent_models", "gateway.sms_models"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)
     return Base.metadata
