@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
+from flask import current_app, has_app_context
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -61,6 +62,15 @@ def required(value: T | None, what: str) -> T:
 
 
 def utcnow() -> datetime:
+    """Now, from the clock of the app in context (the one every decision reads), else the system's.
+
+    Column defaults use it, so a row's created_at and updated_at agree with the times the gateway
+    compares them to, whichever clock the app runs on."""
+    if has_app_context():
+        current = current_app.extensions.get("gateway")
+        if current is not None:
+            moment: datetime = current.clock.now()
+            return moment
     return datetime.now(UTC)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 
 import pytest
@@ -412,6 +412,9 @@ def test_deadletters_listed_and_replayed_by_the_cli(destinations, poster, work, 
     destinations.mode = "ok"
     everything = runner.invoke(main, ["crm", "replay", "--all"], env=env)
     assert everything.exit_code == 0, everything.output
+    # The command ran on the system clock (and a Redis of its own): the worker's clock must reach that time
+    # and the sweep's requeue delay.
+    clock.set(datetime.now(UTC) + crm.REQUEUE_AFTER + timedelta(seconds=1))
     work()
     rows = deliveries(db)
     assert {r.status for r in rows} == {"delivered"}
