@@ -1,25 +1,44 @@
-"""The incoming-call hot path, written against the database driver.
+"""The incoming-call hot path: written against the database driver, many calls to a transaction.
 
-Every call the dealership gets runs these three statements, and the provider waits on the answer. Through
-SQLAlchemy's execution layer each costs a few hundred microseconds of Python; through the driver with a
-connection kept per thread and statements the driver prepares once, a few dozen. Each statement is atomic
-on its own (a read, an UPDATE ... RETURNING, a conflict-tolerant INSERT), so they run in autocommit mode
-and no lock is held between them. Everything else in the gateway goes through SQLAlchemy.
+Every call the dealership gets is logged before its TwiML is answered, and the provider waits on that
+answer. Through SQLAlchemy's execution layer each statement costs a few hundred microseconds of Python;
+through the driver, a few dozen. What costs most is the commit: request threads each writing in their own
+transaction queue on SQLite's one write lock (its busy handler sleeps a millisecond at a time) and write
+the table's and every index's pages again for one row. So the request threads of a process share one
+connection and commit together (group commit): whoever arrives while no commit runs leads, taking every
+call queued at that moment into one transaction; each request still answers only once its own call is
+committed. On SQLite the leaders of different processes take turns on a file lock, which wakes the next
+the moment the first is done. Everything else in the gateway goes through SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import logging
+import os
 import re
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _NAMED = re.compile(r":(\w+)")
+# Calls ringing in the same moment share a transaction, up to this many.
+MAX_BATCH = 64
+# Longer than any healthy commit, well inside the provider's 15 s: past it the caller gets the failsafe.
+WAIT_SECONDS = 8.0
 
 RING_INSERT = """
 INSERT INTO calls (sid, store_id, tracked_number_id, from_number, to_number, direction, kind, status,
@@ -59,64 +78,17 @@ class RingState:
     voicemail_started: bool
 
 
-class HotPath:
-    """Driver connections, one per thread, in autocommit; dropped and reopened after an error."""
+class Statements:
+    """The hot path's statements, run on one cursor inside the writer's transaction."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.postgres = engine.dialect.name == "postgresql"
-        self._local = threading.local()
-        self._sql: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._opened: list[Any] = []
-
-    def _statement(self, sql: str) -> str:
-        text = self._sql.get(sql)
-        if text is None:
-            text = _NAMED.sub(r"%(\1)s", sql) if self.postgres else sql
-            self._sql[sql] = text
-        return text
-
-    def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self.engine.raw_connection()
-            if self.postgres:
-                driver: Any = connection.driver_connection
-                driver.autocommit = True
-            self._local.connection = connection
-            with self._lock:
-                self._opened.append(connection)
-        return connection
-
-    def _drop(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if connection is not None:
-            # Already broken: the point is only to stop using it.
-            with contextlib.suppress(Exception):
-                connection.invalidate()
-
-    def close(self) -> None:
-        """Close every thread's connection (the app is shutting down)."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for connection in opened:
-            with contextlib.suppress(Exception):
-                connection.close()
-        self._local = threading.local()
+    def __init__(self, cursor: Any, postgres: bool, sql: Callable[[str], str]) -> None:
+        self._cursor = cursor
+        self.postgres = postgres
+        self._sql = sql
 
     def fetch(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        try:
-            cursor = self._connection().cursor()
-            try:
-                cursor.execute(self._statement(sql), params)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-        except Exception as error:
-            self._drop()
-            raise DatabaseUnavailable(str(error)) from error
+        self._cursor.execute(self._sql(sql), params)
+        row = self._cursor.fetchone()
         return tuple(row) if row is not None else None
 
     # --- values as the columns store them (matching what SQLAlchemy writes) ---
@@ -134,9 +106,6 @@ class HotPath:
 
     def flag(self, value: bool) -> Any:
         return value if self.postgres else int(value)
-
-    def loads(self, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
 
     # --- the statements ---
 
@@ -186,4 +155,184 @@ class HotPath:
         row = self.fetch(RING_STATE, {"sid": sid})
         if row is None:
             raise DatabaseUnavailable(f"call {sid} neither inserted nor found")
-        return RingState(sid, list(self.loads(row[0]) or []), int(row[1]), bool(row[2]), bool(row[3]))
+        agents = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+        return RingState(sid, list(agents or []), int(row[1]), bool(row[2]), bool(row[3]))
+
+
+Work = Callable[[Statements], T]
+
+
+@dataclass
+class _Pending(Generic[T]):
+    work: Work[T]
+    done: bool = False
+    result: T | None = None
+    error: BaseException | None = None
+
+
+class HotPath:
+    """Group commit among the request threads of a process, on one driver connection.
+
+    A thread with work queues it; if no thread is committing, it leads: takes everything queued, runs it
+    in one transaction, marks it done and wakes the others (one of them leads the next batch). With no
+    contention a request runs its own transaction with no hand-over at all."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
+        self._sql: dict[str, str] = {}
+        self._pid = os.getpid()
+        self._queue: deque[_Pending[Any]] = deque()
+        self._turn = threading.Condition()
+        self._leading = False
+        self._connection: Any = None
+        self._inherited: Any = None
+        self._interprocess: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if self.postgres else _FileLock(_lock_path(engine))
+        )
+
+    def _statement(self, sql: str) -> str:
+        text = self._sql.get(sql)
+        if text is None:
+            text = _NAMED.sub(r"%(\1)s", sql) if self.postgres else sql
+            self._sql[sql] = text
+        return text
+
+    def write(self, work: Work[T]) -> T:
+        """Run `work` in a transaction and return its result once that has committed.
+
+        DatabaseUnavailable when the database refused or the commit did not come in time."""
+        if self._pid != os.getpid():
+            self._forked()
+        pending: _Pending[T] = _Pending(work)
+        deadline = time.monotonic() + WAIT_SECONDS
+        with self._turn:
+            self._queue.append(pending)
+            while self._leading and not pending.done:
+                if not self._turn.wait(deadline - time.monotonic()):
+                    if pending in self._queue:
+                        self._queue.remove(pending)
+                    raise DatabaseUnavailable(f"no commit within {WAIT_SECONDS:.0f} s")
+            if not pending.done:
+                self._leading = True
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+        if not pending.done:
+            try:
+                self._commit(batch)
+            finally:
+                with self._turn:
+                    for item in batch:
+                        item.done = True
+                    self._leading = False
+                    self._turn.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[return-value]
+
+    def _forked(self) -> None:
+        # A gunicorn worker inherits the object from the process that created the app, not its
+        # connection or its lock state.
+        self._pid = os.getpid()
+        self._queue = deque()
+        self._turn = threading.Condition()
+        self._leading = False
+        # The parent's connection shares its socket with the parent: never used here, never closed here
+        # (closing would end the parent's session), kept referenced so no finaliser closes it either.
+        self._inherited, self._connection = self._connection, None
+
+    def close(self) -> None:
+        """Close the connection (the app is shutting down)."""
+        if self._pid == os.getpid():
+            with self._turn:
+                self._drop()
+
+    def _commit(self, batch: list[_Pending[Any]]) -> None:
+        try:
+            self._transaction(batch)
+        except Exception as error:
+            self._drop()
+            if len(batch) == 1:
+                batch[0].error = self._unavailable(error)
+            else:
+                # One call's work may be what failed: give each its own transaction.
+                for pending in batch:
+                    self._commit([pending])
+
+    def _transaction(self, batch: list[_Pending[Any]]) -> None:
+        with self._interprocess:
+            self._transaction_locked(batch)
+
+    def _transaction_locked(self, batch: list[_Pending[Any]]) -> None:
+        connection = self._connected()
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._begin)
+            statements = Statements(cursor, self.postgres, self._statement)
+            results = [pending.work(statements) for pending in batch]
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cursor.execute("ROLLBACK")
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+        for pending, result in zip(batch, results, strict=True):
+            pending.result = result
+
+    def _unavailable(self, error: Exception) -> Exception:
+        """The driver's errors become DatabaseUnavailable; anything else is a bug and stays itself."""
+        driver = self.engine.dialect.dbapi
+        if not isinstance(error, DBAPIError) and (driver is None or not isinstance(error, driver.Error)):
+            return error
+        wrapped = DatabaseUnavailable(str(error))
+        wrapped.__cause__ = error
+        return wrapped
+
+    def _connected(self) -> Any:
+        if self._connection is None:
+            connection = self.engine.raw_connection()
+            if self.postgres:
+                driver: Any = connection.driver_connection
+                driver.autocommit = True  # the writer says BEGIN and COMMIT itself
+            self._connection = connection
+        return self._connection
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            # Broken or finished: the point is only to stop using it.
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+
+
+def _lock_path(engine: Engine) -> str | None:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database + "-hotpath.lock"
+
+
+class _FileLock:
+    """An exclusive flock shared by the writers of every process on one SQLite file.
+
+    SQLite makes a second process's writer poll for the lock, sleeping a millisecond and more between
+    tries; a writer blocked on flock is woken by the kernel the moment the first lets go."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        if self.path is None:
+            return
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)

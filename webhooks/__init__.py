@@ -6,8 +6,9 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    from webhooks import failsafe, sms, voice
+    from webhooks import failsafe, fastpath, sms, voice
 
     app.register_blueprint(voice.blueprint)
     sms.init_app(app)
     failsafe.init_app(app)
+    fastpath.init_app(app)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
+from datetime import datetime
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import calls, runtime, web
 from gateway.app import on_shutdown
-from gateway.hotpath import DatabaseUnavailable, HotPath
+from gateway.calls import IncomingCall
+from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
 from gateway.phones import mask
 from tracked_numbers.models import RingStrategy
 from tracked_numbers.services import (
+    Route,
     RouteCache,
     department_open,
     ring_steps,
@@ -24,23 +28,59 @@ log = logging.getLogger(__name__)
 
 ROUTE_CACHE = "gateway.routes"
 HOT_PATH = "gateway.hotpath"
+_HOT_PATH_LOCK = threading.Lock()
+# Set in the WSGI environ by webhooks/fastpath.py when the database refused this very request.
+DATABASE_FAILED = "gateway.database_failed"
 
 blueprint = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
 
 
-def hot_path() -> HotPath:
-    """The app's driver connections for the incoming-call hot path."""
-    fast: HotPath | None = current_app.extensions.get(HOT_PATH)
+def hot_path(app: Flask) -> HotPath:
+    """The app's group-commit writer for the incoming-call hot path (gateway/hotpath.py)."""
+    fast: HotPath | None = app.extensions.get(HOT_PATH)
     if fast is None:
-        fast = current_app.extensions[HOT_PATH] = HotPath(runtime.current().database.engine)
-        on_shutdown(current_app, fast.close)
+        with _HOT_PATH_LOCK:
+            fast = app.extensions.get(HOT_PATH)
+            if fast is None:
+                fast = app.extensions[HOT_PATH] = HotPath(app.extensions[runtime.EXTENSION].database.engine)
+                on_shutdown(app, fast.close)
     return fast
 
 
-def routes() -> RouteCache:
+def routes(app: Flask | None = None) -> RouteCache:
     """The app's route cache (one per app, so two apps in one process never share routes)."""
-    cache: RouteCache = current_app.extensions.setdefault(ROUTE_CACHE, RouteCache())
+    extensions = (app or current_app).extensions
+    cache: RouteCache = extensions.setdefault(ROUTE_CACHE, RouteCache())
     return cache
+
+
+def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> str:
+    """Log the ringing call and answer its TwiML: the ring plan, or voicemail when closed or nobody is on.
+
+    Raises SQLAlchemyError or DatabaseUnavailable when the database cannot take the call."""
+    after_hours = not department_open(route, now)
+
+    def log_call(db: Statements) -> RingState:
+        owner = None
+        if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
+            owner = db.owner_of_open_lead(call.caller, route.store_id)
+        steps = [] if after_hours else ring_steps(route, now, owner, db.advance_rotation)
+        return db.ring(
+            sid=call.sid,
+            caller=call.caller,
+            to=call.to,
+            status=call.status,
+            store_id=route.store_id,
+            tracked_number_id=route.number_id,
+            after_hours=after_hours,
+            steps=steps,
+            now=now,
+        )
+
+    state = hot_path(app).write(log_call)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
+    return twiml.for_call(route, state, app.extensions[runtime.EXTENSION].settings.public_base_url)
 
 
 def _base() -> str:
@@ -61,34 +101,19 @@ def call_incoming() -> Response:
         return _bad_request(error)
     current = runtime.current()
     now = current.clock.now()
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if request.environ.get(DATABASE_FAILED):
+        # webhooks/fastpath.py just tried: one attempt per call, the provider is waiting.
+        return failsafe.forward_call(call.to, dict(request.form), now)
     try:
-        known, route = routes().fresh(call.to)
+        known, route = routes(app).fresh(call.to)
         if not known:
             with current.database.sessions() as session:
-                route = routes().get(session, call.to)
+                route = routes(app).get(session, call.to)
         if route is None:
             log.error("call %s to %s: not a tracked number", call.sid, call.to)
             return twiml.respond(twiml.unknown_number())
-        fast = hot_path()
-        after_hours = not department_open(route, now)
-        owner = None
-        if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
-            owner = fast.owner_of_open_lead(call.caller, route.store_id)
-        steps = [] if after_hours else ring_steps(route, now, owner, fast.advance_rotation)
-        state = fast.ring(
-            sid=call.sid,
-            caller=call.caller,
-            to=call.to,
-            status=call.status,
-            store_id=route.store_id,
-            tracked_number_id=route.number_id,
-            after_hours=after_hours,
-            steps=steps,
-            now=now,
-        )
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
-        return twiml.respond(twiml.for_call(route, state, current.settings.public_base_url))
+        return twiml.respond(ring(app, call, route, now))
     except (SQLAlchemyError, DatabaseUnavailable):
         log.exception("database unavailable for call %s: forwarding to the main line", call.sid)
         return failsafe.forward_call(call.to, dict(request.form), now)
