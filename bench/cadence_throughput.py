@@ -47,18 +47,18 @@ RECIPIENT_ZONES = [
 ]
 
 
-def recipient_prefix() -> tuple[str, int]:
+def recipient_prefix() -> tuple[str, int, str]:
     now = datetime.now(UTC)
     for prefix, digits, zone in RECIPIENT_ZONES:
         if 9 <= now.astimezone(ZoneInfo(zone)).hour < 19:
-            return prefix, digits
+            return prefix, digits, zone
     raise SystemExit("no recipient zone in daytime right now; try again in an hour")
 
 
 def seed(database: Database, leads: int) -> None:
     """Contacts, open leads, active enrolments and one step each, due a minute ago: each table filled by
     one INSERT ... SELECT from the one before (the contacts by executemany), so 100k take seconds."""
-    prefix, digits = recipient_prefix()
+    prefix, digits, zone = recipient_prefix()
     now = datetime.now(UTC)
     due = now - timedelta(minutes=1)
     with database.session() as session:
@@ -66,6 +66,8 @@ def seed(database: Database, leads: int) -> None:
         number = session.scalars(select(TrackedNumber).where(TrackedNumber.store_id == store.id)).first()
         assert number is not None
         store_id, number_id, from_number = store.id, number.id, number.number
+        # A country spread over several zones (Australia) falls back to the store's zone: make it the same.
+        store.timezone = zone
         first = (session.scalar(select(func.max(Contact.id))) or 0) + 1
     for start in range(0, leads, CHUNK):
         count = min(CHUNK, leads - start)

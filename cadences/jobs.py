@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy.orm import Session
@@ -14,7 +12,7 @@ from sqlalchemy.orm import Session
 from cadences import services
 from gateway import runtime
 from gateway.jobs import SESSION_QUEUE_KEY, enqueue_after_commit
-from gateway.messaging import send_message
+from gateway.messaging import send_messages
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +24,14 @@ SWEEP_LIMIT = 5_000
 # Jobs waiting in the queue above which the sweep adds no more steps: texts are written only as fast
 # as they can be sent, so none waits long enough for the due-messages sweep to queue it a second time.
 MAX_WAITING_JOBS = 40
-# Sends in flight at once within one dispatch job.
-SEND_THREADS = 4
 # A step handed to the queue and still scheduled this long after (Redis flushed, job lost) goes again.
 REQUEUE_AFTER = timedelta(minutes=2)
 
 
 def dispatch_steps_job(step_ids: list[int]) -> None:
-    """Claim the due steps, write their texts and commit; then send those texts here, one after the
-    other, through the messaging pipeline's claim and send guard (a worker that dies before sending
-    leaves them pending for the due-messages sweep)."""
+    """Claim the due steps, write their texts and commit; then send those texts here, through the
+    messaging pipeline's claim and send guard (a worker that dies before sending leaves them pending for
+    the due-messages sweep)."""
     current = runtime.current()
     now = current.clock.now()
     with current.database.session() as session:
@@ -46,24 +42,12 @@ def dispatch_steps_job(step_ids: list[int]) -> None:
 
 
 def send_texts(groups: list[list[int]]) -> None:
-    """Each text through `send_message` (its claim, the guard, the provider). Texts to different
-    customers go a few at once, since most of a send is waiting on the database and the provider; texts
-    to one customer go one after the other, in due order. Each thread has an app context of its own."""
-    if len(groups) <= 1 or SEND_THREADS <= 1:
-        for group in groups:
-            for message_id in group:
-                send_message(message_id)
-        return
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-
-    def send(group: list[int]) -> None:
-        with app.app_context():
-            for message_id in group:
-                send_message(message_id)
-
-    with ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="cadence-send") as pool:
-        # list(): an exception in one send is raised here, after the others finished.
-        list(pool.map(send, groups))
+    """The texts through `send_messages` (its claim, the guard, the provider), as one batch: texts to
+    different customers go to the provider a few at once; a customer's texts go one after the other, in
+    due order (each group is one customer's, in that order)."""
+    ordered = [message_id for group in groups for message_id in group]
+    if ordered:
+        send_messages(ordered)
 
 
 def _queue_is_full(session: Session) -> bool:

@@ -1,9 +1,10 @@
 """Outbound texts: written first, sent by the worker through the one send guard, never twice.
 
 `queue_text` writes a pending Message (unique `origin`, so a retried cadence step or webhook cannot add
-it twice) and enqueues the send after commit. `send_message` claims the row with a conditional update,
-asks the guard (opt-out, textable, quiet hours, caps, length), calls the provider outside any transaction
-and records the answer. A worker that dies between the claim and the answer leaves the row `sending`;
+it twice) and enqueues the send after commit. `send_messages` claims the rows with a conditional update,
+asks the guard (opt-out, textable, quiet hours, caps, length) with its inputs loaded per batch, calls the
+provider outside any transaction, a few texts at once, and records the answers (`send_message` is the
+same for one text). A worker that dies between the claim and the answer leaves the row `sending`;
 the sweep marks it `unknown` and puts it in front of a person instead of sending it again.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import Flask
@@ -33,13 +36,15 @@ from gateway.models import (
     TaskKind,
 )
 from gateway.phones import mask
-from gateway.provider import ERROR_OPTED_OUT, NOT_TEXTABLE_CODES, ProviderError
+from gateway.provider import ERROR_OPTED_OUT, NOT_TEXTABLE_CODES, ProviderError, SentMessage
 from gateway.sms_models import MessageStatusCallback
 
 log = logging.getLogger(__name__)
 
 SEND_JOB = "gateway.messaging.send_messages_job"
 SEND_BATCH = 50
+# Provider calls in flight at once within one batch of texts.
+PROVIDER_CONCURRENCY = 8
 MAX_ATTEMPTS = 5
 SENT_STATUSES = (
     MessageStatus.QUEUED.value,
@@ -70,6 +75,7 @@ PROVIDER_STATUSES: dict[str, MessageStatus] = {
     "delivered": MessageStatus.DELIVERED,
     "read": MessageStatus.DELIVERED,
 }
+_STATUS_VALUES = frozenset(status.value for status in MessageStatus)
 STATUS_RANK: dict[str, int] = {
     MessageStatus.PENDING.value: 0,
     MessageStatus.SENDING.value: 0,
@@ -145,11 +151,95 @@ def queue_text(
 
 def check(session: Session, message: Message, now: datetime) -> compliance.GuardDecision:
     """The one send guard, fed from the database."""
-    contact = session.get(Contact, message.contact_id) if message.contact_id else None
-    if contact is None and message.kind not in AGENT_KINDS:
-        contact = session.scalar(select(Contact).where(Contact.phone == message.to_number))
-    store = session.get(Store, message.store_id) if message.store_id else None
-    zone = store.timezone if store else "America/New_York"
+    return check_many(session, [message], now)[message.id]
+
+
+@dataclass
+class _GuardInputs:
+    """What the guard needs to know about a batch of texts, each kind loaded with one query."""
+
+    contacts: dict[int, Contact] = field(default_factory=dict)
+    contacts_by_phone: dict[str, Contact] = field(default_factory=dict)
+    zones: dict[int, str] = field(default_factory=dict)
+    recent: dict[str, list[datetime]] = field(default_factory=dict)
+    texted_in: dict[int, datetime] = field(default_factory=dict)
+    called_in: dict[str, datetime] = field(default_factory=dict)
+
+    def contact_of(self, message: Message) -> Contact | None:
+        contact = self.contacts.get(message.contact_id) if message.contact_id else None
+        if contact is None and message.kind not in AGENT_KINDS:
+            contact = self.contacts_by_phone.get(message.to_number)
+        return contact
+
+    def last_customer_contact(self, contact: Contact | None) -> datetime | None:
+        if contact is None or contact.phone is None:
+            return None
+        moments = [m for m in (self.texted_in.get(contact.id), self.called_in.get(contact.phone)) if m is not None]
+        return max(moments) if moments else None
+
+
+def _guard_inputs(session: Session, messages: Sequence[Message], now: datetime) -> _GuardInputs:
+    inputs = _GuardInputs()
+    customer = [m for m in messages if m.kind not in AGENT_KINDS]
+    contact_ids = {m.contact_id for m in messages if m.contact_id is not None}
+    if contact_ids:
+        inputs.contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
+    orphans = {m.to_number for m in customer if inputs.contacts.get(m.contact_id or 0) is None}
+    if orphans:
+        inputs.contacts_by_phone = {
+            c.phone: c for c in session.scalars(select(Contact).where(Contact.phone.in_(orphans))) if c.phone
+        }
+    store_ids = {m.store_id for m in messages if m.store_id is not None}
+    if store_ids:
+        rows = session.execute(select(Store.id, Store.timezone).where(Store.id.in_(store_ids)))
+        inputs.zones = {store_id: zone for store_id, zone in rows}
+    automated = {m.to_number for m in customer if m.automated}
+    if automated:
+        for number, sent_at in session.execute(
+            select(Message.to_number, Message.sent_at).where(
+                Message.to_number.in_(automated),
+                Message.automated.is_(True),
+                Message.direction == Direction.OUTBOUND.value,
+                Message.sent_at >= now - compliance.CAP_PERIOD,
+                Message.id.not_in([m.id for m in messages]),
+            )
+        ):
+            if sent_at is not None:
+                inputs.recent.setdefault(number, []).append(sent_at)
+    contacts = [inputs.contact_of(m) for m in customer]
+    known = {c.id for c in contacts if c is not None}
+    phones = {c.phone for c in contacts if c is not None and c.phone}
+    if known:
+        inputs.texted_in = {
+            contact_id: at
+            for contact_id, at in session.execute(
+                select(Message.contact_id, func.max(Message.created_at))
+                .where(Message.contact_id.in_(known), Message.direction == Direction.INBOUND.value)
+                .group_by(Message.contact_id)
+            )
+            if contact_id is not None and at is not None
+        }
+    if phones:
+        inputs.called_in = {
+            phone: at
+            for phone, at in session.execute(
+                select(Call.from_number, func.max(Call.started_at))
+                .where(Call.from_number.in_(phones), Call.direction == Direction.INBOUND.value)
+                .group_by(Call.from_number)
+            )
+            if phone is not None and at is not None
+        }
+    return inputs
+
+
+def check_many(session: Session, messages: Sequence[Message], now: datetime) -> dict[int, compliance.GuardDecision]:
+    """The send guard for many texts at once: its inputs loaded per batch, its rules applied per text."""
+    inputs = _guard_inputs(session, messages, now)
+    return {message.id: _decide(message, inputs, now) for message in messages}
+
+
+def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> compliance.GuardDecision:
+    zone = inputs.zones.get(message.store_id or 0, "America/New_York")
     if message.kind in AGENT_KINDS:
         # Alerts go to our own agents, who asked for them: only the provider's limits apply.
         return compliance.check_outbound(
@@ -165,39 +255,8 @@ def check(session: Session, message: Message, now: datetime) -> compliance.Guard
                 customer_contacted_at=now,
             )
         )
-    decision = _check_customer_text(session, message, contact, zone, now)
-    paused = contact is not None and contact.automation_paused and message.automated
-    if paused and (decision.allowed or decision.deferred):
-        return compliance.GuardDecision(
-                False,
-                "automation_paused",
-                "The customer asked in their own words not to be texted; automated texts to them are "
-                "paused until a person reviews the conversation.",
-                None,
-                decision.segments,
-            )
-    return decision
-
-
-def _check_customer_text(
-    session: Session, message: Message, contact: Contact | None, zone: str, now: datetime
-) -> compliance.GuardDecision:
-    recent: list[datetime] = []
-    if message.automated:
-        recent = [
-            at
-            for at in session.scalars(
-                select(Message.sent_at).where(
-                    Message.to_number == message.to_number,
-                    Message.automated.is_(True),
-                    Message.direction == Direction.OUTBOUND.value,
-                    Message.sent_at >= now - compliance.CAP_PERIOD,
-                    Message.id != message.id,
-                )
-            )
-            if at is not None
-        ]
-    return compliance.check_outbound(
+    contact = inputs.contact_of(message)
+    decision = compliance.check_outbound(
         compliance.OutboundCheck(
             to_number=message.to_number,
             body=message.body,
@@ -207,104 +266,185 @@ def _check_customer_text(
             opted_out=bool(contact and contact.opted_out),
             textable=bool(contact is None or contact.textable),
             automated=message.automated,
-            automated_sent_last_24h=recent,
-            customer_contacted_at=_last_customer_contact(session, contact),
+            automated_sent_last_24h=inputs.recent.get(message.to_number, []) if message.automated else [],
+            customer_contacted_at=inputs.last_customer_contact(contact),
             is_keyword_reply=message.kind in KEYWORD_REPLY_KINDS,
             opted_out_at=contact.opted_out_at if contact else None,
         )
     )
-
-
-def _last_customer_contact(session: Session, contact: Contact | None) -> datetime | None:
-    if contact is None or contact.phone is None:
-        return None
-    texted = session.scalar(
-        select(func.max(Message.created_at)).where(
-            Message.contact_id == contact.id, Message.direction == Direction.INBOUND.value
+    paused = contact is not None and contact.automation_paused and message.automated
+    if paused and (decision.allowed or decision.deferred):
+        return compliance.GuardDecision(
+            False,
+            "automation_paused",
+            "The customer asked in their own words not to be texted; automated texts to them are "
+            "paused until a person reviews the conversation.",
+            None,
+            decision.segments,
         )
-    )
-    called = session.scalar(
-        select(func.max(Call.started_at)).where(
-            Call.from_number == contact.phone, Call.direction == Direction.INBOUND.value
-        )
-    )
-    moments = [m for m in (texted, called) if m is not None]
-    return max(moments) if moments else None
+    return decision
 
 
 def send_messages_job(message_ids: list[int]) -> None:
-    for message_id in message_ids:
-        send_message(message_id)
+    send_messages(message_ids)
 
 
 def send_message(message_id: int) -> str:
-    """Claim, check, send, record. Returns the message's status afterwards."""
+    """Claim, check, send, record one text. Returns the message's status afterwards."""
+    return send_messages([message_id])[message_id]
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    id: int
+    to: str
+    from_: str
+    body: str
+    media: list[str]
+
+
+def send_messages(message_ids: Sequence[int]) -> dict[int, str]:
+    """Claim, check, send and record many texts: each id's status afterwards ("skipped": not claimed).
+
+    One transaction claims them all (a conditional UPDATE ... RETURNING: of two workers holding the same
+    ids, each text goes to one) and runs the guard on inputs loaded per batch; the provider is called for
+    the allowed ones a few at once, outside any transaction; one transaction records every answer. A
+    recipient's second text in the batch waits for the first: it is released and sent after it.
+    """
     current = runtime.current()
     now = current.clock.now()
+    outcome: dict[int, str] = {message_id: "skipped" for message_id in message_ids}
+    later: list[int] = []
+    outgoing: list[_Outgoing] = []
     with current.database.session() as session:
-        claimed = session.execute(
-            update(Message)
-            .where(
-                Message.id == message_id,
-                Message.status == MessageStatus.PENDING.value,
-                or_(Message.send_after.is_(None), Message.send_after <= now),
+        claimed = set(
+            session.scalars(
+                update(Message)
+                .where(
+                    Message.id.in_(list(message_ids)),
+                    Message.status == MessageStatus.PENDING.value,
+                    or_(Message.send_after.is_(None), Message.send_after <= now),
+                )
+                .values(status=MessageStatus.SENDING.value, claimed_at=now, attempts=Message.attempts + 1)
+                .returning(Message.id)
+                .execution_options(synchronize_session=False)
             )
-            .values(status=MessageStatus.SENDING.value, claimed_at=now, attempts=Message.attempts + 1)
         )
-        if not getattr(claimed, "rowcount", 0):
-            return "skipped"
-        message = required(session.get(Message, message_id), f"message {message_id}")
-        decision = check(session, message, now)
-        if not decision.allowed:
-            message.refusal_code = decision.code
-            message.error_message = decision.reason
-            message.claimed_at = None
-            if decision.send_after is not None:
+        if not claimed:
+            return outcome
+        loaded = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(claimed)))}
+        batch: list[Message] = []
+        recipients: set[str] = set()
+        for message_id in dict.fromkeys(message_ids):
+            message = loaded.get(message_id)
+            if message is None:
+                continue
+            if message.to_number in recipients:
+                # Released, not refused: sent after the recipient's earlier text, in the order given.
                 message.status = MessageStatus.PENDING.value
-                message.send_after = decision.send_after
-            else:
-                message.status = MessageStatus.REFUSED.value
-            log.info("text %s to %s not sent: %s", message.id, mask(message.to_number), decision.code)
-            return message.status
-        message.segments = decision.segments.segments
-        to, from_, body, media = message.to_number, message.from_number, message.body, message.media_urls
-    callback = f"{current.settings.public_base_url}/webhooks/sms/status"
-    try:
-        sent = current.provider.send_sms(
-            to=to, from_=from_, body=body, media_urls=list(media or []), status_callback=callback
-        )
-    except ProviderError as error:
-        return _record_failure(message_id, error, now)
-    with current.database.session() as session:
-        message = required(session.get(Message, message_id), f"message {message_id}")
-        message.sid = sent.sid
-        message.status = sent.status if sent.status in {s.value for s in MessageStatus} else "queued"
-        message.sent_at = now
-        message.error_code = None
-        message.error_message = None
-        apply_early_callbacks(session, message, now)
-        if message.kind not in AGENT_KINDS:
-            events.message_sent.send(session, message=message, now=now)
-        return message.status
+                message.claimed_at = None
+                message.attempts -= 1
+                later.append(message.id)
+                continue
+            recipients.add(message.to_number)
+            batch.append(message)
+        decisions = check_many(session, batch, now)
+        for message in batch:
+            decision = decisions[message.id]
+            if not decision.allowed:
+                message.refusal_code = decision.code
+                message.error_message = decision.reason
+                message.claimed_at = None
+                if decision.send_after is not None:
+                    message.status = MessageStatus.PENDING.value
+                    message.send_after = decision.send_after
+                else:
+                    message.status = MessageStatus.REFUSED.value
+                log.info("text %s to %s not sent: %s", message.id, mask(message.to_number), decision.code)
+                outcome[message.id] = message.status
+                continue
+            message.segments = decision.segments.segments
+            outgoing.append(
+                _Outgoing(message.id, message.to_number, message.from_number, message.body,
+                          list(message.media_urls or []))
+            )
+    answers = _call_provider(outgoing)
+    if answers:
+        outcome.update(_record_answers(answers, now))
+    for message_id in later:
+        outcome.update(send_messages([message_id]))
+    return outcome
 
 
-def _record_failure(message_id: int, error: ProviderError, now: datetime) -> str:
+def _call_provider(outgoing: list[_Outgoing]) -> dict[int, SentMessage | ProviderError]:
+    """Each text to the provider, a few at once: most of a call is waiting on the network."""
     current = runtime.current()
+    callback = f"{current.settings.public_base_url}/webhooks/sms/status"
+
+    def send(text: _Outgoing) -> SentMessage | ProviderError:
+        try:
+            return current.provider.send_sms(
+                to=text.to, from_=text.from_, body=text.body, media_urls=text.media, status_callback=callback
+            )
+        except ProviderError as error:
+            return error
+
+    if len(outgoing) <= 1:
+        return {text.id: send(text) for text in outgoing}
+    with ThreadPoolExecutor(max_workers=min(PROVIDER_CONCURRENCY, len(outgoing)),
+                            thread_name_prefix="provider") as pool:
+        return dict(zip([t.id for t in outgoing], pool.map(send, outgoing), strict=True))
+
+
+def _record_answers(answers: dict[int, SentMessage | ProviderError], now: datetime) -> dict[int, str]:
+    current = runtime.current()
+    outcome: dict[int, str] = {}
     with current.database.session() as session:
-        message = required(session.get(Message, message_id), f"message {message_id}")
-        message.error_code = error.code
-        message.error_message = str(error)
-        message.claimed_at = None
-        if error.retryable and message.attempts < MAX_ATTEMPTS:
-            # The provider could not be reached, was down (5xx) or asked us to slow down (429): it did
-            # not take the text, so it waits and is tried again.
-            message.status = MessageStatus.PENDING.value
-            message.send_after = now + timedelta(seconds=15 * 2 ** message.attempts)
-        else:
-            message.status = MessageStatus.FAILED.value
-            apply_error_code(session, message, error.code, now)
-        log.warning("text %s to %s failed: %s", message.id, mask(message.to_number), error)
-        return message.status
+        messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(list(answers))))}
+        lead_ids = {m.lead_id for m in messages.values() if m.lead_id is not None}
+        if lead_ids:
+            # Into the session's identity map: the message_sent subscribers find them there.
+            session.scalars(select(Lead).where(Lead.id.in_(lead_ids))).all()
+        sids = [a.sid for a in answers.values() if isinstance(a, SentMessage)]
+        early = set(
+            session.scalars(
+                select(MessageStatusCallback.sid).where(
+                    MessageStatusCallback.sid.in_(sids), MessageStatusCallback.applied_at.is_(None)
+                )
+            )
+        ) if sids else set()
+        for message_id, answer in answers.items():
+            message = required(messages.get(message_id), f"message {message_id}")
+            if isinstance(answer, ProviderError):
+                outcome[message_id] = _apply_failure(session, message, answer, now)
+                continue
+            message.sid = answer.sid
+            message.status = answer.status if answer.status in _STATUS_VALUES else "queued"
+            message.sent_at = now
+            message.error_code = None
+            message.error_message = None
+            if answer.sid in early:
+                apply_early_callbacks(session, message, now)
+            if message.kind not in AGENT_KINDS:
+                events.message_sent.send(session, message=message, now=now)
+            outcome[message_id] = message.status
+    return outcome
+
+
+def _apply_failure(session: Session, message: Message, error: ProviderError, now: datetime) -> str:
+    message.error_code = error.code
+    message.error_message = str(error)
+    message.claimed_at = None
+    if error.retryable and message.attempts < MAX_ATTEMPTS:
+        # The provider could not be reached, was down (5xx) or asked us to slow down (429): it did
+        # not take the text, so it waits and is tried again.
+        message.status = MessageStatus.PENDING.value
+        message.send_after = now + timedelta(seconds=15 * 2**message.attempts)
+    else:
+        message.status = MessageStatus.FAILED.value
+        apply_error_code(session, message, error.code, now)
+    log.warning("text %s to %s failed: %s", message.id, mask(message.to_number), error)
+    return message.status
 
 
 def apply_error_code(session: Session, message: Message, code: int | None, now: datetime) -> None:

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -79,7 +80,12 @@ class TwilioProvider:
     sandbox = False
 
     def __init__(self, account_sid: str, auth_token: str, base_url: str, timeout: float = 10.0) -> None:
-        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        # The proxy settings of the environment (HTTPS_PROXY, NO_PROXY) are read once, here: requests
+        # reads the whole environment again on every call otherwise, a third of the SDK's time per text.
+        http = TwilioHttpClient(timeout=timeout, proxy=get_environ_proxies(base_url) or None)
+        if http.session is not None:
+            http.session.trust_env = False
+        self._client = Client(account_sid, auth_token, http_client=http)
         # The SDK builds every REST URL from this base; tests point it at a local fake of the API.
         self._client.api.base_url = base_url
 
