@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import event, exists, select, update
 from sqlalchemy.orm import Session
 
 from cadences.models import (
@@ -48,7 +48,7 @@ from cadences.models import (
 from cadences.templates import appointment_time, first_name, render
 from gateway.database import insert_ignoring_conflict
 from gateway.leads import record_event
-from gateway.messaging import queue_text
+from gateway.messaging import queue_texts, text_values
 from gateway.models import CadenceDefinition, Call, Contact, Lead, LeadEvent, LeadStatus, Message, MessageStatus
 from gateway.phones import national
 from tracked_numbers.models import TrackedNumber
@@ -512,16 +512,22 @@ def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime, *, 
         .where(CadenceStep.id.in_(claimed))
         .order_by(CadenceStep.due_at, CadenceStep.id)
     ).all()
-    texts: list[int] = []
-    recipients: list[str] = []
     skipped = 0
+    writing: list[tuple[CadenceStep, dict[str, Any]]] = []
     for step, enrolment, lead in rows:
-        message = _write_text(session, step, enrolment, lead, now, enqueue=enqueue)
-        if message is None:
+        values = _text_for(step, enrolment, lead, now)
+        if values is None:
             skipped += 1
         else:
-            texts.append(message.id)
-            recipients.append(message.to_number)
+            writing.append((step, values))
+    written = queue_texts(session, [values for _, values in writing], now, enqueue=enqueue)
+    texts: list[int] = []
+    recipients: list[str] = []
+    for step, values in writing:
+        message = written[values["origin"]]
+        step.message_id = message.id
+        texts.append(message.id)
+        recipients.append(message.to_number)
     complete_finished(session, sorted({enrolment.id for _, enrolment, _ in rows}), now)
     return Dispatched(len(claimed), texts, skipped, recipients)
 
@@ -533,16 +539,18 @@ def _stale(step: CadenceStep, enrolment: CadenceEnrolment, now: datetime) -> boo
     return now >= limit
 
 
-def _write_text(
-    session: Session,
-    step: CadenceStep,
-    enrolment: CadenceEnrolment,
-    lead: Lead,
-    now: datetime,
-    *,
-    enqueue: bool = True,
-) -> Message | None:
-    """The claimed step's text (origin unique: a retry finds the first one instead)."""
+def _write_text(session: Session, step: CadenceStep, enrolment: CadenceEnrolment, lead: Lead, now: datetime) -> None:
+    """One claimed step's text, written and its send queued for when the transaction commits."""
+    values = _text_for(step, enrolment, lead, now)
+    if values is not None:
+        step.message_id = queue_texts(session, [values], now)[values["origin"]].id
+
+
+def _text_for(
+    step: CadenceStep, enrolment: CadenceEnrolment, lead: Lead, now: datetime
+) -> dict[str, Any] | None:
+    """The claimed step's text (origin unique: a retry finds the first one instead), or None with the
+    step skipped."""
     contact: Contact = lead.contact
     if _stale(step, enrolment, now):
         step.status = StepStatus.SKIPPED.value
@@ -552,8 +560,7 @@ def _write_text(
         step.status = StepStatus.SKIPPED.value
         step.skip_reason = SkipReason.REFUSED.value
         return None
-    message = queue_text(
-        session,
+    return text_values(
         to=contact.phone,
         from_=enrolment.from_number,
         body=render(step.template, template_values(lead, enrolment)),
@@ -563,10 +570,7 @@ def _write_text(
         lead=lead,
         contact=contact,
         origin=f"{ORIGIN_PREFIX}{step.id}",
-        enqueue=enqueue,
     )
-    step.message_id = message.id
-    return message
 
 
 def complete_finished(session: Session, enrolment_ids: Sequence[int], now: datetime) -> None:
@@ -612,13 +616,32 @@ def step_id_of(message: Message) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
+_SENT_STEPS = "cadences.sent_steps"
+
+
 def mark_sent(session: Session, message: Message) -> None:
+    """The text's step is sent: noted now, written with one UPDATE for all of them when the session commits
+    (a batch of texts is recorded in one transaction)."""
     step_id = step_id_of(message)
     if step_id is None:
         return
+    sent: set[int] | None = session.info.get(_SENT_STEPS)
+    if sent is None:
+        sent = session.info[_SENT_STEPS] = set()
+        event.listen(session, "before_commit", _write_sent_steps)
+        event.listen(session, "after_rollback", lambda rolled_back: rolled_back.info[_SENT_STEPS].clear())
+    sent.add(step_id)
+
+
+def _write_sent_steps(session: Session) -> None:
+    sent: set[int] = session.info.get(_SENT_STEPS) or set()
+    if not sent:
+        return
+    ids = sorted(sent)
+    sent.clear()
     session.execute(
         update(CadenceStep)
-        .where(CadenceStep.id == step_id, CadenceStep.status.in_(_LIVE_STEPS))
+        .where(CadenceStep.id.in_(ids), CadenceStep.status.in_(_LIVE_STEPS))
         .values(status=StepStatus.SENT.value)
         .execution_options(synchronize_session=False)
     )

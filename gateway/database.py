@@ -165,3 +165,24 @@ def insert_ignoring_conflict(
         stmt = insert(table).values(**values)
     result = session.execute(stmt)
     return bool(getattr(result, "rowcount", 0))
+
+
+def insert_many_ignoring_conflict(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[Mapping[str, Any]],
+    conflict_column: str,
+) -> set[Any]:
+    """Many rows in one INSERT that skips those whose unique key exists; the keys of the rows it inserted.
+
+    The same guard against doubles as `insert_ignoring_conflict`, for a batch (a job's cadence texts)."""
+    if not rows:
+        return set()
+    dialect = session.get_bind().dialect.name
+    table: Any = model.__table__
+    column = table.c[conflict_column]
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=[column])
+    else:
+        stmt = sqlite.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=[column])
+    return set(session.scalars(stmt.returning(column)))

@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from gateway import compliance, events, runtime
-from gateway.database import insert_ignoring_conflict, required
+from gateway.database import insert_many_ignoring_conflict, required
 from gateway.jobs import enqueue_after_commit, register_sweeper
 from gateway.leads import ensure_task, follow_up_due, record_event
 from gateway.models import (
@@ -116,7 +117,38 @@ def queue_text(
     enqueue=False: the caller sends it itself after the commit (a batch of cadence steps does, without
     one job per text); the due-messages sweep remains the backstop.
     """
-    values = {
+    values = text_values(
+        to=to, from_=from_, body=body, kind=kind, now=now, automated=automated, lead=lead, contact=contact,
+        agent=agent, store_id=store_id, origin=origin, media_urls=media_urls, send_after=send_after,
+    )
+    if origin is not None:
+        return queue_texts(session, [values], now, enqueue=enqueue)[origin]
+    message = Message(**values)
+    session.add(message)
+    session.flush()
+    if enqueue and (send_after is None or send_after <= now):
+        enqueue_after_commit(session, SEND_JOB, [message.id])
+    return message
+
+
+def text_values(
+    *,
+    to: str,
+    from_: str,
+    body: str,
+    kind: str,
+    now: datetime,
+    automated: bool = False,
+    lead: Lead | None = None,
+    contact: Contact | None = None,
+    agent: Agent | None = None,
+    store_id: int | None = None,
+    origin: str | None = None,
+    media_urls: Sequence[str] = (),
+    send_after: datetime | None = None,
+) -> dict[str, Any]:
+    """The row of a text to send, for `queue_text` or, with an origin, `queue_texts`."""
+    return {
         "lead_id": lead.id if lead else None,
         "contact_id": contact.id if contact else (lead.contact_id if lead else None),
         "agent_id": agent.id if agent else None,
@@ -135,18 +167,27 @@ def queue_text(
         "created_at": now,
         "updated_at": now,
     }
-    if origin is not None:
-        inserted = insert_ignoring_conflict(session, Message, values, ["origin"])
-        message = required(session.scalar(select(Message).where(Message.origin == origin)), origin)
-        if not inserted:
-            return message
-    else:
-        message = Message(**values)
-        session.add(message)
-        session.flush()
-    if enqueue and (send_after is None or send_after <= now):
-        enqueue_after_commit(session, SEND_JOB, [message.id])
-    return message
+
+
+def queue_texts(
+    session: Session, rows: Sequence[dict[str, Any]], now: datetime, *, enqueue: bool = True
+) -> dict[str, Message]:
+    """Write many texts, each with its unique origin, in one INSERT; a text whose origin exists already is
+    not written again. Every origin's text, the first one written, by origin."""
+    inserted = insert_many_ignoring_conflict(session, Message, rows, "origin")
+    origins = [row["origin"] for row in rows]
+    messages = {m.origin: m for m in session.scalars(select(Message).where(Message.origin.in_(origins)))}
+    for origin in origins:
+        required(messages.get(origin), origin)
+    if enqueue:
+        due = [
+            messages[row["origin"]].id
+            for row in rows
+            if row["origin"] in inserted and (row["send_after"] is None or row["send_after"] <= now)
+        ]
+        for start in range(0, len(due), SEND_BATCH):
+            enqueue_after_commit(session, SEND_JOB, due[start : start + SEND_BATCH])
+    return {origin: message for origin, message in messages.items() if origin is not None}
 
 
 def check(session: Session, message: Message, now: datetime) -> compliance.GuardDecision:
@@ -402,9 +443,19 @@ def _record_answers(answers: dict[int, SentMessage | ProviderError], now: dateti
     with current.database.session() as session:
         messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(list(answers))))}
         lead_ids = {m.lead_id for m in messages.values() if m.lead_id is not None}
-        if lead_ids:
-            # Into the session's identity map: the message_sent subscribers find them there.
-            session.scalars(select(Lead).where(Lead.id.in_(lead_ids))).all()
+        # Held here, so they stay in the session's identity map: the message_sent subscribers (the CRM's
+        # record of the lead: its contact, owner and store) find them there instead of one query each.
+        leads = (
+            list(
+                session.scalars(
+                    select(Lead)
+                    .where(Lead.id.in_(lead_ids))
+                    .options(selectinload(Lead.contact), selectinload(Lead.owner), selectinload(Lead.store))
+                )
+            )
+            if lead_ids
+            else []
+        )
         sids = [a.sid for a in answers.values() if isinstance(a, SentMessage)]
         early = set(
             session.scalars(
@@ -428,6 +479,7 @@ def _record_answers(answers: dict[int, SentMessage | ProviderError], now: dateti
             if message.kind not in AGENT_KINDS:
                 events.message_sent.send(session, message=message, now=now)
             outcome[message_id] = message.status
+        del leads
     return outcome
 
 
