@@ -1,0 +1,136 @@
+"""Texts sent in batches (gateway.messaging.send_messages): one claim, the guard per text, the provider
+a few at once, every answer recorded; a recipient's texts in order; never a text twice."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.leads import contact_for_phone
+from gateway.messaging import queue_text, queue_texts, send_messages, text_values
+from gateway.models import Message
+from tests.support.config import SIMULTANEOUS
+
+CUSTOMERS = [f"+1202555{n:04d}" for n in range(3100, 3112)]
+
+
+def write(db, clock, to, body, **contact_changes) -> int:
+    with db.session() as session:
+        contact = contact_for_phone(session, to)
+        for name, value in contact_changes.items():
+            setattr(contact, name, value)
+        return queue_text(session, to=to, from_=SIMULTANEOUS, body=body, kind="api", now=clock.now(),
+                          contact=contact, enqueue=False).id
+
+
+def statuses(db, ids) -> dict[int, str]:
+    with db.session() as session:
+        return {m.id: m.status for m in session.scalars(select(Message).where(Message.id.in_(ids)))}
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_batch_sends_each_text_once_and_records_every_answer(app, db, clock, fake_twilio):
+    ids = [write(db, clock, to, f"Hello {to}") for to in CUSTOMERS]
+    with app.app_context():
+        outcome = send_messages(ids)
+    assert set(outcome.values()) == {"queued"}
+    assert sorted(m["To"] for m in fake_twilio.messages) == sorted(CUSTOMERS)
+    with db.session() as session:
+        rows = list(session.scalars(select(Message).where(Message.id.in_(ids))))
+        assert all(m.sid and m.sent_at == clock.now() and m.claimed_at is not None for m in rows)
+    with app.app_context():
+        assert set(send_messages(ids).values()) == {"skipped"}  # sent already: nothing claimed
+    assert len(fake_twilio.messages) == len(CUSTOMERS)
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_guard_refuses_defers_and_lets_through_text_by_text(app, db, clock, fake_twilio):
+    fine = write(db, clock, CUSTOMERS[0], "See you at 5")
+    opted_out = write(db, clock, CUSTOMERS[1], "Any news?", opted_out=True, opted_out_at=clock.now())
+    landline = write(db, clock, CUSTOMERS[2], "Any news?", textable=False)
+    with app.app_context():
+        outcome = send_messages([fine, opted_out, landline])
+    assert outcome == {fine: "queued", opted_out: "refused", landline: "refused"}
+    assert [m["To"] for m in fake_twilio.messages] == [CUSTOMERS[0]]
+
+
+@pytest.mark.usefixtures("configured")
+def test_one_recipients_provider_error_leaves_the_others_sent(app, db, clock, fake_twilio):
+    fake_twilio.set_error_for_recipient(CUSTOMERS[1], 21610)  # the carrier says this one opted out
+    ids = [write(db, clock, to, "Your car is ready") for to in CUSTOMERS[:3]]
+    with app.app_context():
+        outcome = send_messages(ids)
+    assert outcome == {ids[0]: "queued", ids[1]: "failed", ids[2]: "queued"}
+    with db.session() as session:
+        assert contact_for_phone(session, CUSTOMERS[1]).opted_out
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_recipients_second_text_in_a_batch_goes_after_the_first(app, db, clock, fake_twilio):
+    first = write(db, clock, CUSTOMERS[0], "first")
+    other = write(db, clock, CUSTOMERS[1], "other")
+    second = write(db, clock, CUSTOMERS[0], "second")
+    with app.app_context():
+        outcome = send_messages([first, other, second])
+    assert outcome == {first: "queued", other: "queued", second: "queued"}
+    to_first = [m["Body"] for m in fake_twilio.messages if m["To"] == CUSTOMERS[0]]
+    assert to_first == ["first", "second"]
+    with db.session() as session:
+        assert session.get(Message, second).attempts == 1  # released and claimed again, counted once
+
+
+@pytest.mark.usefixtures("configured")
+def test_two_workers_sending_the_same_batch_send_each_text_once(app, db, clock, fake_twilio):
+    ids = [write(db, clock, to, "Race") for to in CUSTOMERS]
+    fake_twilio.set_latency(0.02)
+    outcomes: list[dict[int, str]] = []
+    start = threading.Barrier(2)
+
+    def worker() -> None:
+        with app.app_context():
+            start.wait()
+            outcomes.append(send_messages(ids))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(m["To"] for m in fake_twilio.messages) == sorted(CUSTOMERS)
+    for message_id in ids:
+        assert sorted(o[message_id] for o in outcomes) == ["queued", "skipped"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_queue_texts_writes_an_origin_once(app, db, clock):
+    def row(origin: str, body: str):
+        return text_values(to=CUSTOMERS[0], from_=SIMULTANEOUS, body=body, kind="cadence", now=clock.now(),
+                           automated=True, origin=origin)
+
+    with db.session() as session:
+        first = queue_texts(session, [row("test:1", "one"), row("test:2", "two")], clock.now(), enqueue=False)
+    with db.session() as session:
+        again = queue_texts(session, [row("test:2", "changed"), row("test:3", "three")], clock.now(),
+                            enqueue=False)
+        assert again["test:2"].id == first["test:2"].id
+        assert again["test:2"].body == "two"
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Message)) == 3
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_deferred_text_in_a_batch_waits_with_its_time(app, db, clock, fake_twilio):
+    clock.set(clock.now().replace(hour=3))  # 22:00 the evening before in New York: quiet hours
+    late = write(db, clock, CUSTOMERS[0], "Tomorrow?")
+    with app.app_context():
+        assert send_messages([late]) == {late: "pending"}
+    with db.session() as session:
+        message = session.get(Message, late)
+        assert message.refusal_code == "quiet_hours"
+        assert message.send_after is not None
+        assert message.send_after > clock.now()
+        assert message.send_after - clock.now() < timedelta(hours=12)
+    assert fake_twilio.messages == []
