@@ -18,12 +18,15 @@ log = logging.getLogger(__name__)
 
 DISPATCH_JOB = "cadences.jobs.dispatch_steps_job"
 # Steps per job: one claim, one load and one commit for the lot, then their sends.
-BATCH = 50
+BATCH = 500
+# Texts claimed for sending at once: a worker killed while the provider answers leaves at most these
+# marked unknown for a person to check, instead of the whole job's.
+SEND_CHUNK = 250
 # Steps one sweep hands to the queue at most; the next sweep takes the rest.
 SWEEP_LIMIT = 5_000
 # Jobs waiting in the queue above which the sweep adds no more steps: texts are written only as fast
 # as they can be sent, so none waits long enough for the due-messages sweep to queue it a second time.
-MAX_WAITING_JOBS = 40
+MAX_WAITING_JOBS = 8
 # A step handed to the queue and still scheduled this long after (Redis flushed, job lost) goes again.
 REQUEUE_AFTER = timedelta(minutes=2)
 
@@ -42,12 +45,17 @@ def dispatch_steps_job(step_ids: list[int]) -> None:
 
 
 def send_texts(groups: list[list[int]]) -> None:
-    """The texts through `send_messages` (its claim, the guard, the provider), as one batch: texts to
-    different customers go to the provider a few at once; a customer's texts go one after the other, in
-    due order (each group is one customer's, in that order)."""
-    ordered = [message_id for group in groups for message_id in group]
-    if ordered:
-        send_messages(ordered)
+    """The texts through `send_messages` (its claim, the guard, the provider), SEND_CHUNK at a time:
+    texts to different customers go to the provider a few at once; a customer's texts go one after the
+    other, in due order (each group is one customer's, in that order, and stays in one chunk)."""
+    chunk: list[int] = []
+    for group in groups:
+        if chunk and len(chunk) + len(group) > SEND_CHUNK:
+            send_messages(chunk)
+            chunk = []
+        chunk.extend(group)
+    if chunk:
+        send_messages(chunk)
 
 
 def _queue_is_full(session: Session) -> bool:

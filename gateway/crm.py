@@ -302,6 +302,8 @@ def on_message_sent(session: Session, *, message: Message, now: datetime, **_: A
     lead = session.get(Lead, message.lead_id) if message.lead_id is not None else None
     if lead is None:
         return  # not about a lead (a text to an agent): nothing a CRM tracks
+    if not lead.store.crm:
+        return  # the store sends its CRM nothing: no record to build for every text
     record = lead_record(lead, MESSAGE_SENT, "outbound text", now, message=message)
     write_deliveries(
         session, lead, MESSAGE_SENT, now, data=_json(record, message=serialize.message(message)), adf=None

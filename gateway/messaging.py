@@ -11,6 +11,8 @@ the sweep marks it `unknown` and puts it in front of a person instead of sending
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -432,9 +434,20 @@ def _call_provider(outgoing: list[_Outgoing]) -> dict[int, SentMessage | Provide
 
     if len(outgoing) <= 1:
         return {text.id: send(text) for text in outgoing}
-    with ThreadPoolExecutor(max_workers=min(PROVIDER_CONCURRENCY, len(outgoing)),
-                            thread_name_prefix="provider") as pool:
-        return dict(zip([t.id for t in outgoing], pool.map(send, outgoing), strict=True))
+    return dict(zip([t.id for t in outgoing], _provider_pool().map(send, outgoing), strict=True))
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def _provider_pool() -> ThreadPoolExecutor:
+    """The process's threads for provider calls, started once (a forked process starts its own)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(PROVIDER_CONCURRENCY, thread_name_prefix="provider"))
+        return _pool[1]
 
 
 def _record_answers(answers: dict[int, SentMessage | ProviderError], now: datetime) -> dict[int, str]:
