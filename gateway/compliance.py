@@ -287,8 +287,11 @@ _US_STATE_CODES = frozenset(_US_STATES.values())
 _WITHHELD_NUMBERS = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696"})
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(e164: str) -> phonenumbers.PhoneNumber | None:
-    """The number when `e164` is a possible number in E.164 form, else None (withheld, garbage)."""
+    """The number when `e164` is a possible number in E.164 form, else None (withheld, garbage).
+
+    Cached (the guard asks three questions of each number); callers only read the result."""
     text = e164.strip()
     if not text.startswith("+") or len(text) > 20 or text in _WITHHELD_NUMBERS:
         return None
@@ -303,9 +306,7 @@ def _parse(e164: str) -> phonenumbers.PhoneNumber | None:
     return number
 
 
-@functools.lru_cache(maxsize=16384)
 def _is_textable_number(e164: str) -> bool:
-    # Every text asks, and the same customers come back: parsing costs more than the rest of the guard.
     return _parse(e164) is not None
 
 
@@ -344,14 +345,14 @@ def _zone_of(number: phonenumbers.PhoneNumber, fallback: str) -> ZoneInfo:
     return ZoneInfo(fallback)
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def recipient_zone(e164: str, fallback: str) -> ZoneInfo:
     """The recipient's time zone from the number; `fallback` (the store's zone) when it cannot tell."""
     number = _parse(e164)
     return ZoneInfo(fallback) if number is None else _zone_of(number, fallback)
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def recipient_state(e164: str) -> str | None:
     """Two-letter US state (or DC) of a +1 number's area code; None outside the US or when unknown."""
     number = _parse(e164)
