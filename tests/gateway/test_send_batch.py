@@ -134,3 +134,20 @@ def test_a_deferred_text_in_a_batch_waits_with_its_time(app, db, clock, fake_twi
         assert message.send_after > clock.now()
         assert message.send_after - clock.now() < timedelta(hours=12)
     assert fake_twilio.messages == []
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_cadence_jobs_texts_go_in_chunks_with_each_customers_texts_together_and_in_order(
+    app, db, clock, fake_twilio, monkeypatch
+):
+    from cadences import jobs
+
+    monkeypatch.setattr(jobs, "SEND_CHUNK", 2)
+    a1, a2, a3 = (write(db, clock, CUSTOMERS[0], f"a{n}") for n in (1, 2, 3))
+    b = write(db, clock, CUSTOMERS[1], "b")
+    c = write(db, clock, CUSTOMERS[2], "c")
+    with app.app_context():
+        jobs.send_texts([[b], [a1, a2, a3], [c]])  # a group larger than a chunk still goes whole
+    assert [m["Body"] for m in fake_twilio.messages if m["To"] == CUSTOMERS[0]] == ["a1", "a2", "a3"]
+    assert sorted(m["Body"] for m in fake_twilio.messages) == ["a1", "a2", "a3", "b", "c"]
+    assert set(statuses(db, [a1, a2, a3, b, c]).values()) == {"queued"}
