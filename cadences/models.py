@@ -81,10 +81,11 @@ class CadenceStep(Base):
     __table_args__ = (
         UniqueConstraint("enrolment_id", "step_index"),
         Index("ix_cadence_steps_status_due_at", "status", "due_at"),
+        Index("ix_cadence_steps_enrolment_status", "enrolment_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    enrolment_id: Mapped[int] = mapped_column(ForeignKey("cadence_enrolments.id"), index=True)
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("cadence_enrolments.id"))
     step_index: Mapped[int] = mapped_column()
     relative_to: Mapped[str] = mapped_column(String(16), default="start")  # start | appointment
     offset_seconds: Mapped[int] = mapped_column()
