@@ -299,11 +299,14 @@ def on_message_received(
 
 
 def on_message_sent(session: Session, *, message: Message, now: datetime, **_: Any) -> None:
-    lead = session.get(Lead, message.lead_id) if message.lead_id is not None else None
-    if lead is None:
+    if message.lead_id is None:
         return  # not about a lead (a text to an agent): nothing a CRM tracks
-    if not lead.store.crm:
+    store = session.get(Store, message.store_id) if message.store_id is not None else None
+    if store is not None and not store.crm:
         return  # the store sends its CRM nothing: no record to build for every text
+    lead = session.get(Lead, message.lead_id)
+    if lead is None or not lead.store.crm:
+        return
     record = lead_record(lead, MESSAGE_SENT, "outbound text", now, message=message)
     write_deliveries(
         session, lead, MESSAGE_SENT, now, data=_json(record, message=serialize.message(message)), adf=None
