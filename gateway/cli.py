@@ -143,10 +143,17 @@ def _wait(children: list[subprocess.Popen[bytes]]) -> None:
 @click.option("--burst", is_flag=True, help="Work what is queued, then stop.")
 def worker(burst: bool) -> None:
     """Run an RQ worker with the scheduler and the sweep."""
+    import gc
+
     from gateway.app import create_app
     from gateway.worker import run_worker
 
-    run_worker(create_app(_settings()), burst=burst)
+    app = create_app(_settings())
+    # A job loads and drops thousands of rows' objects: everything alive at start-up (modules, the app)
+    # leaves the collector's view, and young objects are collected less often.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    run_worker(app, burst=burst)
 
 
 # --- config and numbers ------------------------------------------------------------------------------------------
