@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -228,7 +228,7 @@ class HotPath:
                     self._turn.notify_all()
         if pending.error is not None:
             raise pending.error
-        return pending.result  # type: ignore[return-value]
+        return cast(T, pending.result)
 
     def _forked(self) -> None:
         # A gunicorn worker inherits the object from the process that created the app, not its

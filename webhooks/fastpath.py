@@ -25,7 +25,7 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 from twilio.request_validator import RequestValidator
 
-from gateway import runtime
+from gateway.app import runtime_of
 from gateway.hotpath import DatabaseUnavailable
 from webhooks import payloads, voice
 
@@ -45,7 +45,7 @@ class IncomingCallFastPath:
     """WSGI middleware: POST /webhooks/voice/incoming answered without Flask when it is ordinary."""
 
     def __init__(self, app: Flask, inner: WSGIApp) -> None:
-        current: runtime.Runtime = app.extensions[runtime.EXTENSION]
+        current = runtime_of(app)
         self.app = app
         self.inner = inner
         self.runtime = current

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime
 
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import calls, runtime, web
-from gateway.app import on_shutdown
+from gateway.app import on_shutdown, runtime_of
 from gateway.calls import IncomingCall
 from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
 from gateway.phones import mask
@@ -28,22 +27,21 @@ log = logging.getLogger(__name__)
 
 ROUTE_CACHE = "gateway.routes"
 HOT_PATH = "gateway.hotpath"
-_HOT_PATH_LOCK = threading.Lock()
 # Set in the WSGI environ by webhooks/fastpath.py when the database refused this very request.
 DATABASE_FAILED = "gateway.database_failed"
 
 blueprint = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
 
 
+def init_hot_path(app: Flask) -> None:
+    """The app's group-commit writer for the incoming-call hot path (gateway/hotpath.py); it connects on
+    first use, in the process that uses it."""
+    fast = app.extensions[HOT_PATH] = HotPath(runtime_of(app).database.engine)
+    on_shutdown(app, fast.close)
+
+
 def hot_path(app: Flask) -> HotPath:
-    """The app's group-commit writer for the incoming-call hot path (gateway/hotpath.py)."""
-    fast: HotPath | None = app.extensions.get(HOT_PATH)
-    if fast is None:
-        with _HOT_PATH_LOCK:
-            fast = app.extensions.get(HOT_PATH)
-            if fast is None:
-                fast = app.extensions[HOT_PATH] = HotPath(app.extensions[runtime.EXTENSION].database.engine)
-                on_shutdown(app, fast.close)
+    fast: HotPath = app.extensions[HOT_PATH]
     return fast
 
 
@@ -80,7 +78,7 @@ def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> str:
     state = hot_path(app).write(log_call)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
-    return twiml.for_call(route, state, app.extensions[runtime.EXTENSION].settings.public_base_url)
+    return twiml.for_call(route, state, runtime_of(app).settings.public_base_url)
 
 
 def _base() -> str:
@@ -101,7 +99,7 @@ def call_incoming() -> Response:
         return _bad_request(error)
     current = runtime.current()
     now = current.clock.now()
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_app
     if request.environ.get(DATABASE_FAILED):
         # webhooks/fastpath.py just tried: one attempt per call, the provider is waiting.
         return failsafe.forward_call(call.to, dict(request.form), now)

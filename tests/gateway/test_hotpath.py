@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.database import make_engine
-from gateway.hotpath import DatabaseUnavailable, HotPath, Statements
+from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
 from gateway.models import Call
 from gateway.simulator import new_sid
 
@@ -49,7 +49,7 @@ def sids_in(db) -> list[str]:
 
 def test_many_threads_each_get_their_own_call_committed(writer, db, store_id):
     sids = [new_sid("CA") for _ in range(160)]
-    results: dict[str, object] = {}
+    results: dict[str, RingState] = {}
 
     def run(part: list[str]) -> None:
         for sid in part:
@@ -61,7 +61,7 @@ def test_many_threads_each_get_their_own_call_committed(writer, db, store_id):
     for thread in threads:
         thread.join()
     assert sorted(sids_in(db)) == sorted(sids)
-    assert all(results[sid].sid == sid for sid in sids)  # type: ignore[attr-defined]
+    assert all(results[sid].sid == sid for sid in sids)
 
 
 def test_a_retried_call_is_logged_once_and_answered_as_first_recorded(writer, db, store_id):
