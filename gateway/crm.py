@@ -299,13 +299,13 @@ def on_message_received(
 
 
 def on_message_sent(session: Session, *, message: Message, now: datetime, **_: Any) -> None:
-    if message.lead_id is None:
+    if message.lead_id is None or message.store_id is None:
         return  # not about a lead (a text to an agent): nothing a CRM tracks
-    store = session.get(Store, message.store_id) if message.store_id is not None else None
-    if store is not None and not store.crm:
+    store = session.get(Store, message.store_id)
+    if store is None or not store.crm:
         return  # the store sends its CRM nothing: no record to build for every text
     lead = session.get(Lead, message.lead_id)
-    if lead is None or not lead.store.crm:
+    if lead is None:
         return
     record = lead_record(lead, MESSAGE_SENT, "outbound text", now, message=message)
     write_deliveries(

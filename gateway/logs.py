@@ -39,6 +39,3 @@ def configure_logging(*, json_logs: bool, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
-    # The SDK logs every API request and response, headers included, at INFO: noise at one line per
-    # header for every text, and our own lines already say what was sent, with the numbers masked.
-    logging.getLogger("twilio.http_client").setLevel(max(level, logging.WARNING))

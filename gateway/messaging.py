@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from flask import Flask
 from sqlalchemy import func, or_, select, update
@@ -96,76 +96,62 @@ def init_app(app: Flask) -> None:
     register_sweeper("stuck-sends", mark_stuck_sends)
 
 
-def queue_text(
-    session: Session,
-    *,
-    to: str,
-    from_: str,
-    body: str,
-    kind: str,
-    now: datetime,
-    automated: bool = False,
-    lead: Lead | None = None,
-    contact: Contact | None = None,
-    agent: Agent | None = None,
-    store_id: int | None = None,
-    origin: str | None = None,
-    media_urls: Sequence[str] = (),
-    send_after: datetime | None = None,
-    enqueue: bool = True,
-) -> Message:
+class Text(TypedDict, total=False):
+    """What a text to send is made of; `to`, `from_`, `body` and `kind` are required."""
+
+    to: Required[str]
+    from_: Required[str]
+    body: Required[str]
+    kind: Required[str]
+    automated: bool
+    lead: Lead | None
+    contact: Contact | None
+    agent: Agent | None
+    store_id: int | None
+    origin: str | None
+    media_urls: Sequence[str]
+    send_after: datetime | None
+
+
+def queue_text(session: Session, *, now: datetime, enqueue: bool = True, **text: Unpack[Text]) -> Message:
     """Write a text to send. With `origin`, a second call for the same origin returns the first text.
 
     enqueue=False: the caller sends it itself after the commit (a batch of cadence steps does, without
     one job per text); the due-messages sweep remains the backstop.
     """
-    values = text_values(
-        to=to, from_=from_, body=body, kind=kind, now=now, automated=automated, lead=lead, contact=contact,
-        agent=agent, store_id=store_id, origin=origin, media_urls=media_urls, send_after=send_after,
-    )
-    if origin is not None:
-        return queue_texts(session, [values], now, enqueue=enqueue)[origin]
+    values = text_values(now=now, **text)
+    if values["origin"] is not None:
+        return queue_texts(session, [values], now, enqueue=enqueue)[values["origin"]]
     message = Message(**values)
     session.add(message)
     session.flush()
+    send_after = values["send_after"]
     if enqueue and (send_after is None or send_after <= now):
         enqueue_after_commit(session, SEND_JOB, [message.id])
     return message
 
 
-def text_values(
-    *,
-    to: str,
-    from_: str,
-    body: str,
-    kind: str,
-    now: datetime,
-    automated: bool = False,
-    lead: Lead | None = None,
-    contact: Contact | None = None,
-    agent: Agent | None = None,
-    store_id: int | None = None,
-    origin: str | None = None,
-    media_urls: Sequence[str] = (),
-    send_after: datetime | None = None,
-) -> dict[str, Any]:
+def text_values(*, now: datetime, **text: Unpack[Text]) -> dict[str, Any]:
     """The row of a text to send, for `queue_text` or, with an origin, `queue_texts`."""
+    lead, contact, agent = text.get("lead"), text.get("contact"), text.get("agent")
+    store_id = text.get("store_id")
+    body = text["body"]
     return {
         "lead_id": lead.id if lead else None,
         "contact_id": contact.id if contact else (lead.contact_id if lead else None),
         "agent_id": agent.id if agent else None,
         "store_id": store_id if store_id is not None else (lead.store_id if lead else None),
         "direction": Direction.OUTBOUND.value,
-        "kind": kind,
-        "automated": automated,
-        "from_number": from_,
-        "to_number": to,
+        "kind": text["kind"],
+        "automated": text.get("automated", False),
+        "from_number": text["from_"],
+        "to_number": text["to"],
         "body": body,
         "segments": compliance.count_segments(body).segments,
-        "media_urls": list(media_urls),
+        "media_urls": list(text.get("media_urls", ())),
         "status": MessageStatus.PENDING.value,
-        "send_after": send_after,
-        "origin": origin,
+        "send_after": text.get("send_after"),
+        "origin": text.get("origin"),
         "created_at": now,
         "updated_at": now,
     }
