@@ -1,7 +1,12 @@
 """The incoming-call webhook (signed, full path: signature, routing, database write) on gunicorn,
 against a bare Flask endpoint returning fixed TwiML under the same gunicorn settings, in one run.
 
-    .venv/bin/python bench/webhook_throughput.py [--seconds 10] [--connections 16]
+    .venv/bin/python bench/webhook_throughput.py [--seconds 10] [--connections 16] [--hours open|closed]
+
+The calls go to four tracked numbers in turn: two ring every agent at once, one rings them in turn with
+the owner of an open lead first, one round-robin. With --hours open (the default) the stores are open
+around the clock, so every call gets its ring plan whatever the time of the run; with --hours closed
+every call goes to voicemail.
 
 Prints requests/s of both and their ratio (wrk, closed loop), then p50/p99 latency of both at a fixed
 200 requests/s offered (open loop, latency measured from each request's scheduled time).
@@ -47,6 +52,13 @@ function request()
     {["Content-Type"] = "application/x-www-form-urlencoded", ["X-Twilio-Signature"] = sigs[k]}, bodies[k])
 end
 """
+
+
+def store_hours(config: str, hours: str) -> str:
+    """The test configuration with the stores open around the clock, or closed around the clock."""
+    span = '"00:00-23:59"' if hours == "open" else "closed"
+    config = re.sub(r'"\d\d:\d\d-\d\d:\d\d"', span, config)
+    return config.replace("sun: closed", f"sun: {span}")
 
 
 def signed_bodies(base: str, token: str, count: int, prefix: str) -> list[tuple[str, str]]:
@@ -124,6 +136,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--postgres", action="store_true", help="run the gateway on a throwaway PostgreSQL")
+    parser.add_argument("--hours", choices=("open", "closed"), default="open",
+                        help="stores open around the clock (ring plans) or closed (voicemail)")
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes for both apps")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per process for both apps")
     args = parser.parse_args()
@@ -146,7 +160,7 @@ def measure(args: argparse.Namespace, database_url: str | None) -> None:
         sys.exit("wrk is not installed (Debian package 'wrk'): apt-get install -y wrk")
     bare_port, gateway_port = free_port(), free_port()
     base = f"http://127.0.0.1:{gateway_port}"
-    with gateway_stack(BASIC_CONFIG, database_url) as stack:
+    with gateway_stack(store_hours(BASIC_CONFIG, args.hours), database_url) as stack:
         stack.env["PUBLIC_BASE_URL"] = base
         stack.gunicorn("bench.bare_app:app", bare_port, args.web_workers, args.threads)
         stack.gunicorn("wsgi:app", gateway_port, args.web_workers, args.threads)
@@ -157,7 +171,7 @@ def measure(args: argparse.Namespace, database_url: str | None) -> None:
             handle.writelines(f"{sig}\t{body}\n" for sig, body in closed)
         kind = "PostgreSQL" if database_url else "SQLite"
         print(f"closed loop, wrk -t2 -c{args.connections} -d{args.seconds}s, "
-              f"gunicorn gthread {args.web_workers}x{args.threads}, {kind}:")
+              f"gunicorn gthread {args.web_workers}x{args.threads}, {kind}, stores {args.hours}:")
         bare = run_wrk(bare_port, bodies_file, args.seconds, args.connections)
         print(f"  bare Flask fixed TwiML:      {bare:8.0f} requests/s", flush=True)
         gateway = run_wrk(gateway_port, bodies_file, args.seconds, args.connections)

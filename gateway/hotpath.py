@@ -1,14 +1,20 @@
-"""The incoming-call hot path: written against the database driver, many calls to a transaction.
+"""The incoming-call hot path: written against the database driver by one thread per process.
 
-Every call the dealership gets is logged before its TwiML is answered, and the provider waits on that
-answer. Through SQLAlchemy's execution layer each statement costs a few hundred microseconds of Python;
-through the driver, a few dozen. What costs most is the commit: request threads each writing in their own
-transaction queue on SQLite's one write lock (its busy handler sleeps a millisecond at a time) and write
-the table's and every index's pages again for one row. So the request threads of a process share one
-connection and commit together (group commit): whoever arrives while no commit runs leads, taking every
-call queued at that moment into one transaction; each request still answers only once its own call is
-committed. On SQLite the leaders of different processes take turns on a file lock, which wakes the next
-the moment the first is done. Everything else in the gateway goes through SQLAlchemy.
+Every call the dealership gets is logged, and the provider waits on the answer to its webhook. Through
+SQLAlchemy's execution layer each statement costs a few hundred microseconds of Python; through the
+driver, a few dozen. What costs most is the commit, and the request threads waiting on it: on their
+turn at SQLite's one write lock (shared with the other web processes) or on a round trip to PostgreSQL,
+each holding a gunicorn thread that could be answering the next call. So each web process has one
+writer thread with its own connection that commits everything queued at once in one transaction.
+
+A call whose answer does not depend on the database (closed hours, or every agent rung at once) is
+answered at once and committed by the writer a moment later, normally within a few milliseconds; a
+later webhook about the same call waits for that commit (webhooks.voice.logged_call). A call whose ring
+order reads or advances the database (the owner of an open lead first, a round-robin rotation) waits
+for its commit, as does every call while the writer is not known to be healthy, so a database that is
+down sends callers to the failsafe instead of a ring plan nobody can follow. On SQLite the writers of
+different processes take turns on a file lock, which wakes the next the moment the first is done.
+Everything else in the gateway goes through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import re
+import select
 import threading
 import time
 from collections import deque
@@ -36,9 +43,15 @@ T = TypeVar("T")
 
 _NAMED = re.compile(r":(\w+)")
 # Calls ringing in the same moment share a transaction, up to this many.
-MAX_BATCH = 64
+MAX_BATCH = 256
 # Longer than any healthy commit, well inside the provider's 15 s: past it the caller gets the failsafe.
 WAIT_SECONDS = 8.0
+# Work queued without waiting for its commit waits this long for more to share its transaction.
+LINGER_SECONDS = 0.002
+# A commit running this long means the database is in trouble: calls wait for their own commit again.
+STALL_SECONDS = 1.0
+# So many calls queued means the same.
+MAX_QUEUED = 5000
 
 RING_INSERT = """
 INSERT INTO calls (sid, store_id, tracked_number_id, from_number, to_number, direction, kind, status,
@@ -162,35 +175,50 @@ class Statements:
 Work = Callable[[Statements], T]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending(Generic[T]):
-    work: Work[T]
-    done: bool = False
+    work: Work[T] | None  # None: a marker that only waits for what was queued before it
+    done: threading.Event | None = None  # set for a caller that waits for the commit
+    lost: Callable[[BaseException], None] | None = None  # for a caller that did not wait
     result: T | None = None
     error: BaseException | None = None
 
 
 class HotPath:
-    """Group commit among the request threads of a process, on one driver connection.
+    """One writer thread per process commits the hot path's work, everything queued at once together.
 
-    A thread with work queues it; if no thread is committing, it leads: takes everything queued, runs it
-    in one transaction, marks it done and wakes the others (one of them leads the next batch). With no
-    contention a request runs its own transaction with no hand-over at all."""
+    `write` waits for the commit and returns the work's result; `log` queues work whose outcome the
+    caller already knows and returns at once, so a request answers without waiting on the database or
+    on the other processes' writers. `log` waits like `write` while the writer is not known to be
+    healthy: before its first commit, after a failed one, when a commit has been running for longer
+    than STALL_SECONDS, and (PostgreSQL) from the moment the server closes a watched connection. Work
+    queued by `log` that the database then refuses goes to its `lost` callback."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
         self._sql: dict[str, str] = {}
-        self._pid = os.getpid()
-        self._queue: deque[_Pending[Any]] = deque()
-        self._turn = threading.Condition()
-        self._leading = False
         self._connection: Any = None
-        self._inherited: Any = None
+        self._inherited: list[Any] = []
         self._interprocess: contextlib.AbstractContextManager[Any] = (
             contextlib.nullcontext() if self.postgres else _FileLock(_lock_path(engine))
         )
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._queue: deque[_Pending[Any]] = deque()
+        self._turn = threading.Condition()
+        self._writer: threading.Thread | None = None
+        self._waiting = False  # the writer is asleep: a new piece of work wakes it
+        self._urgent = False  # a caller waits for its commit: no lingering
+        self._closing = False
+        self._healthy = False
+        self._committing_since: float | None = None
+        self._watcher: _Watcher | None = None
+        self._readers = threading.local()
+        self._reader_connections: list[Any] = []
 
     def _statement(self, sql: str) -> str:
         text = self._sql.get(sql)
@@ -199,53 +227,162 @@ class HotPath:
             self._sql[sql] = text
         return text
 
+    @property
+    def healthy(self) -> bool:
+        """Whether work may be queued without waiting for its commit."""
+        since = self._committing_since
+        return (
+            self._healthy
+            and (since is None or time.monotonic() - since < STALL_SECONDS)
+            and len(self._queue) < MAX_QUEUED
+        )
+
     def write(self, work: Work[T]) -> T:
         """Run `work` in a transaction and return its result once that has committed.
 
         DatabaseUnavailable when the database refused or the commit did not come in time."""
-        if self._pid != os.getpid():
-            self._forked()
-        pending: _Pending[T] = _Pending(work)
-        deadline = time.monotonic() + WAIT_SECONDS
-        with self._turn:
-            self._queue.append(pending)
-            while self._leading and not pending.done:
-                if not self._turn.wait(deadline - time.monotonic()):
-                    if pending in self._queue:
-                        self._queue.remove(pending)
-                    raise DatabaseUnavailable(f"no commit within {WAIT_SECONDS:.0f} s")
-            if not pending.done:
-                self._leading = True
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
-        if not pending.done:
-            try:
-                self._commit(batch)
-            finally:
-                with self._turn:
-                    for item in batch:
-                        item.done = True
-                    self._leading = False
-                    self._turn.notify_all()
+        pending: _Pending[T] = _Pending(work, done=threading.Event())
+        self._enqueue(pending)
+        if not pending.done or not pending.done.wait(WAIT_SECONDS):
+            with self._turn:
+                if pending in self._queue:
+                    self._queue.remove(pending)
+            raise DatabaseUnavailable(f"no commit within {WAIT_SECONDS:.0f} s")
         if pending.error is not None:
             raise pending.error
         return cast(T, pending.result)
 
+    def log(self, work: Work[T], lost: Callable[[BaseException], None]) -> T | None:
+        """Queue `work` to be committed in a moment and return None; while the writer is not healthy,
+        run it as `write` does and return its result (or raise DatabaseUnavailable).
+
+        `lost(error)` runs on the writer's thread if the database refuses the queued work."""
+        if not self.healthy:
+            return self.write(work)
+        self._enqueue(_Pending(work, lost=lost))
+        return None
+
+    def read(self, work: Work[T]) -> T:
+        """Run read-only `work` on this thread's own connection, beside the writer; DatabaseUnavailable
+        when the database cannot answer."""
+        if self._pid != os.getpid():
+            self._forked()
+        connection = getattr(self._readers, "connection", None)
+        try:
+            if connection is None:
+                connection = self._open()
+                self._readers.connection = connection
+                with self._turn:
+                    self._reader_connections.append(connection)
+            cursor = connection.cursor()
+            try:
+                return work(Statements(cursor, self.postgres, self._statement))
+            finally:
+                with contextlib.suppress(Exception):
+                    cursor.close()
+        except Exception as error:
+            if connection is not None:
+                self._readers.connection = None
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+            wrapped = self._unavailable(error)
+            if wrapped is error:
+                raise
+            raise wrapped from error
+
+    def flush(self, timeout: float = WAIT_SECONDS) -> bool:
+        """Wait until everything queued so far is committed (or refused); False on timeout."""
+        if self._pid != os.getpid() or (self._writer is None and not self._queue):
+            return True
+        marker: _Pending[None] = _Pending(None, done=threading.Event())
+        self._enqueue(marker)
+        return marker.done is not None and marker.done.wait(timeout)
+
+    def _enqueue(self, pending: _Pending[Any]) -> None:
+        if self._pid != os.getpid():
+            self._forked()
+        with self._turn:
+            if self._closing:
+                raise DatabaseUnavailable("the writer is shutting down")
+            self._queue.append(pending)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="hot-path writer", daemon=True)
+                self._writer.start()
+            elif pending.done is not None:
+                self._urgent = True
+                self._turn.notify()
+            elif self._waiting:
+                # A busy writer takes this with the rest of the queue when it is done; waking a thread
+                # costs more than the insert itself.
+                self._turn.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._turn:
+                while not self._queue and not self._closing:
+                    self._waiting = True
+                    self._turn.wait()
+                    self._waiting = False
+                if not self._urgent and not self._closing:
+                    # Let the calls of the next moment join this transaction; a caller waiting for its
+                    # commit (or close) cuts this short.
+                    self._turn.wait(LINGER_SECONDS)
+                if not self._queue:
+                    return
+                self._urgent = False
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
+                self._committing_since = time.monotonic()
+            try:
+                work = [pending for pending in batch if pending.work is not None]
+                if work:
+                    self._commit(work)
+            except BaseException as error:  # pragma: no cover - _commit keeps errors on the work
+                for pending in batch:
+                    pending.error = pending.error or error
+            finally:
+                self._committing_since = None
+                for pending in batch:
+                    self._finish(pending)
+
+    @staticmethod
+    def _finish(pending: _Pending[Any]) -> None:
+        if pending.done is not None:
+            pending.done.set()
+        elif pending.error is not None and pending.lost is not None:
+            try:
+                pending.lost(pending.error)
+            except Exception:
+                log.exception("hot-path work refused by the database could not be kept")
+
     def _forked(self) -> None:
         # A gunicorn worker inherits the object from the process that created the app, not its
-        # connection or its lock state.
-        self._pid = os.getpid()
-        self._queue = deque()
-        self._turn = threading.Condition()
-        self._leading = False
-        # The parent's connection shares its socket with the parent: never used here, never closed here
-        # (closing would end the parent's session), kept referenced so no finaliser closes it either.
-        self._inherited, self._connection = self._connection, None
+        # thread, its queue or its connection. The parent's connection shares its socket with the
+        # parent: never used here, never closed here (closing would end the parent's session), kept
+        # referenced so no finaliser closes it either.
+        self._inherited.append(self._connection)
+        self._inherited.extend(self._reader_connections)
+        if self._watcher is not None:
+            self._inherited.append(self._watcher.connection)
+        self._connection = None
+        self._start()
 
     def close(self) -> None:
-        """Close the connection (the app is shutting down)."""
-        if self._pid == os.getpid():
-            with self._turn:
-                self._drop()
+        """Commit what is queued, stop the writer and close the connections (the app is shutting down)."""
+        if self._pid != os.getpid():
+            return
+        with self._turn:
+            self._closing = True
+            self._turn.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join(WAIT_SECONDS)
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._drop()
+        for connection in self._reader_connections:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+        self._reader_connections = []
 
     def _commit(self, batch: list[_Pending[Any]]) -> None:
         try:
@@ -254,10 +391,16 @@ class HotPath:
             self._drop()
             if len(batch) == 1:
                 batch[0].error = self._unavailable(error)
+                if isinstance(batch[0].error, DatabaseUnavailable):
+                    self._healthy = False
             else:
                 # One call's work may be what failed: give each its own transaction.
                 for pending in batch:
                     self._commit([pending])
+        else:
+            if not self._healthy:
+                self._healthy = True
+                log.info("hot path: database healthy, calls are logged as they are answered")
 
     def _transaction(self, batch: list[_Pending[Any]]) -> None:
         with self._interprocess:
@@ -269,7 +412,7 @@ class HotPath:
         try:
             cursor.execute(self._begin)
             statements = Statements(cursor, self.postgres, self._statement)
-            results = [pending.work(statements) for pending in batch]
+            results = [pending.work(statements) for pending in batch if pending.work is not None]
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
@@ -292,12 +435,23 @@ class HotPath:
 
     def _connected(self) -> Any:
         if self._connection is None:
-            connection = self.engine.raw_connection()
-            if self.postgres:
-                driver: Any = connection.driver_connection
-                driver.autocommit = True  # the writer says BEGIN and COMMIT itself
-            self._connection = connection
+            self._connection = self._open()
+            if self.postgres and self._watcher is None:
+                self._watcher = _Watcher(self.engine, self._server_gone)
         return self._connection
+
+    def _open(self) -> Any:
+        """A connection in autocommit: the writer says BEGIN and COMMIT itself, readers need neither."""
+        connection = self.engine.raw_connection()
+        if self.postgres:
+            driver: Any = connection.driver_connection
+            driver.autocommit = True
+        return connection
+
+    def _server_gone(self) -> None:
+        if self._healthy:
+            log.warning("hot path: the database server closed the connection; calls wait for their commit")
+        self._healthy = False
 
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
@@ -305,6 +459,51 @@ class HotPath:
             # Broken or finished: the point is only to stop using it.
             with contextlib.suppress(Exception):
                 connection.invalidate()
+
+
+class _Watcher:
+    """A second, idle PostgreSQL connection whose socket a thread waits on: a server that shuts down or
+    dies closes it, and the hot path stops queueing calls at that moment instead of at its next commit.
+    A server it cannot connect to counts the same. After a loss it reconnects every RECONNECT_SECONDS;
+    the writer's next commit restores health."""
+
+    RECONNECT_SECONDS = 1.0
+
+    def __init__(self, engine: Engine, gone: Callable[[], None]) -> None:
+        self.engine = engine
+        self.gone = gone
+        self.connection: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hot-path watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection = self.engine.raw_connection()
+            except Exception:
+                self.gone()
+                self._stop.wait(self.RECONNECT_SECONDS)
+                continue
+            self.connection = connection
+            driver: Any = connection.driver_connection
+            driver.autocommit = True
+            try:
+                while not self._stop.is_set():
+                    readable, _, _ = select.select([driver.fileno()], [], [], self.RECONNECT_SECONDS)
+                    if readable:
+                        # A notice, or the end: a query tells which.
+                        driver.execute("SELECT 1")
+            except Exception:
+                self.gone()
+            finally:
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+                self.connection = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.RECONNECT_SECONDS * 2)
 
 
 def _lock_path(engine: Engine) -> str | None:

@@ -19,6 +19,7 @@ from gateway.web import ApiError
 from voicemail import services
 from webhooks import payloads
 from webhooks.signature import provider_webhook
+from webhooks.voice import logged_call
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def recording_status() -> Response:
     except ValueError as error:
         return _bad_request(error)
     session = web.session()
+    logged_call(session, callback.call_sid)
     services.record_recording(session, callback, runtime.current().clock.now())
     session.commit()
     return Response(status=204)
@@ -104,6 +106,7 @@ def transcription() -> Response:
     except ValueError as error:
         return _bad_request(error)
     session = web.session()
+    logged_call(session, callback.call_sid)
     services.record_transcription(session, callback, runtime.current().clock.now())
     session.commit()
     return Response(status=204)

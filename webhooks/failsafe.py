@@ -2,7 +2,8 @@
 
 The incoming-call webhook answers with a Dial of the store's main line (known from the route cache or
 from a map on disk written while the database was up). The webhook itself is kept: as an RQ job when
-Redis is up, else as a file in the instance spool folder that the worker's sweep replays.
+Redis is up, else as a file in the instance spool folder that the worker's sweep replays. So is a ring
+answered with its ring plan that the database refused a moment later (gateway/hotpath.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import calls, runtime
+from gateway.hotpath import RingState
 from gateway.jobs import PendingJob, enqueue, make_queue, register_sweeper
 from gateway.models import Call
 from gateway.phones import caller_number
@@ -37,6 +39,7 @@ def init_app(app: Flask) -> None:
     register_sweeper("webhook-spool", replay_spool)
     register_replayer("incoming", lambda session, form, at: replay_call(session, "incoming", form, at))
     register_replayer("status", lambda session, form, at: replay_call(session, "status", form, at))
+    register_replayer("ring", replay_ring)
     settings = app.extensions["gateway"].settings
     try:
         with app.extensions["gateway"].database.session() as session:
@@ -125,6 +128,39 @@ def replay_spool(session: Session, now: datetime) -> None:
         _replayers[item["kind"]](session, item["data"], datetime.fromisoformat(item["received_at"]))
         session.commit()
         path.unlink()
+
+
+def ring_record(call: calls.IncomingCall, state: RingState) -> dict[str, Any]:
+    """What a ring the caller was answered for needs to be logged later (see replay_ring)."""
+    return {
+        "CallSid": call.sid,
+        "caller": call.caller,
+        "To": call.to,
+        "CallStatus": call.status,
+        "after_hours": state.after_hours,
+        "steps": state.ringing_agents,
+    }
+
+
+def replay_ring(session: Session, record: dict[str, Any], received_at: datetime) -> None:
+    """Log a ring that was answered with its ring plan but that the database refused in that moment."""
+    sid = str(record.get("CallSid") or "")
+    to = str(record.get("To") or "")
+    route = load_route(session, to)
+    if route is None or calls.get_call(session, sid) is not None:
+        return
+    caller = record.get("caller")
+    call = calls.IncomingCall(
+        sid=sid, caller=str(caller) if caller else None, to=to, status=str(record.get("CallStatus") or "ringing")
+    )
+    calls.record_incoming(
+        session,
+        call,
+        route.origin,
+        after_hours=bool(record.get("after_hours")),
+        steps=[list(step) for step in record.get("steps") or []],
+        now=received_at,
+    )
 
 
 def replay_call(session: Session, kind: str, form: dict[str, Any], received_at: datetime) -> None:

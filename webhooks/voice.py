@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
+from functools import partial
 
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from gateway import calls, runtime, web
 from gateway.app import on_shutdown, runtime_of
 from gateway.calls import IncomingCall
 from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
+from gateway.models import Call
 from gateway.phones import mask
 from tracked_numbers.models import RingStrategy
+from tracked_numbers.rotation import Rotation
 from tracked_numbers.services import (
     Route,
     RouteCache,
@@ -27,22 +32,37 @@ log = logging.getLogger(__name__)
 
 ROUTE_CACHE = "gateway.routes"
 HOT_PATH = "gateway.hotpath"
+ROTATION = "gateway.rotation"
 # Set in the WSGI environ by webhooks/fastpath.py when the database refused this very request.
 DATABASE_FAILED = "gateway.database_failed"
+
+# How long a webhook about a call waits for the ring another web process answered to be committed; the
+# writers commit within milliseconds, so past this the call was never logged (it rang while the
+# database was down, or the process that answered it died) and the webhook handles it as unknown.
+RING_LOG_GRACE = 1.0
+RING_LOG_POLL = 0.02
 
 blueprint = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
 
 
 def init_hot_path(app: Flask) -> None:
-    """The app's group-commit writer for the incoming-call hot path (gateway/hotpath.py); it connects on
-    first use, in the process that uses it."""
-    fast = app.extensions[HOT_PATH] = HotPath(runtime_of(app).database.engine)
+    """The app's writer for the incoming-call hot path (gateway/hotpath.py) and its round-robin turns
+    (tracked_numbers/rotation.py); both connect on first use, in the process that uses them."""
+    current = runtime_of(app)
+    fast = app.extensions[HOT_PATH] = HotPath(current.database.engine)
+    turns = app.extensions[ROTATION] = Rotation(current.redis)
     on_shutdown(app, fast.close)
+    on_shutdown(app, turns.close)
 
 
 def hot_path(app: Flask) -> HotPath:
     fast: HotPath = app.extensions[HOT_PATH]
     return fast
+
+
+def rotation(app: Flask) -> Rotation:
+    turns: Rotation = app.extensions[ROTATION]
+    return turns
 
 
 def routes(app: Flask | None = None) -> RouteCache:
@@ -55,30 +75,84 @@ def routes(app: Flask | None = None) -> RouteCache:
 def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> str:
     """Log the ringing call and answer its TwiML: the ring plan, or voicemail when closed or nobody is on.
 
+    The call is committed by the hot path's writer a moment after the answer (gateway/hotpath.py).
+    Sequential and round-robin plans ring the owner of the caller's open lead first; a round-robin
+    plan starts at the call's turn in its number's rotation (tracked_numbers/rotation.py), or, when
+    Redis cannot give one, advances the rotation in the database with the call and waits for that commit.
     Raises SQLAlchemyError or DatabaseUnavailable when the database cannot take the call."""
     after_hours = not department_open(route, now)
-
-    def log_call(db: Statements) -> RingState:
+    writer = hot_path(app)
+    strategy = route.strategy
+    turn = None
+    if not after_hours and strategy == RingStrategy.ROUND_ROBIN.value:
+        turn = rotation(app).turn(route.number_id, call.sid)
+    if after_hours or strategy != RingStrategy.ROUND_ROBIN.value or turn is not None:
         owner = None
-        if not after_hours and route.strategy != RingStrategy.SIMULTANEOUS.value:
-            owner = db.owner_of_open_lead(call.caller, route.store_id)
-        steps = [] if after_hours else ring_steps(route, now, owner, db.advance_rotation)
-        return db.ring(
-            sid=call.sid,
-            caller=call.caller,
-            to=call.to,
-            status=call.status,
-            store_id=route.store_id,
-            tracked_number_id=route.number_id,
-            after_hours=after_hours,
-            steps=steps,
-            now=now,
+        if not after_hours and strategy != RingStrategy.SIMULTANEOUS.value:
+            owner = writer.read(partial(_owner, call, route))
+        steps = [] if after_hours else ring_steps(route, now, owner, lambda _number: turn or 0)
+        ringing = RingState(call.sid, steps, 0, after_hours, after_hours or not steps)
+        recorded = writer.log(
+            partial(_log_ringing, call, route, ringing, now), partial(_keep_ringing, app, call, ringing, now)
         )
+        state = recorded or ringing
+    else:
+        # Redis cannot give the turn: the database's rotation, advanced with the call, which waits.
 
-    state = hot_path(app).write(log_call)
+        def log_call(db: Statements) -> RingState:
+            steps = ring_steps(route, now, _owner(call, route, db), db.advance_rotation)
+            return _log_ringing(call, route, RingState(call.sid, steps, 0, False, not steps), now, db)
+
+        state = writer.write(log_call)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
     return twiml.for_call(route, state, runtime_of(app).settings.public_base_url)
+
+
+def _owner(call: IncomingCall, route: Route, db: Statements) -> str | None:
+    """The key of the agent who owns the caller's open lead at this store: they ring first."""
+    return db.owner_of_open_lead(call.caller, route.store_id)
+
+
+def _log_ringing(call: IncomingCall, route: Route, state: RingState, now: datetime, db: Statements) -> RingState:
+    """Insert the ringing call once; a provider retry gets the call as first recorded."""
+    return db.ring(
+        sid=call.sid,
+        caller=call.caller,
+        to=call.to,
+        status=call.status,
+        store_id=route.store_id,
+        tracked_number_id=route.number_id,
+        after_hours=state.after_hours,
+        steps=state.ringing_agents,
+        now=now,
+    )
+
+
+def _keep_ringing(app: Flask, call: IncomingCall, state: RingState, now: datetime, error: BaseException) -> None:
+    """The database refused a call already answered: keep it for the failsafe's replay."""
+    log.error("call %s answered but not logged (%s): kept for replay", call.sid, error)
+    with app.app_context():
+        failsafe.spool("ring", failsafe.ring_record(call, state), now)
+
+
+def logged_call(session: Session, sid: str) -> Call | None:
+    """The call's row for a webhook about a call in progress or ended.
+
+    A ring answered moments ago may still be on its way to the database, from this process's writer
+    (flushed here) or another's (waited for, up to RING_LOG_GRACE). None when there is no such call."""
+    call = calls.get_call(session, sid)
+    if call is not None:
+        return call
+    deadline = time.monotonic() + RING_LOG_GRACE
+    session.rollback()  # hold no snapshot or lock while the writers commit
+    hot_path(current_app).flush()
+    while True:
+        call = calls.get_call(session, sid)
+        if call is not None or time.monotonic() >= deadline:
+            return call
+        session.rollback()
+        time.sleep(RING_LOG_POLL)
 
 
 def _base() -> str:
@@ -140,7 +214,7 @@ def agent_answered() -> Response:
         return _bad_request(error)
     agent_key = request.args.get("agent", "")
     session = web.session()
-    call = calls.get_call(session, call_sid)
+    call = logged_call(session, call_sid)
     route = routes().get(session, call.to_number) if call else None
     if call is None or route is None:
         return twiml.respond(twiml.hangup())
@@ -168,7 +242,7 @@ def _accept(*, require_digit: bool) -> Response:
     if require_digit and (request.form.get("Digits") or "").strip() != "1":
         return twiml.respond(twiml.hangup())
     session = web.session()
-    call = calls.get_call(session, call_sid)
+    call = logged_call(session, call_sid)
     route = routes().get(session, call.to_number) if call else None
     agent = None
     if route is not None:
@@ -193,7 +267,7 @@ def dial_complete() -> Response:
     except ValueError as error:
         return _bad_request(error)
     session = web.session()
-    call = calls.get_call(session, call_sid)
+    call = logged_call(session, call_sid)
     if call is None:
         return twiml.respond(twiml.hangup())
     session.refresh(call)
@@ -223,6 +297,7 @@ def voicemail_done() -> Response:
     raw = (request.form.get("RecordingDuration") or "").strip()
     seconds = int(raw) if raw.isdigit() else 0
     session = web.session()
+    logged_call(session, call_sid)
     calls.note_voicemail_length(session, call_sid, seconds)
     session.commit()
     return twiml.respond(twiml.hangup("Thank you. We will call you back soon. Goodbye."))
@@ -241,6 +316,7 @@ def call_status() -> Response:
     now = runtime.current().clock.now()
     try:
         session = web.session()
+        logged_call(session, ended.sid)
         route = routes().get(session, ended.to)
         calls.finish_call(session, ended, route.origin if route else None, now)
         session.commit()

@@ -1,18 +1,22 @@
-"""The incoming-call writer: group commit among request threads, each call committed before its answer."""
+"""The incoming-call writer: one thread per process commits what the request threads queue, many calls to a
+transaction; `write` waits for the commit, `log` does not while the database is known to be healthy."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
+from gateway import hotpath
 from gateway.database import make_engine
 from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
 from gateway.models import Call
 from gateway.simulator import new_sid
+from tests.support import postgres
 
 from ..webhooks.test_failsafe import dead_postgres
 
@@ -122,3 +126,87 @@ def test_a_forked_worker_process_writes_on_its_own_connection(writer, db, store_
     writer.write(log_ringing(after_sid, store_id))
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Call)) == 3
+
+
+def test_log_waits_for_the_first_commit_then_queues_and_the_row_follows(writer, db, store_id):
+    first, second = new_sid("CA"), new_sid("CA")
+    lost: list[BaseException] = []
+    assert not writer.healthy  # nothing committed yet: the first call proves the database
+    assert writer.log(log_ringing(first, store_id), lost.append) == RingState(first, [], 0, True, True)
+    assert writer.healthy
+    assert writer.log(log_ringing(second, store_id), lost.append) is None  # answered before its commit
+    assert writer.flush()
+    assert sorted(sids_in(db)) == sorted([first, second])
+    assert lost == []
+
+
+def test_queued_work_the_database_refuses_goes_to_lost_and_the_next_call_waits(writer, db, store_id):
+    writer.write(log_ringing(new_sid("CA"), store_id))
+    lost: list[BaseException] = []
+    refused = new_sid("CA")
+    assert writer.log(log_ringing(refused, store_id + 1000), lost.append) is None  # no such store
+    assert writer.flush()
+    assert len(lost) == 1
+    assert isinstance(lost[0], DatabaseUnavailable)
+    assert refused not in sids_in(db)
+    assert not writer.healthy  # so the next call waits for its commit, and learns whether it happened
+    later = new_sid("CA")
+    assert writer.log(log_ringing(later, store_id), lost.append) == RingState(later, [], 0, True, True)
+    assert writer.healthy
+    assert len(lost) == 1
+
+
+def test_a_commit_that_hangs_makes_the_writer_unhealthy(writer, store_id, monkeypatch):
+    monkeypatch.setattr(hotpath, "STALL_SECONDS", 0.05)
+    writer.write(log_ringing(new_sid("CA"), store_id))
+    release = threading.Event()
+
+    def slow(db: Statements):
+        release.wait(5)
+        return log_ringing(new_sid("CA"), store_id)(db)
+
+    writer.log(slow, lambda error: None)
+    time.sleep(0.2)
+    assert not writer.healthy  # calls now wait for their own commit (and reach the failsafe in time)
+    release.set()
+    assert writer.flush()
+    assert writer.healthy
+
+
+def test_close_commits_what_is_queued(db, store_id):
+    writer = HotPath(db.engine)
+    writer.write(log_ringing(new_sid("CA"), store_id))
+    queued = [new_sid("CA") for _ in range(20)]
+    for sid in queued:
+        writer.log(log_ringing(sid, store_id), lambda error: None)
+    writer.close()
+    assert set(queued) <= set(sids_in(db))
+    with pytest.raises(DatabaseUnavailable):
+        writer.write(log_ringing(new_sid("CA"), store_id))
+
+
+def test_reads_run_beside_the_writer_and_a_dead_database_raises_database_unavailable(writer, store_id):
+    assert writer.read(lambda db: db.owner_of_open_lead("+12025550147", store_id)) is None
+    dead = HotPath(make_engine(dead_postgres()))
+    with pytest.raises(DatabaseUnavailable):
+        dead.read(lambda db: db.owner_of_open_lead("+12025550147", store_id))
+
+
+@pytest.mark.skipif(not postgres.available(), reason="PostgreSQL binaries not installed")
+def test_a_postgres_server_that_goes_away_is_noticed_before_the_next_call():
+    server = postgres.PostgresServer()
+    server.start()
+    try:
+        writer = HotPath(make_engine(server.admin_dsn.replace("postgresql://", "postgresql+psycopg://")))
+        assert writer.write(lambda db: db.fetch("SELECT 1", {})) == (1,)
+        assert writer.healthy
+        server.stop()
+        deadline = time.monotonic() + 5
+        while writer.healthy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not writer.healthy  # noticed with no call in flight: the next caller gets the failsafe
+        with pytest.raises(DatabaseUnavailable):
+            writer.log(lambda db: db.fetch("SELECT 1", {}), lambda error: None)
+        writer.close()
+    finally:
+        server.stop()

@@ -7,6 +7,9 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from gateway.simulator import sign
+from webhooks.voice import hot_path
+
+INCOMING = "/webhooks/voice/incoming"
 
 
 class SignedClient:
@@ -24,7 +27,12 @@ class SignedClient:
     def post(self, url: str, params: dict[str, str], *, signature: str | None = None) -> Any:
         path, full = self._split(url)
         headers = {"X-Twilio-Signature": signature if signature is not None else sign(self.token, full, params)}
-        return self.client.post(path, data=params, headers=headers)
+        response = self.client.post(path, data=params, headers=headers)
+        if path.startswith(INCOMING):
+            # A ring may be answered before the writer commits it; the provider's later webhooks wait for
+            # that commit (webhooks.voice.logged_call), a test reading the database directly waits here.
+            hot_path(self.client.application).flush()
+        return response
 
     def unsigned(self, url: str, params: dict[str, str]) -> Any:
         path, _ = self._split(url)

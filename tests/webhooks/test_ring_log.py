@@ -1,0 +1,148 @@
+"""A ring is answered before its commit (gateway/hotpath.py): later webhooks about the call, in this web
+process or another, find it logged as it was answered; round-robin turns hold across processes; a ring
+the database refuses after its answer is kept and logged later."""
+
+from __future__ import annotations
+
+import time
+from xml.etree import ElementTree
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway import hotpath
+from gateway.hotpath import Statements
+from gateway.models import Call, Lead
+from gateway.simulator import new_sid, sign
+from tests.support.config import CUSTOMER, ROUND_ROBIN, SIMULTANEOUS
+from tests.support.webhooks import SignedClient
+from webhooks import voice
+
+from .test_failsafe import dead_redis
+
+ALICE, BEN, CARA = "+12025550111", "+12025550112", "+12025550113"
+
+
+def signed(app, settings) -> SignedClient:
+    return SignedClient(app.test_client(), settings.public_base_url, settings.webhook_auth_token)
+
+
+def ring_unflushed(app, settings, to=SIMULTANEOUS, sid=None, caller=CUSTOMER):
+    """The incoming-call webhook as the provider sends it, without waiting for the writer afterwards."""
+    sid = sid or new_sid("CA")
+    params = {"CallSid": sid, "From": caller, "To": to, "CallStatus": "ringing"}
+    url = settings.public_base_url + "/webhooks/voice/incoming"
+    response = app.test_client().post(
+        "/webhooks/voice/incoming", data=params,
+        headers={"X-Twilio-Signature": sign(settings.webhook_auth_token, url, params)},
+    )
+    assert response.status_code == 200
+    return sid, ElementTree.fromstring(response.get_data(as_text=True))
+
+
+def first_rung(root: ElementTree.Element) -> str:
+    return (root.findall("./Dial/Number")[0].text or "").strip()
+
+
+def calls_with(db, sid) -> list[Call]:
+    with db.session() as session:
+        return list(session.scalars(select(Call).where(Call.sid == sid)))
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_end_of_a_call_reaching_another_process_first_waits_for_the_ring(app, make_app, db, settings,
+                                                                             monkeypatch):
+    ring_unflushed(app, settings)  # the writer's first commit: it is known healthy from here
+    monkeypatch.setattr(hotpath, "LINGER_SECONDS", 0.3)  # this process commits its next ring late
+    sid, root = ring_unflushed(app, settings)
+    assert [n.text for n in root.findall("./Dial/Number")] == [ALICE, BEN]
+    assert calls_with(db, sid) == []  # answered, not yet committed
+
+    other = signed(make_app(), settings)  # another web process
+    started = time.monotonic()
+    ended = other.post("/webhooks/voice/status",
+                       {"CallSid": sid, "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "no-answer"})
+    assert ended.status_code == 204
+    assert time.monotonic() - started < voice.RING_LOG_GRACE
+    [call] = calls_with(db, sid)
+    assert call.ringing_agents == [["alice", "ben"]]  # the ring as answered, not a row made up from the end
+    assert call.processed_at is not None
+    assert call.lead_id is not None
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_webhook_in_the_same_process_flushes_the_writer(app, db, settings, monkeypatch, twilio):
+    ring_unflushed(app, settings)
+    monkeypatch.setattr(hotpath, "LINGER_SECONDS", 2.0)
+    sid, _ = ring_unflushed(app, settings)
+    started = time.monotonic()
+    response = twilio.post(f"/webhooks/voice/screen?call={sid}&agent=alice&step=0", {"CallSid": new_sid("CA")})
+    assert time.monotonic() - started < 1.0  # not the writer's two seconds: the view asked it to commit
+    assert b"<Gather" in response.get_data()
+    assert len(calls_with(db, sid)) == 1
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_end_of_a_call_never_logged_is_still_settled(app, db, twilio):
+    sid = new_sid("CA")
+    ended = twilio.post("/webhooks/voice/status",
+                        {"CallSid": sid, "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "completed"})
+    assert ended.status_code == 204
+    [call] = calls_with(db, sid)
+    assert call.outcome == "abandoned"
+    assert call.lead_id is not None
+
+
+@pytest.mark.usefixtures("configured")
+def test_round_robin_turns_hold_across_processes_and_a_retry_keeps_its_turn(app, make_app, settings, db):
+    other = make_app()
+    firsts = []
+    sids = []
+    for serving in (app, other, app, other):
+        sid, root = ring_unflushed(serving, settings, to=ROUND_ROBIN, caller=f"+1202555{len(sids) + 7000}")
+        sids.append(sid)
+        firsts.append(first_rung(root))
+    assert firsts == [ALICE, BEN, CARA, ALICE]
+    _, again = ring_unflushed(app, settings, to=ROUND_ROBIN, sid=sids[1], caller="+12025557001")
+    assert first_rung(again) == BEN  # the provider's retry, answered by the other process
+    for serving in (app, other):
+        assert voice.hot_path(serving).flush()
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Call)) == 4
+
+
+@pytest.mark.usefixtures("configured")
+def test_round_robin_without_redis_rotates_in_the_database_and_waits_for_its_commit(make_app, settings, db):
+    no_redis = make_app(redis_url=dead_redis())
+    ring_unflushed(no_redis, settings)  # prove the database first
+    firsts = []
+    for n in range(3):
+        sid, root = ring_unflushed(no_redis, settings, to=ROUND_ROBIN, caller=f"+1202555{n + 7100}")
+        firsts.append(first_rung(root))
+        assert len(calls_with(db, sid)) == 1  # committed before the answer
+    assert sorted(firsts) == [ALICE, BEN, CARA]
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_ring_the_database_refuses_after_its_answer_is_logged_later(app, db, settings, work, monkeypatch):
+    ring_unflushed(app, settings)
+    writer = voice.hot_path(app)
+    refuse = writer.engine.dialect.dbapi.OperationalError  # type: ignore[union-attr]
+    original = Statements.ring
+
+    def failing(self, **values):
+        raise refuse("disk I/O error")
+
+    monkeypatch.setattr(Statements, "ring", failing)
+    sid, root = ring_unflushed(app, settings)
+    assert [n.text for n in root.findall("./Dial/Number")] == [ALICE, BEN]  # the caller was already ringing
+    assert writer.flush()
+    monkeypatch.setattr(Statements, "ring", original)
+    assert calls_with(db, sid) == []
+
+    work(sweep=False)  # kept as a job: logged from it once the database takes it
+    [call] = calls_with(db, sid)
+    assert call.ringing_agents == [["alice", "ben"]]
+    assert call.outcome == "ringing"
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Lead)) == 0
