@@ -59,9 +59,8 @@ INSERT INTO calls (sid, store_id, tracked_number_id, from_number, to_number, dir
                    started_at, created_at)
 VALUES (:sid, :store_id, :tracked_number_id, :from_number, :to_number, 'inbound', 'customer', :status,
         'ringing', :after_hours, 0, :ringing_agents, NULL, :voicemail_started, :now, :now)
-ON CONFLICT (sid) DO NOTHING
-RETURNING id
-"""
+ON CONFLICT (sid) DO NOTHING"""
+RETURNING_ID = " RETURNING id"
 RING_STATE = "SELECT ringing_agents, dial_step, after_hours, voicemail_started FROM calls WHERE sid = :sid"
 OWNER_OF_OPEN_LEAD = """
 SELECT agents.key FROM leads
@@ -91,6 +90,25 @@ class RingState:
     voicemail_started: bool
 
 
+@dataclass(frozen=True)
+class RingingCall:
+    """A call as it rings: what its row starts with."""
+
+    sid: str
+    caller: str | None
+    to: str
+    status: str
+    store_id: int
+    tracked_number_id: int | None
+    after_hours: bool
+    steps: list[list[str]]
+    now: datetime
+
+    @property
+    def state(self) -> RingState:
+        return RingState(self.sid, self.steps, 0, self.after_hours, self.after_hours or not self.steps)
+
+
 class Statements:
     """The hot path's statements, run on one cursor inside the writer's transaction."""
 
@@ -98,6 +116,7 @@ class Statements:
         self._cursor = cursor
         self.postgres = postgres
         self._sql = sql
+        self._later: list[dict[str, Any]] = []
 
     def fetch(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         self._cursor.execute(self._sql(sql), params)
@@ -133,43 +152,39 @@ class Statements:
         row = self.fetch(ADVANCE_ROTATION, {"number_id": number_id})
         return int(row[0]) - 1 if row else 0
 
-    def ring(
-        self,
-        *,
-        sid: str,
-        caller: str | None,
-        to: str,
-        status: str,
-        store_id: int,
-        tracked_number_id: int | None,
-        after_hours: bool,
-        steps: list[list[str]],
-        now: datetime,
-    ) -> RingState:
+    def ring(self, call: RingingCall) -> RingState:
         """Log the ringing call once; a provider retry gets the call as first recorded."""
-        voicemail = after_hours or not steps
-        inserted = self.fetch(
-            RING_INSERT,
-            {
-                "sid": sid,
-                "store_id": store_id,
-                "tracked_number_id": tracked_number_id,
-                "from_number": caller,
-                "to_number": to,
-                "status": status,
-                "after_hours": self.flag(after_hours),
-                "ringing_agents": self.json(steps),
-                "voicemail_started": self.flag(voicemail),
-                "now": self.time(now),
-            },
-        )
-        if inserted is not None:
-            return RingState(sid, steps, 0, after_hours, voicemail)
-        row = self.fetch(RING_STATE, {"sid": sid})
+        if self.fetch(RING_INSERT + RETURNING_ID, self._ring_values(call)) is not None:
+            return call.state
+        row = self.fetch(RING_STATE, {"sid": call.sid})
         if row is None:
-            raise DatabaseUnavailable(f"call {sid} neither inserted nor found")
+            raise DatabaseUnavailable(f"call {call.sid} neither inserted nor found")
         agents = json.loads(row[0]) if isinstance(row[0], str) else row[0]
-        return RingState(sid, list(agents or []), int(row[1]), bool(row[2]), bool(row[3]))
+        return RingState(call.sid, list(agents or []), int(row[1]), bool(row[2]), bool(row[3]))
+
+    def ring_later(self, call: RingingCall) -> None:
+        """Log the ringing call once, with the other calls of this transaction in one statement (`flush`)."""
+        self._later.append(self._ring_values(call))
+
+    def flush(self) -> None:
+        """Run what `ring_later` collected: one statement for all of it (pipelined on PostgreSQL)."""
+        if self._later:
+            rows, self._later = self._later, []
+            self._cursor.executemany(self._sql(RING_INSERT), rows)
+
+    def _ring_values(self, call: RingingCall) -> dict[str, Any]:
+        return {
+            "sid": call.sid,
+            "store_id": call.store_id,
+            "tracked_number_id": call.tracked_number_id,
+            "from_number": call.caller,
+            "to_number": call.to,
+            "status": call.status,
+            "after_hours": self.flag(call.after_hours),
+            "ringing_agents": self.json(call.steps),
+            "voicemail_started": self.flag(call.after_hours or not call.steps),
+            "now": self.time(call.now),
+        }
 
 
 Work = Callable[[Statements], T]
@@ -216,6 +231,7 @@ class HotPath:
         self._closing = False
         self._healthy = False
         self._committing_since: float | None = None
+        self._stall_noted: float | None = None
         self._watcher: _Watcher | None = None
         self._readers = threading.local()
         self._reader_connections: list[Any] = []
@@ -231,11 +247,12 @@ class HotPath:
     def healthy(self) -> bool:
         """Whether work may be queued without waiting for its commit."""
         since = self._committing_since
-        return (
-            self._healthy
-            and (since is None or time.monotonic() - since < STALL_SECONDS)
-            and len(self._queue) < MAX_QUEUED
-        )
+        if since is not None and time.monotonic() - since >= STALL_SECONDS:
+            if self._stall_noted != since:
+                self._stall_noted = since
+                log.warning("hot path: a commit has run for over %.1f s; calls wait for their commit", STALL_SECONDS)
+            return False
+        return self._healthy and len(self._queue) < MAX_QUEUED
 
     def write(self, work: Work[T]) -> T:
         """Run `work` in a transaction and return its result once that has committed.
@@ -392,6 +409,8 @@ class HotPath:
             if len(batch) == 1:
                 batch[0].error = self._unavailable(error)
                 if isinstance(batch[0].error, DatabaseUnavailable):
+                    if self._healthy:
+                        log.warning("hot path: the database refused a commit (%s); calls wait for theirs", error)
                     self._healthy = False
             else:
                 # One call's work may be what failed: give each its own transaction.
@@ -413,6 +432,7 @@ class HotPath:
             cursor.execute(self._begin)
             statements = Statements(cursor, self.postgres, self._statement)
             results = [pending.work(statements) for pending in batch if pending.work is not None]
+            statements.flush()
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):

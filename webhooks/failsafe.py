@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway import calls, runtime
-from gateway.hotpath import RingState
+from gateway.hotpath import RingingCall
 from gateway.jobs import PendingJob, enqueue, make_queue, register_sweeper
 from gateway.models import Call
 from gateway.phones import caller_number
@@ -130,15 +130,15 @@ def replay_spool(session: Session, now: datetime) -> None:
         path.unlink()
 
 
-def ring_record(call: calls.IncomingCall, state: RingState) -> dict[str, Any]:
+def ring_record(ringing: RingingCall) -> dict[str, Any]:
     """What a ring the caller was answered for needs to be logged later (see replay_ring)."""
     return {
-        "CallSid": call.sid,
-        "caller": call.caller,
-        "To": call.to,
-        "CallStatus": call.status,
-        "after_hours": state.after_hours,
-        "steps": state.ringing_agents,
+        "CallSid": ringing.sid,
+        "caller": ringing.caller,
+        "To": ringing.to,
+        "CallStatus": ringing.status,
+        "after_hours": ringing.after_hours,
+        "steps": ringing.steps,
     }
 
 

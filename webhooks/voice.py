@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from gateway import calls, runtime, web
 from gateway.app import on_shutdown, runtime_of
 from gateway.calls import IncomingCall
-from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
+from gateway.hotpath import DatabaseUnavailable, HotPath, RingingCall, RingState, Statements
 from gateway.models import Call
 from gateway.phones import mask
 from tracked_numbers.models import RingStrategy
@@ -91,17 +91,15 @@ def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> str:
         if not after_hours and strategy != RingStrategy.SIMULTANEOUS.value:
             owner = writer.read(partial(_owner, call, route))
         steps = [] if after_hours else ring_steps(route, now, owner, lambda _number: turn or 0)
-        ringing = RingState(call.sid, steps, 0, after_hours, after_hours or not steps)
-        recorded = writer.log(
-            partial(_log_ringing, call, route, ringing, now), partial(_keep_ringing, app, call, ringing, now)
-        )
-        state = recorded or ringing
+        ringing = _ringing(call, route, after_hours, steps, now)
+        writer.log(lambda db: db.ring_later(ringing), partial(_keep_ringing, app, ringing))
+        state = ringing.state
     else:
         # Redis cannot give the turn: the database's rotation, advanced with the call, which waits.
 
         def log_call(db: Statements) -> RingState:
             steps = ring_steps(route, now, _owner(call, route, db), db.advance_rotation)
-            return _log_ringing(call, route, RingState(call.sid, steps, 0, False, not steps), now, db)
+            return db.ring(_ringing(call, route, False, steps, now))
 
         state = writer.write(log_call)
     if log.isEnabledFor(logging.DEBUG):
@@ -114,26 +112,25 @@ def _owner(call: IncomingCall, route: Route, db: Statements) -> str | None:
     return db.owner_of_open_lead(call.caller, route.store_id)
 
 
-def _log_ringing(call: IncomingCall, route: Route, state: RingState, now: datetime, db: Statements) -> RingState:
-    """Insert the ringing call once; a provider retry gets the call as first recorded."""
-    return db.ring(
+def _ringing(call: IncomingCall, route: Route, after_hours: bool, steps: list[list[str]], now: datetime) -> RingingCall:
+    return RingingCall(
         sid=call.sid,
         caller=call.caller,
         to=call.to,
         status=call.status,
         store_id=route.store_id,
         tracked_number_id=route.number_id,
-        after_hours=state.after_hours,
-        steps=state.ringing_agents,
+        after_hours=after_hours,
+        steps=steps,
         now=now,
     )
 
 
-def _keep_ringing(app: Flask, call: IncomingCall, state: RingState, now: datetime, error: BaseException) -> None:
+def _keep_ringing(app: Flask, ringing: RingingCall, error: BaseException) -> None:
     """The database refused a call already answered: keep it for the failsafe's replay."""
-    log.error("call %s answered but not logged (%s): kept for replay", call.sid, error)
+    log.error("call %s answered but not logged (%s): kept for replay", ringing.sid, error)
     with app.app_context():
-        failsafe.spool("ring", failsafe.ring_record(call, state), now)
+        failsafe.spool("ring", failsafe.ring_record(ringing), ringing.now)
 
 
 def logged_call(session: Session, sid: str) -> Call | None:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from gateway import hotpath
 from gateway.database import make_engine
-from gateway.hotpath import DatabaseUnavailable, HotPath, RingState, Statements
+from gateway.hotpath import DatabaseUnavailable, HotPath, RingingCall, RingState, Statements
 from gateway.models import Call
 from gateway.simulator import new_sid
 from tests.support import postgres
@@ -23,12 +23,13 @@ from ..webhooks.test_failsafe import dead_postgres
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 
 
-def log_ringing(sid: str, store_id: int):
-    def work(db: Statements):
-        return db.ring(sid=sid, caller="+12025550147", to="+12025550123", status="ringing", store_id=store_id,
+def ringing(sid: str, store_id: int) -> RingingCall:
+    return RingingCall(sid=sid, caller="+12025550147", to="+12025550123", status="ringing", store_id=store_id,
                        tracked_number_id=None, after_hours=True, steps=[], now=NOW)
 
-    return work
+
+def log_ringing(sid: str, store_id: int):
+    return lambda db: db.ring(ringing(sid, store_id))
 
 
 @pytest.fixture
@@ -210,3 +211,18 @@ def test_a_postgres_server_that_goes_away_is_noticed_before_the_next_call():
         writer.close()
     finally:
         server.stop()
+
+
+def test_queued_rings_share_one_statement_and_a_bad_one_is_set_apart(writer, db, store_id, monkeypatch):
+    monkeypatch.setattr(hotpath, "LINGER_SECONDS", 0.2)  # everything below lands in one transaction
+    writer.write(log_ringing(new_sid("CA"), store_id))
+    good = [new_sid("CA") for _ in range(30)]
+    bad = new_sid("CA")
+    lost: list[tuple[str, BaseException]] = []
+    for sid in [*good[:15], bad, *good[15:], good[3]]:  # and a provider retry of one of them
+        call = ringing(sid, store_id + 1000 if sid == bad else store_id)
+        writer.log(lambda db, call=call: db.ring_later(call), lambda error, sid=sid: lost.append((sid, error)))
+    assert writer.flush()
+    assert set(good) <= set(sids_in(db))
+    assert bad not in sids_in(db)
+    assert [sid for sid, _ in lost] == [bad]

@@ -128,16 +128,16 @@ def test_a_ring_the_database_refuses_after_its_answer_is_logged_later(app, db, s
     ring_unflushed(app, settings)
     writer = voice.hot_path(app)
     refuse = writer.engine.dialect.dbapi.OperationalError  # type: ignore[union-attr]
-    original = Statements.ring
+    original = Statements.flush
 
-    def failing(self, **values):
+    def failing(self):
         raise refuse("disk I/O error")
 
-    monkeypatch.setattr(Statements, "ring", failing)
+    monkeypatch.setattr(Statements, "flush", failing)
     sid, root = ring_unflushed(app, settings)
     assert [n.text for n in root.findall("./Dial/Number")] == [ALICE, BEN]  # the caller was already ringing
     assert writer.flush()
-    monkeypatch.setattr(Statements, "ring", original)
+    monkeypatch.setattr(Statements, "flush", original)
     assert calls_with(db, sid) == []
 
     work(sweep=False)  # kept as a job: logged from it once the database takes it
