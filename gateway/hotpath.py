@@ -47,7 +47,7 @@ MAX_BATCH = 256
 # Longer than any healthy commit, well inside the provider's 15 s: past it the caller gets the failsafe.
 WAIT_SECONDS = 8.0
 # Work queued without waiting for its commit waits this long for more to share its transaction.
-LINGER_SECONDS = 0.002
+LINGER_SECONDS = 0.005
 # A commit running this long means the database is in trouble: calls wait for their own commit again.
 STALL_SECONDS = 1.0
 # So many calls queued means the same.
@@ -73,6 +73,20 @@ ADVANCE_ROTATION = """
 UPDATE tracked_numbers SET round_robin_next = round_robin_next + 1 WHERE id = :number_id
 RETURNING round_robin_next
 """
+
+
+class _Process:
+    """This process's id, kept current across fork: every request checks it, and getpid is a system call."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+_process = _Process
+os.register_at_fork(after_in_child=_Process.forked)
 
 
 class DatabaseUnavailable(Exception):
@@ -282,7 +296,7 @@ class HotPath:
     def read(self, work: Work[T]) -> T:
         """Run read-only `work` on this thread's own connection, beside the writer; DatabaseUnavailable
         when the database cannot answer."""
-        if self._pid != os.getpid():
+        if self._pid != _process.pid:
             self._forked()
         connection = getattr(self._readers, "connection", None)
         try:
@@ -309,14 +323,14 @@ class HotPath:
 
     def flush(self, timeout: float = WAIT_SECONDS) -> bool:
         """Wait until everything queued so far is committed (or refused); False on timeout."""
-        if self._pid != os.getpid() or (self._writer is None and not self._queue):
+        if self._pid != _process.pid or (self._writer is None and not self._queue):
             return True
         marker: _Pending[None] = _Pending(None, done=threading.Event())
         self._enqueue(marker)
         return marker.done is not None and marker.done.wait(timeout)
 
     def _enqueue(self, pending: _Pending[Any]) -> None:
-        if self._pid != os.getpid():
+        if self._pid != _process.pid:
             self._forked()
         with self._turn:
             if self._closing:
@@ -385,7 +399,7 @@ class HotPath:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the connections (the app is shutting down)."""
-        if self._pid != os.getpid():
+        if self._pid != _process.pid:
             return
         with self._turn:
             self._closing = True

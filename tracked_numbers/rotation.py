@@ -10,12 +10,15 @@ PAUSE_SECONDS before Redis is tried again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import threading
 import time
 from typing import Any
 
-from redis import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis import Redis
+from redis.exceptions import NoScriptError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -31,34 +34,71 @@ local turn = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], turn, 'EX', ARGV[1])
 return turn
 """
+TAKE_TURN_SHA = hashlib.sha1(TAKE_TURN.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 
 class Rotation:
-    """The turns of every round-robin number, on a Redis client with a short timeout of its own."""
+    """The turns of every round-robin number: one Redis round trip per call, on a connection of each
+    request thread's own with a short timeout (the client's pool and retries cost more than the trip)."""
 
     def __init__(self, redis: Redis) -> None:
-        settings: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
-        settings.update(socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
-        self._redis = Redis(connection_pool=ConnectionPool(connection_class=redis.connection_pool.connection_class,
-                                                           **settings))
-        self._take = self._redis.register_script(TAKE_TURN)
+        pool = redis.connection_pool
+        self._connection_class = pool.connection_class
+        self._settings: dict[str, Any] = dict(pool.connection_kwargs)
+        self._settings.update(socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
+        self._local = threading.local()
+        self._opened: list[Any] = []  # redis.connection.Connection, whose methods are untyped
+        self._lock = threading.Lock()
         self._paused_until = 0.0
 
     def turn(self, number_id: int, call_sid: str) -> int | None:
         """Where this call starts in the number's rotation (0, 1, 2, ...), or None when Redis cannot say."""
         if time.monotonic() < self._paused_until:
             return None
+        arguments = (2, f"gateway:rotation:{number_id}", f"gateway:rotation:call:{call_sid}", REMEMBER_SECONDS)
+        connection = None
         try:
-            taken = self._take(
-                keys=[f"gateway:rotation:{number_id}", f"gateway:rotation:call:{call_sid}"],
-                args=[REMEMBER_SECONDS],
-            )
-        except RedisError as error:
+            connection = self._connection()
+            connection.send_command("EVALSHA", TAKE_TURN_SHA, *arguments)
+            try:
+                taken = connection.read_response()
+            except NoScriptError:  # a restarted or flushed Redis: send the script itself
+                connection.send_command("EVAL", TAKE_TURN, *arguments)
+                taken = connection.read_response()
+            return int(taken) - 1
+        except (RedisError, OSError, ValueError) as error:
+            if connection is not None:
+                connection.disconnect()
             self._paused_until = time.monotonic() + PAUSE_SECONDS
             log.warning("round-robin turns from the database for %.0f s: Redis did not answer (%s)",
                         PAUSE_SECONDS, error)
             return None
-        return int(taken) - 1
+
+    def _connection(self) -> Any:
+        connection: Any = getattr(self._local, "connection", None)
+        if connection is None or self._local.generation != _forks.generation:
+            connection = self._connection_class(**self._settings)
+            self._local.connection, self._local.generation = connection, _forks.generation
+            with self._lock:
+                self._opened.append(connection)
+        return connection
 
     def close(self) -> None:
-        self._redis.close()
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            connection.disconnect()
+
+
+class _Forks:
+    """Counts forks, so a child never talks on a connection its parent opened."""
+
+    generation = 0
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.generation += 1
+
+
+_forks = _Forks
+os.register_at_fork(after_in_child=_Forks.forked)

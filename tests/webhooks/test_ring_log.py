@@ -8,6 +8,7 @@ import time
 from xml.etree import ElementTree
 
 import pytest
+from redis import Redis
 from sqlalchemy import func, select
 
 from gateway import hotpath
@@ -16,6 +17,7 @@ from gateway.models import Call, Lead
 from gateway.simulator import new_sid, sign
 from tests.support.config import CUSTOMER, ROUND_ROBIN, SIMULTANEOUS
 from tests.support.webhooks import SignedClient
+from tracked_numbers.rotation import Rotation
 from webhooks import voice
 
 from .test_failsafe import dead_redis
@@ -146,3 +148,19 @@ def test_a_ring_the_database_refuses_after_its_answer_is_logged_later(app, db, s
     assert call.outcome == "ringing"
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Lead)) == 0
+
+
+def test_turns_survive_a_redis_that_forgot_the_script_and_pause_when_redis_is_gone(redis):
+    turns = Rotation(redis)
+    assert [turns.turn(7, new_sid("CA")) for _ in range(2)] == [0, 1]
+    redis.script_flush()  # a restarted Redis knows no scripts
+    assert turns.turn(7, new_sid("CA")) == 2
+    redis.flushdb()  # nor the rotation: it starts again at the first agent
+    assert turns.turn(7, new_sid("CA")) == 0
+    turns.close()
+
+    gone = Rotation(Redis.from_url(dead_redis()))
+    started = time.monotonic()
+    assert gone.turn(7, new_sid("CA")) is None
+    assert gone.turn(7, new_sid("CA")) is None  # paused: no second wait on a dead server
+    assert time.monotonic() - started < 1.0
