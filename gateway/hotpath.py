@@ -19,6 +19,7 @@ Everything else in the gateway goes through SQLAlchemy.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -240,6 +241,7 @@ class HotPath:
         self._queue: deque[_Pending[Any]] = deque()
         self._turn = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._exit_hooked = False
         self._waiting = False  # the writer is asleep: a new piece of work wakes it
         self._urgent = False  # a caller waits for its commit: no lingering
         self._closing = False
@@ -336,9 +338,13 @@ class HotPath:
             if self._closing:
                 raise DatabaseUnavailable("the writer is shutting down")
             self._queue.append(pending)
-            if self._writer is None:
+            if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._run, name="hot-path writer", daemon=True)
                 self._writer.start()
+                if not self._exit_hooked:
+                    # What is queued when the process exits (a worker restarting, a deploy) is committed.
+                    atexit.register(self.close)
+                    self._exit_hooked = True
             elif pending.done is not None:
                 self._urgent = True
                 self._turn.notify()
@@ -508,36 +514,47 @@ class _Watcher:
         self.gone = gone
         self.connection: Any = None
         self._stop = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()  # stop() wakes the wait at once
         self._thread = threading.Thread(target=self._run, name="hot-path watcher", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection = self.engine.raw_connection()
-            except Exception:
-                self.gone()
-                self._stop.wait(self.RECONNECT_SECONDS)
-                continue
-            self.connection = connection
-            driver: Any = connection.driver_connection
-            driver.autocommit = True
-            try:
-                while not self._stop.is_set():
-                    readable, _, _ = select.select([driver.fileno()], [], [], self.RECONNECT_SECONDS)
-                    if readable:
-                        # A notice, or the end: a query tells which.
-                        driver.execute("SELECT 1")
-            except Exception:
-                self.gone()
-            finally:
-                with contextlib.suppress(Exception):
-                    connection.invalidate()
-                self.connection = None
+        try:
+            while not self._stop.is_set():
+                self._watch()
+        finally:
+            os.close(self._wake_read)
+
+    def _watch(self) -> None:
+        try:
+            connection = self.engine.raw_connection()
+        except Exception:
+            self.gone()
+            select.select([self._wake_read], [], [], self.RECONNECT_SECONDS)
+            return
+        self.connection = connection
+        driver: Any = connection.driver_connection
+        driver.autocommit = True
+        try:
+            while not self._stop.is_set():
+                readable, _, _ = select.select([driver.fileno(), self._wake_read], [], [])
+                if driver.fileno() in readable:
+                    # A notice, or the end: a query tells which.
+                    driver.execute("SELECT 1")
+        except Exception:
+            self.gone()
+        finally:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+            self.connection = None
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
+        os.write(self._wake_write, b"x")
         self._thread.join(self.RECONNECT_SECONDS * 2)
+        os.close(self._wake_write)
 
 
 def _lock_path(engine: Engine) -> str | None:

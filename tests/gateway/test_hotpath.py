@@ -4,9 +4,12 @@ transaction; `write` waits for the commit, `log` does not while the database is 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -21,6 +24,7 @@ from tests.support import postgres
 from ..webhooks.test_failsafe import dead_postgres
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ringing(sid: str, store_id: int) -> RingingCall:
@@ -226,3 +230,44 @@ def test_queued_rings_share_one_statement_and_a_bad_one_is_set_apart(writer, db,
     assert set(good) <= set(sids_in(db))
     assert bad not in sids_in(db)
     assert [sid for sid, _ in lost] == [bad]
+
+
+EXITING = """
+import sys
+from gateway import hotpath
+from gateway.database import make_engine
+from gateway.hotpath import HotPath
+from tests.gateway.test_hotpath import log_ringing, ringing
+
+url, store_id, *sids = sys.argv[1:]
+writer = HotPath(make_engine(url))
+writer.write(log_ringing(sids[0], int(store_id)))
+hotpath.LINGER_SECONDS = 30.0  # nothing below would be committed before the process exits on its own
+for sid in sids[1:]:
+    call = ringing(sid, int(store_id))
+    writer.log(lambda db, call=call: db.ring_later(call), print)
+sys.exit(0)
+"""
+
+
+def test_what_is_queued_when_the_process_exits_is_committed(db, store_id):
+    sids = [new_sid("CA") for _ in range(6)]
+    url = db.engine.url.render_as_string(hide_password=False)
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", EXITING, url, str(store_id), *sids], check=True, cwd=ROOT, timeout=60)
+    assert time.monotonic() - started < 20  # the exit did not wait out the linger
+    assert set(sids) <= set(sids_in(db))
+
+
+def test_a_writer_thread_that_died_is_replaced(writer, db, store_id):
+    writer.write(log_ringing(new_sid("CA"), store_id))
+    with writer._turn:  # the thread ends as a crash would end it
+        writer._closing = True
+        writer._turn.notify_all()
+    assert writer._writer is not None
+    writer._writer.join(5)
+    writer._closing = False
+    sid = new_sid("CA")
+    writer.log(log_ringing(sid, store_id), lambda error: None)
+    assert writer.flush()
+    assert sid in sids_in(db)
