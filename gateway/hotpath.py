@@ -49,8 +49,8 @@ MAX_BATCH = 256
 WAIT_SECONDS = 8.0
 # Work queued without waiting for its commit waits this long for more to share its transaction.
 LINGER_SECONDS = 0.005
-# A commit running this long means the database is in trouble: calls wait for their own commit again.
-STALL_SECONDS = 1.0
+# A commit running this long means the database is in trouble: calls go to the failsafe until it ends.
+STALL_SECONDS = 2.0
 # So many calls queued means the same.
 MAX_QUEUED = 5000
 
@@ -220,9 +220,10 @@ class HotPath:
     `write` waits for the commit and returns the work's result; `log` queues work whose outcome the
     caller already knows and returns at once, so a request answers without waiting on the database or
     on the other processes' writers. `log` waits like `write` while the writer is not known to be
-    healthy: before its first commit, after a failed one, when a commit has been running for longer
-    than STALL_SECONDS, and (PostgreSQL) from the moment the server closes a watched connection. Work
-    queued by `log` that the database then refuses goes to its `lost` callback."""
+    healthy: before its first commit, after a failed one, and (PostgreSQL) from the moment the server
+    closes a watched connection. While a commit has run for longer than STALL_SECONDS both raise
+    DatabaseUnavailable at once. Work queued by `log` that the database then refuses goes to its
+    `lost` callback."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -262,18 +263,24 @@ class HotPath:
     @property
     def healthy(self) -> bool:
         """Whether work may be queued without waiting for its commit."""
+        return self._healthy and not self._stalled() and len(self._queue) < MAX_QUEUED
+
+    def _stalled(self) -> bool:
         since = self._committing_since
-        if since is not None and time.monotonic() - since >= STALL_SECONDS:
-            if self._stall_noted != since:
-                self._stall_noted = since
-                log.warning("hot path: a commit has run for over %.1f s; calls wait for their commit", STALL_SECONDS)
+        if since is None or time.monotonic() - since < STALL_SECONDS:
             return False
-        return self._healthy and len(self._queue) < MAX_QUEUED
+        if self._stall_noted != since:
+            self._stall_noted = since
+            log.warning("hot path: a commit has run for over %.1f s; calls go to the failsafe", STALL_SECONDS)
+        return True
 
     def write(self, work: Work[T]) -> T:
         """Run `work` in a transaction and return its result once that has committed.
 
-        DatabaseUnavailable when the database refused or the commit did not come in time."""
+        DatabaseUnavailable when the database refused, the commit did not come in time, or a commit
+        already hangs (this one would only wait behind it)."""
+        if self._stalled():
+            raise DatabaseUnavailable(f"a commit has run for over {STALL_SECONDS:.1f} s")
         pending: _Pending[T] = _Pending(work, done=threading.Event())
         self._enqueue(pending)
         if not pending.done or not pending.done.wait(WAIT_SECONDS):

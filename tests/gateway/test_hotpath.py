@@ -172,7 +172,11 @@ def test_a_commit_that_hangs_makes_the_writer_unhealthy(writer, store_id, monkey
 
     writer.log(slow, lambda error: None)
     time.sleep(0.2)
-    assert not writer.healthy  # calls now wait for their own commit (and reach the failsafe in time)
+    assert not writer.healthy
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable):  # the caller goes to the failsafe now, not after 8 s
+        writer.log(log_ringing(new_sid("CA"), store_id), lambda error: None)
+    assert time.monotonic() - started < 0.5
     release.set()
     assert writer.flush()
     assert writer.healthy
