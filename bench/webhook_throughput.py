@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.embedded_redis import free_port
 from gateway.simulator import sign
-from tests.support.config import BASIC_CONFIG
+from tests.support.config import BASIC_CONFIG, store_hours
 
 NUMBERS = ["+12025550123", "+12025550124", "+12025550125", "+12025550126"]
 LUA = r"""
@@ -52,13 +52,6 @@ function request()
     {["Content-Type"] = "application/x-www-form-urlencoded", ["X-Twilio-Signature"] = sigs[k]}, bodies[k])
 end
 """
-
-
-def store_hours(config: str, hours: str) -> str:
-    """The test configuration with the stores open around the clock, or closed around the clock."""
-    span = '"00:00-23:59"' if hours == "open" else "closed"
-    config = re.sub(r'"\d\d:\d\d-\d\d:\d\d"', span, config)
-    return config.replace("sun: closed", f"sun: {span}")
 
 
 def signed_bodies(base: str, token: str, count: int, prefix: str) -> list[tuple[str, str]]:

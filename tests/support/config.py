@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 BASIC_CONFIG = """
 stores:
   - key: north-honda
@@ -65,3 +67,10 @@ ROUND_ROBIN = "+12025550125"
 UNSCREENED = "+12025550126"
 SOUTH = "+13125550123"
 CUSTOMER = "+12025550199"
+
+
+def store_hours(config: str, hours: str) -> str:
+    """A configuration with every store open around the clock ("open") or closed around the clock."""
+    span = '"00:00-23:59"' if hours == "open" else "closed"
+    config = re.sub(r'"\d\d:\d\d-\d\d:\d\d"', span, config)
+    return config.replace("sun: closed", f"sun: {span}")

@@ -4,7 +4,13 @@ the database refuses after its answer is kept and logged later."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -12,10 +18,12 @@ from redis import Redis
 from sqlalchemy import func, select
 
 from gateway import hotpath
+from gateway.embedded_redis import free_port
 from gateway.hotpath import Statements
 from gateway.models import Call, Lead
-from gateway.simulator import new_sid, sign
-from tests.support.config import CUSTOMER, ROUND_ROBIN, SIMULTANEOUS
+from gateway.simulator import HttpPoster, new_sid, sign
+from tests.support import postgres
+from tests.support.config import BASIC_CONFIG, CUSTOMER, ROUND_ROBIN, SIMULTANEOUS, store_hours
 from tests.support.webhooks import SignedClient
 from tracked_numbers.rotation import Rotation
 from webhooks import voice
@@ -23,6 +31,7 @@ from webhooks import voice
 from .test_failsafe import dead_redis
 
 ALICE, BEN, CARA = "+12025550111", "+12025550112", "+12025550113"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def signed(app, settings) -> SignedClient:
@@ -164,3 +173,55 @@ def test_turns_survive_a_redis_that_forgot_the_script_and_pause_when_redis_is_go
     assert gone.turn(7, new_sid("CA")) is None
     assert gone.turn(7, new_sid("CA")) is None  # paused: no second wait on a dead server
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.skipif(not postgres.available(), reason="PostgreSQL binaries not installed")
+def test_a_running_gateway_sends_callers_to_the_main_line_once_postgres_stops(tmp_path, redis_server):
+    """Two gunicorn processes on a real PostgreSQL answer rings before committing them; when the server
+    stops, the very next calls get the store's main line, from both processes."""
+    server = postgres.PostgresServer()
+    server.start()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        server.execute("CREATE DATABASE gateway")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "DATABASE_URL": server.url("gateway"), "REDIS_URL": redis_server.url,
+               "PUBLIC_BASE_URL": base, "SECRET_KEY": "test", "TWILIO_ACCOUNT_SID": "AC" + "7" * 32,
+               "TWILIO_AUTH_TOKEN": "token", "TWILIO_API_BASE_URL": f"http://127.0.0.1:{free_port()}",
+               "GATEWAY_INSTANCE_DIR": str(tmp_path / "instance")}
+        config = tmp_path / "config.yaml"
+        config.write_text(store_hours(BASIC_CONFIG, "open"))
+        for command in (["db", "upgrade"], ["config", "apply", str(config)]):
+            subprocess.run([sys.executable, "-m", "gateway.cli", *command], cwd=ROOT, env=env, check=True,
+                           capture_output=True, timeout=60)
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--worker-class", "gthread", "--threads", "4", "--log-level", "error", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        poster = HttpPoster(base, "token")
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1).close()  # noqa: S310 - loopback
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def ring() -> str:
+            params = {"CallSid": new_sid("CA"), "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "ringing"}
+            status, body = poster.post(f"{base}/webhooks/voice/incoming", params)
+            assert status == 200, body
+            root = ElementTree.fromstring(body)
+            return ",".join((n.text or "").strip() for n in root.iter("Number")) or (root.findtext("Dial") or "")
+
+        answered = {ring() for _ in range(20)}  # both processes have committed rings by now
+        assert answered == {f"{ALICE},{BEN}"}
+        server.stop()
+        time.sleep(0.5)
+        assert {ring() for _ in range(10)} == {"+12025550100"}  # the main line, at once
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+        server.stop()
