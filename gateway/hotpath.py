@@ -47,7 +47,7 @@ _NAMED = re.compile(r":(\w+)")
 MAX_BATCH = 256
 # Longer than any healthy commit, well inside the provider's 15 s: past it the caller gets the failsafe.
 WAIT_SECONDS = 8.0
-# Work queued without waiting for its commit waits this long for more to share its transaction.
+# Under load, work queued without waiting for its commit waits this long for more to share its transaction.
 LINGER_SECONDS = 0.005
 # A commit running this long means the database is in trouble: calls go to the failsafe until it ends.
 STALL_SECONDS = 2.0
@@ -367,9 +367,10 @@ class HotPath:
                     self._waiting = True
                     self._turn.wait()
                     self._waiting = False
-                if not self._urgent and not self._closing:
-                    # Let the calls of the next moment join this transaction; a caller waiting for its
-                    # commit (or close) cuts this short.
+                if len(self._queue) > 1 and not self._urgent and not self._closing:
+                    # Calls are coming in together: let those of the next moment join this transaction.
+                    # One call alone is committed at once; a caller waiting for its commit (or close)
+                    # cuts the wait short.
                     self._turn.wait(LINGER_SECONDS)
                 if not self._queue:
                     return
