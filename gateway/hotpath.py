@@ -7,13 +7,15 @@ turn at SQLite's one write lock (shared with the other web processes) or on a ro
 each holding a gunicorn thread that could be answering the next call. So each web process has one
 writer thread with its own connection that commits everything queued at once in one transaction.
 
-A call whose answer does not depend on the database (closed hours, or every agent rung at once) is
-answered at once and committed by the writer a moment later, normally within a few milliseconds; a
-later webhook about the same call waits for that commit (webhooks.voice.logged_call). A call whose ring
-order reads or advances the database (the owner of an open lead first, a round-robin rotation) waits
-for its commit, as does every call while the writer is not known to be healthy, so a database that is
-down sends callers to the failsafe instead of a ring plan nobody can follow. On SQLite the writers of
-different processes take turns on a file lock, which wakes the next the moment the first is done.
+A request works out its call's answer itself (reading the owner of the caller's open lead on its
+thread's own connection when the plan rings owners first; a round-robin turn comes from Redis), queues
+the call and answers; the writer commits it a moment later, normally within a millisecond or two, or
+within LINGER_SECONDS when calls come in together. A later webhook about the call waits for that
+commit (webhooks.voice.logged_call). A call waits for its own commit when the database must decide its
+answer (a round-robin turn while Redis cannot give one) and while the writer is not known to be
+healthy, so a database that is down sends callers to the failsafe instead of a ring plan nobody can
+follow; while a commit hangs, calls go to the failsafe at once. On SQLite the writers of different
+processes take turns on a file lock, which wakes the next the moment the first is done.
 Everything else in the gateway goes through SQLAlchemy.
 """
 
@@ -51,7 +53,7 @@ WAIT_SECONDS = 8.0
 LINGER_SECONDS = 0.005
 # A commit running this long means the database is in trouble: calls go to the failsafe until it ends.
 STALL_SECONDS = 2.0
-# So many calls queued means the same.
+# So many calls queued means the database is not keeping up: calls wait for their own commit.
 MAX_QUEUED = 5000
 
 RING_INSERT = """
