@@ -40,6 +40,8 @@ from typing import Any, Generic, TypeVar, cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from gateway.forks import process
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -76,20 +78,6 @@ ADVANCE_ROTATION = """
 UPDATE tracked_numbers SET round_robin_next = round_robin_next + 1 WHERE id = :number_id
 RETURNING round_robin_next
 """
-
-
-class _Process:
-    """This process's id, kept current across fork: every request checks it, and getpid is a system call."""
-
-    pid = os.getpid()
-
-    @classmethod
-    def forked(cls) -> None:
-        cls.pid = os.getpid()
-
-
-_process = _Process
-os.register_at_fork(after_in_child=_Process.forked)
 
 
 class DatabaseUnavailable(Exception):
@@ -307,7 +295,7 @@ class HotPath:
     def read(self, work: Work[T]) -> T:
         """Run read-only `work` on this thread's own connection, beside the writer; DatabaseUnavailable
         when the database cannot answer."""
-        if self._pid != _process.pid:
+        if self._pid != process.pid:
             self._forked()
         connection = getattr(self._readers, "connection", None)
         try:
@@ -334,14 +322,14 @@ class HotPath:
 
     def flush(self, timeout: float = WAIT_SECONDS) -> bool:
         """Wait until everything queued so far is committed (or refused); False on timeout."""
-        if self._pid != _process.pid or (self._writer is None and not self._queue):
+        if self._pid != process.pid or (self._writer is None and not self._queue):
             return True
         marker: _Pending[None] = _Pending(None, done=threading.Event())
         self._enqueue(marker)
         return marker.done is not None and marker.done.wait(timeout)
 
     def _enqueue(self, pending: _Pending[Any]) -> None:
-        if self._pid != _process.pid:
+        if self._pid != process.pid:
             self._forked()
         with self._turn:
             if self._closing:
@@ -415,7 +403,7 @@ class HotPath:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the connections (the app is shutting down)."""
-        if self._pid != _process.pid:
+        if self._pid != process.pid:
             return
         with self._turn:
             self._closing = True

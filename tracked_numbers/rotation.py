@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import NoScriptError, RedisError
+
+from gateway.forks import process
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,9 @@ class Rotation:
 
     def _connection(self) -> Any:
         connection: Any = getattr(self._local, "connection", None)
-        if connection is None or self._local.generation != _forks.generation:
+        if connection is None or self._local.generation != process.generation:
             connection = self._connection_class(**self._settings)
-            self._local.connection, self._local.generation = connection, _forks.generation
+            self._local.connection, self._local.generation = connection, process.generation
             with self._lock:
                 self._opened.append(connection)
         return connection
@@ -88,17 +89,3 @@ class Rotation:
             opened, self._opened = self._opened, []
         for connection in opened:
             connection.disconnect()
-
-
-class _Forks:
-    """Counts forks, so a child never talks on a connection its parent opened."""
-
-    generation = 0
-
-    @classmethod
-    def forked(cls) -> None:
-        cls.generation += 1
-
-
-_forks = _Forks
-os.register_at_fork(after_in_child=_Forks.forked)
