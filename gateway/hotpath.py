@@ -128,6 +128,10 @@ class Statements:
         row = self._cursor.fetchone()
         return tuple(row) if row is not None else None
 
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        self._cursor.execute(self._sql(sql), params)
+        return [tuple(row) for row in self._cursor.fetchall()]
+
     # --- values as the columns store them (matching what SQLAlchemy writes) ---
 
     def time(self, moment: datetime) -> Any:

@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import calls, runtime, web
+from gateway import calls, owners, runtime, web
 from gateway.app import on_shutdown, runtime_of
 from gateway.calls import IncomingCall
 from gateway.hotpath import DatabaseUnavailable, HotPath, RingingCall, RingState, Statements
@@ -51,6 +51,7 @@ def init_hot_path(app: Flask) -> None:
     current = runtime_of(app)
     fast = app.extensions[HOT_PATH] = HotPath(current.database.engine)
     turns = app.extensions[ROTATION] = Rotation(current.redis)
+    owners.init_app(app, fast.read)
     on_shutdown(app, fast.close)
     on_shutdown(app, turns.close)
 
@@ -76,7 +77,8 @@ def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> str:
     """Log the ringing call and answer its TwiML: the ring plan, or voicemail when closed or nobody is on.
 
     The call is committed by the hot path's writer a moment after the answer (gateway/hotpath.py).
-    Sequential and round-robin plans ring the owner of the caller's open lead first; a round-robin
+    Sequential and round-robin plans ring the owner of the caller's open lead first (from the process's
+    book of owners, gateway/owners.py, or the database while the book cannot say); a round-robin
     plan starts at the call's turn in its number's rotation (tracked_numbers/rotation.py), or, when
     Redis cannot give one, advances the rotation in the database with the call and waits for that commit.
     Raises SQLAlchemyError or DatabaseUnavailable when the database cannot take the call."""
@@ -88,8 +90,10 @@ def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> str:
         turn = rotation(app).turn(route.number_id, call.sid)
     if after_hours or strategy != RingStrategy.ROUND_ROBIN.value or turn is not None:
         owner = None
-        if not after_hours and strategy != RingStrategy.SIMULTANEOUS.value:
-            owner = writer.read(partial(_owner, call, route))
+        if not after_hours and strategy != RingStrategy.SIMULTANEOUS.value and call.caller is not None:
+            known, owner = owners.book(app).lookup(route.store_id, call.caller)
+            if not known:
+                owner = writer.read(partial(_owner, call, route))
         steps = [] if after_hours else ring_steps(route, now, owner, lambda _number: turn or 0)
         ringing = _ringing(call, route, after_hours, steps, now)
         writer.log(lambda db: db.ring_later(ringing), partial(_keep_ringing, app, ringing))
