@@ -286,15 +286,16 @@ class HotPath:
             raise pending.error
         return cast(T, pending.result)
 
-    def log(self, work: Work[T], lost: Callable[[BaseException], None]) -> T | None:
-        """Queue `work` to be committed in a moment and return None; while the writer is not healthy,
-        run it as `write` does and return its result (or raise DatabaseUnavailable).
+    def log(self, work: Work[Any], lost: Callable[[BaseException], None]) -> bool:
+        """Queue `work` to be committed in a moment: True. While the writer is not healthy, run it as
+        `write` does: False once it has committed, or DatabaseUnavailable.
 
         `lost(error)` runs on the writer's thread if the database refuses the queued work."""
         if not self.healthy:
-            return self.write(work)
+            self.write(work)
+            return False
         self._enqueue(_Pending(work, lost=lost))
-        return None
+        return True
 
     def read(self, work: Work[T]) -> T:
         """Run read-only `work` on this thread's own connection, beside the writer; DatabaseUnavailable
