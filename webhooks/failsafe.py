@@ -24,9 +24,8 @@ from sqlalchemy.orm import Session
 from gateway import calls, runtime
 from gateway.hotpath import RingingCall
 from gateway.jobs import PendingJob, enqueue, make_queue, register_sweeper
-from gateway.models import Call
 from gateway.phones import caller_number
-from tracked_numbers.services import load_route, main_lines
+from tracked_numbers.services import Route, load_route, main_lines
 from webhooks import twiml
 
 log = logging.getLogger(__name__)
@@ -130,6 +129,27 @@ def replay_spool(session: Session, now: datetime) -> None:
         path.unlink()
 
 
+def _log_if_new(
+    session: Session,
+    route: Route | None,
+    call: calls.IncomingCall,
+    received_at: datetime,
+    after_hours: bool = False,
+    steps: list[list[str]] | None = None,
+    *,
+    forwarded: bool = False,
+) -> None:
+    """Log a call the database never took; a second replay finds it logged and does nothing."""
+    if route is None or calls.get_call(session, call.sid) is not None:
+        return
+    row, inserted = calls.record_incoming(
+        session, call, route.origin, after_hours=after_hours, steps=steps or [], now=received_at
+    )
+    if inserted and forwarded:
+        row.kind = "forwarded"
+        row.voicemail_started = False
+
+
 def ring_record(ringing: RingingCall) -> dict[str, Any]:
     """What a ring the caller was answered for needs to be logged later (see replay_ring)."""
     return {
@@ -144,23 +164,15 @@ def ring_record(ringing: RingingCall) -> dict[str, Any]:
 
 def replay_ring(session: Session, record: dict[str, Any], received_at: datetime) -> None:
     """Log a ring that was answered with its ring plan but that the database refused in that moment."""
-    sid = str(record.get("CallSid") or "")
-    to = str(record.get("To") or "")
-    route = load_route(session, to)
-    if route is None or calls.get_call(session, sid) is not None:
-        return
     caller = record.get("caller")
     call = calls.IncomingCall(
-        sid=sid, caller=str(caller) if caller else None, to=to, status=str(record.get("CallStatus") or "ringing")
+        sid=str(record.get("CallSid") or ""),
+        caller=str(caller) if caller else None,
+        to=str(record.get("To") or ""),
+        status=str(record.get("CallStatus") or "ringing"),
     )
-    calls.record_incoming(
-        session,
-        call,
-        route.origin,
-        after_hours=bool(record.get("after_hours")),
-        steps=[list(step) for step in record.get("steps") or []],
-        now=received_at,
-    )
+    steps = [list(step) for step in record.get("steps") or []]
+    _log_if_new(session, load_route(session, call.to), call, received_at, bool(record.get("after_hours")), steps)
 
 
 def replay_call(session: Session, kind: str, form: dict[str, Any], received_at: datetime) -> None:
@@ -168,35 +180,18 @@ def replay_call(session: Session, kind: str, form: dict[str, Any], received_at: 
     sid = str(form.get("CallSid") or "")
     to = str(form.get("To") or "")
     route = load_route(session, to)
+    # A call kept by the failsafe went to the main line, never to our Dial.
+    forwarded = calls.IncomingCall(sid=sid, caller=caller_number(form.get("From")), to=to)
     if kind == "incoming":
-        if route is None or calls.get_call(session, sid) is not None:
-            return
-        call = calls.IncomingCall(sid=sid, caller=caller_number(form.get("From")), to=to)
-        row, inserted = calls.record_incoming(
-            session, call, route.origin, after_hours=False, steps=[], now=received_at
-        )
-        if inserted:
-            row.kind = "forwarded"
-            row.voicemail_started = False
+        _log_if_new(session, route, forwarded, received_at, forwarded=True)
     elif kind == "status":
         raw = str(form.get("CallDuration") or "")
         ended = calls.CallEnded(
             sid=sid,
             status=str(form.get("CallStatus") or "completed"),
             duration=int(raw) if raw.isdigit() else None,
-            caller=caller_number(form.get("From")),
+            caller=forwarded.caller,
             to=to,
         )
-        existing = calls.get_call(session, sid)
-        if existing is None and route is not None:
-            # The call never reached our Dial: it went to the main line.
-            calls.record_incoming(
-                session,
-                calls.IncomingCall(sid=sid, caller=ended.caller, to=to),
-                route.origin,
-                after_hours=False,
-                steps=[],
-                now=received_at,
-            )
-            session.query(Call).filter(Call.sid == sid).update({"kind": "forwarded"})
+        _log_if_new(session, route, forwarded, received_at, forwarded=True)
         calls.finish_call(session, ended, route.origin if route else None, received_at)
