@@ -239,26 +239,18 @@ def _guard_inputs(session: Session, messages: Sequence[Message], now: datetime) 
     known = {c.id for c in contacts if c is not None}
     phones = {c.phone for c in contacts if c is not None and c.phone}
     if known:
-        inputs.texted_in = {
-            contact_id: at
-            for contact_id, at in session.execute(
-                select(Message.contact_id, func.max(Message.created_at))
-                .where(Message.contact_id.in_(known), Message.direction == Direction.INBOUND.value)
-                .group_by(Message.contact_id)
-            )
-            if contact_id is not None and at is not None
-        }
+        inputs.texted_in = _latest(session, Message.contact_id, Message.created_at, known, Message.direction)
     if phones:
-        inputs.called_in = {
-            phone: at
-            for phone, at in session.execute(
-                select(Call.from_number, func.max(Call.started_at))
-                .where(Call.from_number.in_(phones), Call.direction == Direction.INBOUND.value)
-                .group_by(Call.from_number)
-            )
-            if phone is not None and at is not None
-        }
+        inputs.called_in = _latest(session, Call.from_number, Call.started_at, phones, Call.direction)
     return inputs
+
+
+def _latest(session: Session, key: Any, at: Any, keys: set[Any], direction: Any) -> dict[Any, datetime]:
+    """The latest inbound `at` of each of `keys` (a customer's last text, their last call)."""
+    rows = session.execute(
+        select(key, func.max(at)).where(key.in_(keys), direction == Direction.INBOUND.value).group_by(key)
+    )
+    return {value: latest for value, latest in rows if value is not None and latest is not None}
 
 
 def check_many(session: Session, messages: Sequence[Message], now: datetime) -> dict[int, compliance.GuardDecision]:
