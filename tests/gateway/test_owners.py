@@ -41,6 +41,15 @@ def eventually(check, timeout: float = 3.0):
         time.sleep(0.01)
 
 
+@pytest.fixture
+def books(app, make_app):
+    """This process's book and another web process's, both following."""
+    here, there = owners.book(app), owners.book(make_app())
+    following(here)
+    following(there)
+    return here, there
+
+
 def missed_call(app, settings, caller: str) -> Lead:
     list(play_call(poster_for(app, settings), to=SEQUENTIAL, caller=caller, outcome="no-answer"))
     with app.extensions["gateway"].database.session() as session:
@@ -59,19 +68,15 @@ def test_a_book_loads_the_owners_of_leads_that_already_exist(app, make_app, sett
     assert other.lookup(lead.store_id, "+12025557399") == (True, None)
 
 
-def test_the_process_that_made_the_change_knows_at_once_and_the_others_moments_later(app, make_app, settings):
-    here, there = owners.book(app), owners.book(make_app())
-    following(here)
-    following(there)
+def test_the_process_that_made_the_change_knows_at_once_and_the_others_moments_later(app, books, settings):
+    here, there = books
     lead = missed_call(app, settings, "+12025557302")
     assert here.lookup(lead.store_id, "+12025557302") == (True, lead.owner.key)  # no waiting
     assert eventually(lambda: there.lookup(lead.store_id, "+12025557302") == (True, lead.owner.key))
 
 
-def test_a_closed_lead_leaves_the_book(app, make_app, settings, db, clock):
-    here, there = owners.book(app), owners.book(make_app())
-    following(here)
-    following(there)
+def test_a_closed_lead_leaves_the_book(app, books, settings, db, clock):
+    here, there = books
     lead = missed_call(app, settings, "+12025557303")
     with app.app_context(), db.session() as session:
         set_status(session, session.get(Lead, lead.id), LeadStatus.CLOSED_LOST, clock.now())
@@ -95,10 +100,8 @@ def test_the_owner_rings_first_from_the_book_and_from_the_database_without_redis
         assert [(n.text or "").strip() for n in root.iter("Number")] == [owner_phone]
 
 
-def test_a_new_owner_replaces_the_old_one_everywhere(app, make_app, settings, db, clock):
-    here, there = owners.book(app), owners.book(make_app())
-    following(here)
-    following(there)
+def test_a_new_owner_replaces_the_old_one_everywhere(app, books, settings, db, clock):
+    here, there = books
     lead = missed_call(app, settings, "+12025557305")
     with app.app_context(), db.session() as session:
         row = session.get(Lead, lead.id)
