@@ -2,7 +2,8 @@
 """The two commands of the README.
 
     python3 dev.py serve    run the gateway on the embedded defaults (SQLite, embedded Redis, web + worker)
-    python3 dev.py test     run ruff, mypy --strict and the whole pytest suite on SQLite and PostgreSQL
+    python3 dev.py test     run ruff, mypy --strict, the import contracts and the whole pytest suite on SQLite
+                            and PostgreSQL
 
 Each one creates `.venv/` and installs the project into it first (again only when pyproject.toml changes).
 Any further arguments go to `gateway serve` or to pytest.
@@ -82,6 +83,9 @@ def cmd_test(args: list[str]) -> int:
         return 1
     _say("mypy --strict")
     if run([str(BIN / "mypy")]) != 0:
+        return 1
+    _say("import contracts (lint-imports, see pyproject.toml)")
+    if run([str(BIN / "lint-imports"), "--no-cache"]) != 0:
         return 1
     _say("pytest on SQLite")
     code = run([str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", *args])

@@ -29,9 +29,8 @@ from sqlalchemy import JSON, String, cast, func, insert, literal, select
 
 from cadences.models import CadenceEnrolment, CadenceStep, StepStatus
 from gateway.database import Database, UTCDateTime
-from gateway.models import Contact, Lead, Message, Store
+from gateway.models import Contact, Lead, Message, Store, TrackedNumber
 from tests.support.config import BASIC_CONFIG
-from tracked_numbers.models import TrackedNumber
 
 TEMPLATE = "Hi {first_name}, {agent} from {store} here. Still looking? Reply with a good time to talk."
 CHUNK = 5000

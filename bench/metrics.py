@@ -20,12 +20,11 @@ from pathlib import Path
 import psycopg
 from redis import Redis
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.app import create_app
 from gateway.clock import FrozenClock
-from gateway.database import Database
+from gateway.database import Database, upgrade
 from gateway.embedded_redis import free_port
-from gateway.migrate import upgrade
 from gateway.models import Store
 from gateway.settings import Settings
 from tests.support.postgres import PostgresServer

@@ -12,11 +12,10 @@ from sqlalchemy.orm import Session
 from cadences import services
 from gateway import runtime
 from gateway.jobs import SESSION_QUEUE_KEY, enqueue_after_commit
-from gateway.messaging import send_messages
+from gateway.messaging.outbound import send_messages
 
 log = logging.getLogger(__name__)
 
-DISPATCH_JOB = "cadences.jobs.dispatch_steps_job"
 # Steps per job: one claim, one load and one commit for the lot, then their sends.
 BATCH = 500
 # Texts claimed for sending at once: a worker killed while the provider answers leaves at most these
@@ -74,7 +73,7 @@ def enqueue_due_steps(session: Session, now: datetime) -> None:
         return
     ids = services.due_step_ids(session, now, SWEEP_LIMIT, REQUEUE_AFTER)
     for start in range(0, len(ids), BATCH):
-        enqueue_after_commit(session, DISPATCH_JOB, ids[start : start + BATCH])
+        enqueue_after_commit(session, dispatch_steps_job, ids[start : start + BATCH])
     if ids:
         services.mark_enqueued(session, ids, now)
 

@@ -48,10 +48,19 @@ from cadences.models import (
 from cadences.templates import appointment_time, first_name, render
 from gateway.database import insert_ignoring_conflict
 from gateway.leads import record_event
-from gateway.messaging import queue_texts, text_values
-from gateway.models import CadenceDefinition, Call, Contact, Lead, LeadEvent, LeadStatus, Message, MessageStatus
+from gateway.messaging.outbound import queue_texts, text_values
+from gateway.models import (
+    CadenceDefinition,
+    Call,
+    Contact,
+    Lead,
+    LeadEvent,
+    LeadStatus,
+    Message,
+    MessageStatus,
+    TrackedNumber,
+)
 from gateway.phones import national
-from tracked_numbers.models import TrackedNumber
 
 log = logging.getLogger(__name__)
 

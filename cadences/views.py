@@ -11,6 +11,7 @@ from cadences import services
 from cadences.models import CadenceEnrolment, CadenceStep, StopReason
 from gateway import api, web
 from gateway.api.leads import load_lead
+from gateway.serialize import iso
 from gateway.web import ApiError
 
 blueprint = Blueprint("cadences_api", __name__, url_prefix="/api/v1")
@@ -30,16 +31,16 @@ def enrolment_json(enrolment: CadenceEnrolment, steps: list[CadenceStep]) -> dic
         "status": enrolment.status,
         "stop_reason": enrolment.stop_reason,
         "stop_detail": enrolment.stop_detail,
-        "started_at": api.iso(enrolment.started_at),
-        "appointment_at": api.iso(enrolment.anchor),
-        "stopped_at": api.iso(enrolment.stopped_at),
-        "completed_at": api.iso(enrolment.completed_at),
+        "started_at": iso(enrolment.started_at),
+        "appointment_at": iso(enrolment.anchor),
+        "stopped_at": iso(enrolment.stopped_at),
+        "completed_at": iso(enrolment.completed_at),
         "steps": [
             {
                 "index": step.step_index,
                 "relative_to": step.relative_to,
                 "after": step.offset_seconds,
-                "due_at": api.iso(step.due_at),
+                "due_at": iso(step.due_at),
                 "status": step.status,
                 "skip_reason": step.skip_reason,
                 "message_id": step.message_id,

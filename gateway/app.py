@@ -1,10 +1,11 @@
-"""The app factory: settings, database, Redis, provider and clock in; every package wired together."""
+"""The app factory: settings, database, Redis, provider and clock in; every package wired together.
+
+With the CLI entry (gateway/cli.py) this is the one module of the core that imports the feature packages
+and the HTTP layer: it wires them, by name, so a broken import fails at start-up."""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
@@ -12,7 +13,12 @@ from redis import Redis
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from gateway import runtime, web
+import cadences
+import tracked_numbers
+import voicemail
+import webhooks
+from gateway import agents, api, crm, dashboard, messaging, runtime, web
+from gateway.calls import failsafe, hotpath, owners
 from gateway.clock import Clock, SystemClock
 from gateway.database import Database
 from gateway.jobs import SESSION_QUEUE_KEY, make_queue
@@ -22,28 +28,7 @@ from gateway.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-# The packages `create_app` wires in, in order. Each has `init_app(app)`: blueprints, event
-# subscribers, sweepers. The core never imports them anywhere else.
-FEATURES = (
-    "gateway.messaging",
-    "gateway.api",
-    "webhooks",
-)
-OPTIONAL_FEATURES = (
-    "gateway.sms",
-    "voicemail",
-    "cadences",
-    "gateway.alerts",
-    "gateway.crm",
-    "gateway.agent_loop",
-    "gateway.dashboard",
-)
-
 MAX_REQUEST_BYTES = 1024 * 1024
-
-
-def redis_url(settings: Settings) -> str:
-    return settings.redis_url or f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
 
 
 def create_app(
@@ -62,7 +47,7 @@ def create_app(
 
     database = Database(settings.database_url)
     redis = redis or Redis.from_url(
-        redis_url(settings), socket_connect_timeout=0.5, socket_timeout=5, health_check_interval=30
+        settings.redis_address, socket_connect_timeout=0.5, socket_timeout=5, health_check_interval=30
     )
     database.sessions.configure(info={SESSION_QUEUE_KEY: make_queue(redis)})
     app.extensions[runtime.EXTENSION] = runtime.Runtime(
@@ -75,18 +60,18 @@ def create_app(
     app.teardown_appcontext(web.close_session)
     _register_errors(app)
 
-    for name in FEATURES:
-        importlib.import_module(name).init_app(app)
-    for name in OPTIONAL_FEATURES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        init = getattr(module, "init_app", None)
-        if init is not None:  # a package directory without code yet has nothing to wire
-            init(app)
+    # Every package, wired by name and in this order (event subscribers run in the order they connect).
+    messaging.init_app(app)
+    api.init_app(app)
+    owners.init_app(app, hotpath.install(app).read)
+    failsafe.init_app(app)
+    tracked_numbers.init_app(app)
+    webhooks.init_app(app)
+    voicemail.init_app(app)
+    cadences.init_app(app)
+    agents.init_app(app)
+    crm.init_app(app)
+    dashboard.init_app(app)
 
     @app.get("/healthz")
     def health() -> Response:
@@ -105,22 +90,6 @@ class PageSessions(SecureCookieSessionInterface):
         if request.path.startswith(self.stateless_prefixes):
             return self.make_null_session(app)
         return super().open_session(app, request)
-
-
-def on_shutdown(app: Flask, close: Callable[[], None]) -> None:
-    """Something to close when the app shuts down (connections held outside the engine's pool)."""
-    app.extensions.setdefault("gateway.closers", []).append(close)
-
-
-def shutdown(app: Flask) -> None:
-    for close in app.extensions.pop("gateway.closers", []):
-        close()
-    runtime_of(app).database.dispose()
-
-
-def runtime_of(app: Flask) -> runtime.Runtime:
-    current: runtime.Runtime = app.extensions[runtime.EXTENSION]
-    return current
 
 
 def _register_errors(app: Flask) -> None:

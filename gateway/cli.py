@@ -11,14 +11,9 @@ from pathlib import Path
 
 import click
 
-from gateway.settings import Settings, SettingsError, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+from gateway.crm import cli as crm_cli
+from gateway.messaging import cli as messaging_cli
+from gateway.settings import settings_for_command
 
 
 @click.group()
@@ -37,9 +32,9 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (SQLite file by default, DATABASE_URL otherwise)."""
-    from gateway.migrate import upgrade
+    from gateway.database import upgrade
 
-    settings = _settings()
+    settings = settings_for_command()
     upgrade(settings.database_url)
     click.echo("database is up to date")
 
@@ -54,10 +49,10 @@ def db_upgrade() -> None:
 @click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 1).")
 def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
     """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web and worker."""
+    from gateway.database import upgrade
     from gateway.embedded_redis import EmbeddedRedis, free_port
-    from gateway.migrate import upgrade
 
-    settings = _settings()
+    settings = settings_for_command()
     env = dict(os.environ)
     env.setdefault("GATEWAY_INSTANCE_DIR", str(settings.instance_dir))
     if not os.environ.get("PUBLIC_BASE_URL"):
@@ -148,7 +143,7 @@ def worker(burst: bool) -> None:
     from gateway.app import create_app
     from gateway.worker import run_worker
 
-    app = create_app(_settings())
+    app = create_app(settings_for_command())
     # A job loads and drops thousands of rows' objects: everything alive at start-up (modules, the app)
     # leaves the collector's view, and young objects are collected less often.
     gc.freeze()
@@ -168,12 +163,12 @@ def config() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def config_apply(file: Path) -> None:
     """Apply a YAML configuration: prints what it added, changed and removed. Idempotent."""
-    from gateway.config_file import ConfigError, load_config
-    from gateway.configuration import apply_config
-    from gateway.database import Database
-    from gateway.migrate import upgrade
+    from gateway.calls.failsafe import write_main_lines
+    from gateway.database import Database, upgrade
+    from gateway.dealer_config.apply import apply_config
+    from gateway.dealer_config.parse import ConfigError, load_config
 
-    settings = _settings()
+    settings = settings_for_command()
     if not file.exists():
         raise click.ClickException(f"{file}: no such file")
     try:
@@ -186,8 +181,6 @@ def config_apply(file: Path) -> None:
     with database.session() as session:
         changes = apply_config(session, parsed)
     try:
-        from webhooks.failsafe import write_main_lines
-
         with database.session() as session:
             write_main_lines(session, settings.instance_dir)
     except OSError as error:
@@ -210,7 +203,7 @@ def numbers_sync() -> None:
     from gateway.provider import ProviderError, make_provider
     from tracked_numbers.provisioning import sync_numbers
 
-    settings = _settings()
+    settings = settings_for_command()
     database = Database(settings.database_url)
     try:
         with database.session() as session:
@@ -238,12 +231,11 @@ def apikey() -> None:
 @click.option("--store", "stores", multiple=True, help="Store key it may see (repeat); none: every store.")
 def apikey_create(name: str, stores: tuple[str, ...]) -> None:
     """Create a key; prints it once, alone on the last line."""
-    from gateway.apikeys import UnknownStore, create_key
+    from gateway.api.keys import UnknownStore, create_key
     from gateway.clock import SystemClock
-    from gateway.database import Database
-    from gateway.migrate import upgrade
+    from gateway.database import Database, upgrade
 
-    settings = _settings()
+    settings = settings_for_command()
     upgrade(settings.database_url)
     database = Database(settings.database_url)
     try:
@@ -262,10 +254,10 @@ def apikey_create(name: str, stores: tuple[str, ...]) -> None:
 @apikey.command("list")
 def apikey_list() -> None:
     """List keys (never their secrets)."""
-    from gateway.apikeys import list_keys
+    from gateway.api.keys import list_keys
     from gateway.database import Database
 
-    database = Database(_settings().database_url)
+    database = Database(settings_for_command().database_url)
     with database.session() as session:
         for key in list_keys(session):
             state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
@@ -278,11 +270,11 @@ def apikey_list() -> None:
 @click.argument("key")
 def apikey_revoke(key: str) -> None:
     """Revoke a key by its id or prefix."""
-    from gateway.apikeys import revoke_key
+    from gateway.api.keys import revoke_key
     from gateway.clock import SystemClock
     from gateway.database import Database
 
-    database = Database(_settings().database_url)
+    database = Database(settings_for_command().database_url)
     with database.session() as session:
         row = revoke_key(session, key, SystemClock().now())
     database.dispose()
@@ -314,7 +306,7 @@ def simulate_call(to: str, from_: str, outcome: str, url: str | None, transcript
     """A call from start to end, following the TwiML the gateway answers, the way the provider does."""
     from gateway.simulator import HttpPoster, SimulationError, play_call
 
-    settings = _settings()
+    settings = settings_for_command()
     poster = HttpPoster(url or settings.public_base_url, settings.webhook_auth_token)
     try:
         for line in play_call(poster, to=to, caller=from_, outcome=outcome, transcript=transcript):
@@ -323,21 +315,9 @@ def simulate_call(to: str, from_: str, outcome: str, url: str | None, transcript
         raise click.ClickException(str(error)) from None
 
 
-def _load_plugins() -> None:
-    """Commands contributed by feature modules (`register(main)`)."""
-    import importlib
-
-    for name in ("gateway.crm_cli", "gateway.sms_cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        module.register(main)
-
-
-_load_plugins()
+# Commands of the core's packages, each added by name.
+crm_cli.register(main)
+messaging_cli.register(main)
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,16 @@
-"""The database: declarative base, engine with the SQLite pragmas, sessions, conflict-tolerant inserts."""
+"""The database: declarative base, engine with the SQLite pragmas, sessions, conflict-tolerant inserts,
+and its migrations (`gateway db upgrade`: Alembic, from the first table on, every branch's head)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from alembic import command
+from alembic.config import Config
 from flask import current_app, has_app_context
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
@@ -186,3 +190,32 @@ def insert_many_ignoring_conflict(
     # ("insertmanyvalues"), from one cached compiled statement.
     stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=[column]).returning(column)
     return set(session.scalars(stmt, [dict(row) for row in rows]))
+
+
+# --- migrations ---
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade(database_url: str) -> None:
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(database_url), "heads")
+
+
+def revision(database_url: str, message: str, head: str = "heads", branch_label: str | None = None) -> None:
+    """For developers: autogenerate a revision against an up-to-date database."""
+    command.revision(
+        alembic_config(database_url),
+        message=message,
+        autogenerate=True,
+        head=head,
+        branch_label=branch_label,
+    )

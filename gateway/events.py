@@ -1,8 +1,27 @@
-"""Domain events. The core announces them; feature packages subscribe when `create_app` wires them.
+"""Domain events: the core announces them; feature packages subscribe when `create_app` wires them.
 
 Every signal is sent with the SQLAlchemy session as sender, inside the transaction that made the change,
 so what a subscriber writes (cadence enrolments, alert texts, CRM deliveries) commits with it or not at all.
 Keyword arguments are ORM objects of that session plus `now`.
+
+The subscribers of each event (blinker promises no order among them, so none may rely on another having
+run; a test keeps this list true):
+
+- contact_unanswered: cadences.on_contact_unanswered, gateway.agents.alerts.on_contact_unanswered
+- call_completed: voicemail.on_call_completed, gateway.agents.alerts.on_call_completed,
+  gateway.crm.outbox.on_call_completed
+- human_contact: cadences.on_human_contact
+- lead_created: gateway.crm.outbox.on_lead_created
+- lead_updated: cadences.on_lead_updated, gateway.crm.outbox.on_lead_updated
+- task_created: gateway.crm.outbox.on_task_created
+- task_completed: gateway.crm.outbox.on_task_completed
+- message_received: cadences.on_message_received, gateway.agents.alerts.on_message_received,
+  gateway.crm.outbox.on_message_received
+- message_sent: cadences.on_message_sent, gateway.crm.outbox.on_message_sent
+- contact_opted_out: cadences.on_contact_opted_out
+- voicemail_transcribed: gateway.agents.alerts.on_voicemail_transcribed,
+  gateway.crm.outbox.on_voicemail_transcribed
+- agent_texted: gateway.agents.relay.on_agent_texted
 """
 
 from __future__ import annotations
@@ -35,3 +54,18 @@ contact_opted_out = _signals.signal("contact-opted-out")
 voicemail_transcribed = _signals.signal("voicemail-transcribed")
 # One of our agents texted a gateway number (a reply to an alert, to relay): agent=, message=, now=
 agent_texted = _signals.signal("agent-texted")
+
+SIGNALS = {
+    "contact_unanswered": contact_unanswered,
+    "call_completed": call_completed,
+    "human_contact": human_contact,
+    "lead_created": lead_created,
+    "lead_updated": lead_updated,
+    "task_created": task_created,
+    "task_completed": task_completed,
+    "message_received": message_received,
+    "message_sent": message_sent,
+    "contact_opted_out": contact_opted_out,
+    "voicemail_transcribed": voicemail_transcribed,
+    "agent_texted": agent_texted,
+}

@@ -29,13 +29,15 @@ RETRY = Retry(max=3, interval=[10, 60, 300])
 
 @dataclass(frozen=True)
 class PendingJob:
-    func: str  # dotted path, e.g. "gateway.messaging.send_message_job"
+    func: Callable[..., Any]  # a module-level function (RQ stores its dotted path), e.g. send_messages_job
     args: tuple[Any, ...] = ()
     job_id: str | None = None
     retry: bool = True
 
 
-def enqueue_after_commit(session: Session, func: str, *args: Any, job_id: str | None = None) -> None:
+def enqueue_after_commit(
+    session: Session, func: Callable[..., Any], *args: Any, job_id: str | None = None
+) -> None:
     """Queue a job that is sent to Redis only once this session's transaction has committed."""
     session.info.setdefault(_PENDING_KEY, []).append(PendingJob(func, tuple(args), job_id))
 

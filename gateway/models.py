@@ -1,4 +1,4 @@
-"""The shared models: store, agent, contact, lead, task, call, message, API key, webhook ledger.
+"""The shared models: store, agent, tracked number, contact, lead, task, call, message, API key, ledgers.
 
 Typed SQLAlchemy models only: no session, no Flask. Times are timezone-aware UTC.
 """
@@ -84,6 +84,12 @@ class MessageStatus(StrEnum):
     SANDBOX = "sandbox"  # recorded, not sent (no Twilio credentials)
 
 
+class RingStrategy(StrEnum):
+    SIMULTANEOUS = "simultaneous"
+    SEQUENTIAL = "sequential"
+    ROUND_ROBIN = "round-robin"
+
+
 class Store(Base):
     __tablename__ = "stores"
 
@@ -117,6 +123,32 @@ class Agent(Base):
     schedule: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    store: Mapped[Store] = relationship(lazy="joined")
+
+
+class TrackedNumber(Base):
+    __tablename__ = "tracked_numbers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
+    department: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(100))
+    source_weight: Mapped[int] = mapped_column(default=0)
+    ring: Mapped[list[Any]] = mapped_column(default=list)  # agent keys, in order
+    strategy: Mapped[str] = mapped_column(String(16), default=RingStrategy.SIMULTANEOUS.value)
+    ring_timeout_seconds: Mapped[int] = mapped_column(default=18)
+    screen: Mapped[bool] = mapped_column(default=True)
+    record: Mapped[bool] = mapped_column(default=False)
+    cadence_key: Mapped[str | None] = mapped_column(String(64))
+    prompts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # greeting, voicemail, whisper
+    round_robin_next: Mapped[int] = mapped_column(default=0)
+    provider_sid: Mapped[str | None] = mapped_column(String(64))
+    # False once the number leaves the configuration file; its calls and leads keep pointing at it.
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     store: Mapped[Store] = relationship(lazy="joined")
 

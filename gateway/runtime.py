@@ -1,11 +1,15 @@
-"""What a request or a job needs at hand: settings, database, provider, clock, Redis."""
+"""What a request or a job needs at hand: settings, database, provider, clock, Redis; and which process
+this is, kept current across fork without a system call per check (gunicorn forks its workers from the
+process that built the app; threads, connections and queues made before the fork belong to the parent)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flask import current_app
+from flask import Flask, current_app
 from redis import Redis
 
 from gateway.clock import Clock
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.provider import Provider
 
 EXTENSION = "gateway"
+_CLOSERS = "gateway.closers"
 
 
 @dataclass
@@ -31,3 +36,34 @@ def current() -> Runtime:
     """The runtime of the Flask app in context (web requests and worker jobs both run in one)."""
     runtime: Runtime = current_app.extensions[EXTENSION]
     return runtime
+
+
+def runtime_of(app: Flask) -> Runtime:
+    """The runtime of a given app (outside a request, or for another app than the one in context)."""
+    runtime: Runtime = app.extensions[EXTENSION]
+    return runtime
+
+
+def on_shutdown(app: Flask, close: Callable[[], None]) -> None:
+    """Something to close when the app shuts down (connections held outside the engine's pool)."""
+    app.extensions.setdefault(_CLOSERS, []).append(close)
+
+
+def shutdown(app: Flask) -> None:
+    for close in app.extensions.pop(_CLOSERS, []):
+        close()
+    runtime_of(app).database.dispose()
+
+
+class _Process:
+    pid = os.getpid()
+    generation = 0  # how many forks led to this process
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+        cls.generation += 1
+
+
+process = _Process
+os.register_at_fork(after_in_child=_Process.forked)

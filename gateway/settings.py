@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import click
+
 DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_INSTANCE_DIR = "instance"
@@ -55,6 +57,11 @@ class Settings:
     def webhook_auth_token(self) -> str:
         """The secret webhooks are signed with: the account's auth token, or SECRET_KEY in sandbox mode."""
         return self.twilio_auth_token or self.secret_key
+
+    @property
+    def redis_address(self) -> str:
+        """REDIS_URL, or the embedded server `gateway serve` starts."""
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
 
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -128,3 +135,11 @@ def _instance_secret(instance_dir: Path) -> str:
     path.write_text(value)
     path.chmod(0o600)
     return value
+
+
+def settings_for_command() -> Settings:
+    """The settings of a `gateway` command: a missing or malformed variable is its error message."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None

@@ -16,13 +16,13 @@ import pytest
 from flask import Flask
 from redis import Redis
 
-from gateway.app import create_app, shutdown
+from gateway.app import create_app
 from gateway.clock import FrozenClock
-from gateway.config_file import parse_config
-from gateway.configuration import apply_config
-from gateway.database import Database
+from gateway.database import Database, upgrade
+from gateway.dealer_config.apply import apply_config
+from gateway.dealer_config.parse import parse_config
 from gateway.embedded_redis import EmbeddedRedis, free_port
-from gateway.migrate import upgrade
+from gateway.runtime import shutdown
 from gateway.settings import Settings
 from gateway.worker import run_worker, sweep_once
 from tests.fakes.twilio_api import FakeTwilio

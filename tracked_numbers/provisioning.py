@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.models import TrackedNumber
 from gateway.provider import NumberUrls, Provider
-from tracked_numbers.models import TrackedNumber
 
 
 @dataclass

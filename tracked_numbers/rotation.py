@@ -16,12 +16,15 @@ import threading
 import time
 from typing import Any
 
+from flask import Flask
 from redis import Redis
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.forks import process
+from gateway.runtime import on_shutdown, process, runtime_of
 
 log = logging.getLogger(__name__)
+
+EXTENSION = "gateway.rotation"
 
 TIMEOUT_SECONDS = 0.25
 PAUSE_SECONDS = 5.0
@@ -89,3 +92,15 @@ class Rotation:
             opened, self._opened = self._opened, []
         for connection in opened:
             connection.disconnect()
+
+
+def install(app: Flask) -> Rotation:
+    """The app's round-robin turns; connects on first use, in the process that uses it."""
+    turns = app.extensions[EXTENSION] = Rotation(runtime_of(app).redis)
+    on_shutdown(app, turns.close)
+    return turns
+
+
+def rotation(app: Flask) -> Rotation:
+    turns: Rotation = app.extensions[EXTENSION]
+    return turns

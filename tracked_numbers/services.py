@@ -1,21 +1,24 @@
-"""Routing: which store and department a call reached, whether it is open, and whom to ring."""
+"""Ringing: whether the department is open, whom to ring in what order, and the call's answer."""
 
 from __future__ import annotations
 
-import threading
-import time
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from flask import Flask
 
+from gateway.calls import failsafe, owners
+from gateway.calls.hotpath import RingingCall, RingState, Statements, hot_path
+from gateway.calls.routes import RingAgent, Route
+from gateway.calls.services import IncomingCall
 from gateway.hours import is_open
-from gateway.leads import Origin
-from gateway.models import Agent, Store
-from tracked_numbers.models import RingStrategy, TrackedNumber
+from gateway.models import RingStrategy
+from gateway.phones import mask
+from tracked_numbers.rotation import rotation
+
+log = logging.getLogger(__name__)
 
 DEFAULT_GREETING = ""
 DEFAULT_VOICEMAIL_PROMPT = (
@@ -27,142 +30,6 @@ DEFAULT_CLOSED_PROMPT = (
     "can help after the tone, and we will call you back as soon as we open."
 )
 DEFAULT_WHISPER = "Call from {source} for {store} {department}. Press 1 to accept."
-
-
-@dataclass(frozen=True)
-class RingAgent:
-    id: int
-    key: str
-    name: str
-    phone: str
-    schedule: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Route:
-    """A tracked number with what routing needs of its store and agents; plain data, safe to cache."""
-
-    number_id: int
-    number: str
-    store_id: int
-    store_key: str
-    store_name: str
-    timezone: str
-    main_line: str
-    department: str
-    hours: dict[str, Any] | None
-    source: str
-    source_weight: int
-    strategy: str
-    ring: tuple[RingAgent, ...]
-    ring_timeout: int
-    screen: bool
-    record: bool
-    cadence_key: str | None
-    prompts: dict[str, Any]
-
-    @property
-    def origin(self) -> Origin:
-        return Origin(
-            store_id=self.store_id,
-            department=self.department,
-            source=self.source,
-            tracked_number_id=self.number_id,
-            tracked_number=self.number,
-            cadence_key=self.cadence_key,
-            source_weight=self.source_weight,
-        )
-
-    def prompt(self, name: str, default: str) -> str:
-        text = str(self.prompts.get(name) or default)
-        return text.format_map(
-            _Blank(store=self.store_name, source=self.source, department=self.department)
-        )
-
-
-class _Blank(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-class RouteCache:
-    """Routes by number for a few seconds: the incoming-call webhook is the hot path."""
-
-    def __init__(self, ttl: float = 5.0) -> None:
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._items: dict[str, tuple[float, Route | None]] = {}
-
-    def fresh(self, number: str) -> tuple[bool, Route | None]:
-        """(True, route) when the cache knows the number and the entry is still fresh."""
-        with self._lock:
-            hit = self._items.get(number)
-        if hit is not None and hit[0] > time.monotonic():
-            return True, hit[1]
-        return False, None
-
-    def get(self, session: Session, number: str) -> Route | None:
-        known, cached = self.fresh(number)
-        if known:
-            return cached
-        now = time.monotonic()
-        route = load_route(session, number)
-        with self._lock:
-            self._items[number] = (now + self._ttl, route)
-        return route
-
-    def peek(self, number: str) -> Route | None:
-        """The last route seen for the number, however old: for when the database is down."""
-        with self._lock:
-            hit = self._items.get(number)
-        return hit[1] if hit else None
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-def load_route(session: Session, number: str) -> Route | None:
-    tracked = session.scalar(select(TrackedNumber).where(TrackedNumber.number == number))
-    if tracked is None or not tracked.active:
-        return None
-    store: Store = tracked.store
-    keys = [str(k) for k in tracked.ring or []]
-    agents = {
-        a.key: a
-        for a in session.scalars(select(Agent).where(Agent.key.in_(keys), Agent.active.is_(True)))
-    }
-    ring = tuple(
-        RingAgent(id=a.id, key=a.key, name=a.name, phone=a.phone, schedule=a.schedule)
-        for a in (agents.get(k) for k in keys)
-        if a is not None
-    )
-    return Route(
-        number_id=tracked.id,
-        number=tracked.number,
-        store_id=store.id,
-        store_key=store.key,
-        store_name=store.name,
-        timezone=store.timezone,
-        main_line=store.main_line,
-        department=tracked.department,
-        hours=store.hours.get(tracked.department),
-        source=tracked.source,
-        source_weight=tracked.source_weight,
-        strategy=tracked.strategy,
-        ring=ring,
-        ring_timeout=tracked.ring_timeout_seconds,
-        screen=tracked.screen,
-        record=tracked.record,
-        cadence_key=tracked.cadence_key,
-        prompts=dict(tracked.prompts or {}),
-    )
-
-
-def main_lines(session: Session) -> dict[str, str]:
-    """Every tracked number with its store's main line: the failsafe map kept on disk."""
-    rows = session.execute(select(TrackedNumber.number, Store.main_line).join(Store)).all()
-    return {number: main_line for number, main_line in rows}
 
 
 def department_open(route: Route, now: datetime) -> bool:
@@ -194,3 +61,67 @@ def ring_steps(
 
 def agent_by_key(route: Route, key: str) -> RingAgent | None:
     return next((a for a in route.ring if a.key == key), None)
+
+
+def ring(app: Flask, call: IncomingCall, route: Route, now: datetime) -> RingState:
+    """Log the ringing call and decide its answer: the ring plan, or voicemail when closed or nobody is on.
+
+    The call is committed by the hot path's writer a moment after the answer (gateway/calls/hotpath.py).
+    Sequential and round-robin plans ring the owner of the caller's open lead first (from the process's
+    book of owners, gateway/calls/owners.py, or the database while the book cannot say); a round-robin
+    plan starts at the call's turn in its number's rotation (tracked_numbers/rotation.py), or, when
+    Redis cannot give one, advances the rotation in the database with the call and waits for that commit.
+    Raises SQLAlchemyError or DatabaseUnavailable when the database cannot take the call."""
+    after_hours = not department_open(route, now)
+    writer = hot_path(app)
+    strategy = route.strategy
+    turn = None
+    if not after_hours and strategy == RingStrategy.ROUND_ROBIN.value:
+        turn = rotation(app).turn(route.number_id, call.sid)
+    if after_hours or strategy != RingStrategy.ROUND_ROBIN.value or turn is not None:
+        owner = None
+        if not after_hours and strategy != RingStrategy.SIMULTANEOUS.value and call.caller is not None:
+            known, owner = owners.book(app).lookup(route.store_id, call.caller)
+            if not known:
+                owner = writer.read(partial(_owner, call, route))
+        steps = [] if after_hours else ring_steps(route, now, owner, lambda _number: turn or 0)
+        ringing = _ringing(call, route, after_hours, steps, now)
+        writer.log(lambda db: db.ring_later(ringing), partial(_keep_ringing, app, ringing))
+        state = ringing.state
+    else:
+        # Redis cannot give the turn: the database's rotation, advanced with the call, which waits.
+
+        def log_call(db: Statements) -> RingState:
+            steps = ring_steps(route, now, _owner(call, route, db), db.advance_rotation)
+            return db.ring(_ringing(call, route, False, steps, now))
+
+        state = writer.write(log_call)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("call %s from %s to %s", call.sid, mask(call.caller), call.to)
+    return state
+
+
+def _owner(call: IncomingCall, route: Route, db: Statements) -> str | None:
+    """The key of the agent who owns the caller's open lead at this store: they ring first."""
+    return db.owner_of_open_lead(call.caller, route.store_id)
+
+
+def _ringing(call: IncomingCall, route: Route, after_hours: bool, steps: list[list[str]], now: datetime) -> RingingCall:
+    return RingingCall(
+        sid=call.sid,
+        caller=call.caller,
+        to=call.to,
+        status=call.status,
+        store_id=route.store_id,
+        tracked_number_id=route.number_id,
+        after_hours=after_hours,
+        steps=steps,
+        now=now,
+    )
+
+
+def _keep_ringing(app: Flask, ringing: RingingCall, error: BaseException) -> None:
+    """The database refused a call already answered: keep it for the failsafe's replay."""
+    log.error("call %s answered but not logged (%s): kept for replay", ringing.sid, error)
+    with app.app_context():
+        failsafe.spool("ring", failsafe.ring_record(ringing), ringing.now)

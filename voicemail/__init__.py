@@ -1,4 +1,5 @@
-"""Voicemail: recording and transcription callbacks, the transcript's intent, recordings for users."""
+"""Voicemail: recordings and transcripts attached to calls and leads, the transcript's intent, recordings
+for users (the provider's callbacks arrive through webhooks/voicemail.py)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,14 @@ from sqlalchemy.orm import Session
 
 from gateway import events
 from gateway.models import Call, Lead
+from voicemail import views
+from voicemail.services import attach_to_lead
 
 
 def init_app(app: Flask) -> None:
-    from voicemail import views
-
-    app.register_blueprint(views.blueprint)
     app.register_blueprint(views.api_blueprint)
-    events.call_completed.connect(_call_completed, weak=False)
+    events.call_completed.connect(on_call_completed, weak=False)
 
 
-def _call_completed(sender: Session, *, lead: Lead, call: Call, now: datetime, **_: Any) -> None:
-    from voicemail.services import attach_to_lead
-
+def on_call_completed(sender: Session, *, lead: Lead, call: Call, now: datetime, **_: Any) -> None:
     attach_to_lead(sender, call, lead, now)

@@ -15,8 +15,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from gateway import events, priority
-from gateway.calls import get_call, lead_of_call
+from gateway import events
+from gateway.agents import priority
+from gateway.calls.services import get_call, lead_of_call
 from gateway.database import insert_ignoring_conflict, required
 from gateway.leads import record_event
 from gateway.models import Call, CallOutcome, Lead, WebhookEvent

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
+from webhooks import click_to_call, fastpath, sms, voice, voicemail
+
 
 def init_app(app: Flask) -> None:
-    from webhooks import failsafe, fastpath, sms, voice
-
     app.register_blueprint(voice.blueprint)
-    voice.init_hot_path(app)
     sms.init_app(app)
-    failsafe.init_app(app)
+    app.register_blueprint(voicemail.blueprint)
+    app.register_blueprint(click_to_call.blueprint)
     fastpath.init_app(app)

@@ -4,7 +4,7 @@ Every call to a tracked number waits on this answer, and dealerships' busiest ho
 Flask's request handling (context, routing, form parsing, response object) costs several times what the
 answer itself does, so this WSGI middleware answers an ordinary ring directly: a signed form POST with
 one value per field, for a number whose route is cached, logged by the same code the Flask view runs
-(`webhooks.voice.ring`). Anything else goes to the Flask app untouched, with the body it sent: a missing
+(`webhooks.voice.answer_ring`). Anything else goes to the Flask app untouched, with the body it sent: a missing
 or non-matching signature (the 403 and its log line), a malformed payload (400), a number not in the
 route cache (loaded there, or the polite unknown-number answer), the database refusing the write (marked
 in the environ, so the view goes straight to the failsafe that dials the store's main line) and any
@@ -25,8 +25,9 @@ from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 from twilio.request_validator import RequestValidator
 
-from gateway.app import runtime_of
-from gateway.hotpath import DatabaseUnavailable
+from gateway.calls.hotpath import DatabaseUnavailable
+from gateway.calls.routes import route_cache
+from gateway.runtime import runtime_of
 from webhooks import payloads, voice
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,10 @@ class IncomingCallFastPath:
             call = payloads.incoming_call(form)
         except ValueError:
             return None
-        known, route = voice.routes(self.app).fresh(call.to)
+        known, route = route_cache(self.app).fresh(call.to)
         if not known or route is None:
             return None
-        return voice.ring(self.app, call, route, self.runtime.clock.now()).encode("utf-8")
+        return voice.answer_ring(self.app, call, route, self.runtime.clock.now()).encode("utf-8")
 
 
 def init_app(app: Flask) -> None:

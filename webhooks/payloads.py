@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from gateway.calls import CallEnded, IncomingCall
+from gateway.calls.services import CallEnded, IncomingCall
 from gateway.phones import InvalidPhone, caller_number, to_e164
 
 _SID = re.compile(r"^[A-Z]{2}[0-9A-Za-z]{8,64}$")
@@ -18,6 +18,14 @@ def sid(form: Mapping[str, str], name: str, prefix: str) -> str:
     if not _SID.match(value) or not value.startswith(prefix):
         raise ValueError(f"{name} is not a {prefix} SID")
     return value
+
+
+def sid_or_none(form: Mapping[str, str], name: str, prefix: str) -> str | None:
+    """The SID when it is present and well formed, else None (for callbacks answered with a hangup)."""
+    try:
+        return sid(form, name, prefix)
+    except ValueError:
+        return None
 
 
 def tracked_number(form: Mapping[str, str], name: str = "To") -> str:

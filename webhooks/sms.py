@@ -3,7 +3,7 @@
 Thin: check the signature, parse the form into a frozen dataclass, call one service, commit, answer.
 Texts are answered with an empty <Response/>: replies go out through the send guard, never in TwiML.
 
-Database down: the text is kept (webhooks/failsafe.py: an RQ job when Redis is up, else a file in the
+Database down: the text is kept (gateway/calls/failsafe.py: an RQ job when Redis is up, else a file in the
 instance spool that the sweep replays) and the provider gets its 200, so no text is lost to an outage.
 The replay is the same service, keyed by the MessageSid, with the time the text arrived.
 """
@@ -20,12 +20,13 @@ from flask import Blueprint, Flask, Response, request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from gateway import runtime, sms, web
+from gateway import runtime, web
+from gateway.calls import failsafe
+from gateway.calls.routes import load_route, route_cache
+from gateway.messaging.inbound import MAX_MEDIA, IncomingText, StatusUpdate, receive_text, record_status
 from gateway.phones import InvalidPhone, mask, to_e164
-from tracked_numbers.services import load_route
-from webhooks import failsafe, payloads
+from webhooks import payloads
 from webhooks.signature import provider_webhook
-from webhooks.voice import routes
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _small_number(form: Mapping[str, str], name: str) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) <= 4 else None
 
 
-def incoming_text(form: Mapping[str, str]) -> sms.IncomingText:
+def incoming_text(form: Mapping[str, str]) -> IncomingText:
     raw_from = (form.get("From") or "").strip()
     if not raw_from:
         raise ValueError("From is missing")
@@ -73,11 +74,11 @@ def incoming_text(form: Mapping[str, str]) -> sms.IncomingText:
     except InvalidPhone as error:
         raise ValueError(f"From is not a phone number: {error}") from None
     media: list[str] = []
-    for index in range(min(_small_number(form, "NumMedia") or 0, sms.MAX_MEDIA)):
+    for index in range(min(_small_number(form, "NumMedia") or 0, MAX_MEDIA)):
         url = (form.get(f"MediaUrl{index}") or "").strip()
         if url.startswith(("https://", "http://")) and len(url) <= MAX_URL:
             media.append(url)
-    return sms.IncomingText(
+    return IncomingText(
         sid=message_sid(form),
         sender=sender,
         to=payloads.tracked_number(form),
@@ -87,7 +88,7 @@ def incoming_text(form: Mapping[str, str]) -> sms.IncomingText:
     )
 
 
-def status_update(form: Mapping[str, str]) -> sms.StatusUpdate:
+def status_update(form: Mapping[str, str]) -> StatusUpdate:
     status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
     if not status:
         raise ValueError("MessageStatus is missing")
@@ -96,7 +97,7 @@ def status_update(form: Mapping[str, str]) -> sms.StatusUpdate:
     raw_code = (form.get("ErrorCode") or "").strip()
     if raw_code and not (raw_code.isdigit() and len(raw_code) <= 9):
         raise ValueError("ErrorCode is not a number")
-    return sms.StatusUpdate(sid=message_sid(form), status=status, error_code=int(raw_code) if raw_code else None)
+    return StatusUpdate(sid=message_sid(form), status=status, error_code=int(raw_code) if raw_code else None)
 
 
 def _receive() -> Response:
@@ -108,12 +109,12 @@ def _receive() -> Response:
     now = current.clock.now()
     session = web.session()
     try:
-        route = routes().get(session, text.to)
+        route = route_cache().get(session, text.to)
         if route is None:
             log.error("text %s from %s to %s: not a tracked number", text.sid, mask(text.sender), text.to)
             session.rollback()
             return empty_twiml()
-        sms.receive_text(session, text, route.origin, now, keyword_replies=current.settings.keyword_replies)
+        receive_text(session, text, route.origin, now, keyword_replies=current.settings.keyword_replies)
         session.commit()
     except SQLAlchemyError:
         log.exception("database unavailable for text %s: kept for replay", text.sid)
@@ -125,7 +126,7 @@ def _receive() -> Response:
 # --- the database was down ----------------------------------------------------------------------------------
 
 
-def _as_data(text: sms.IncomingText) -> dict[str, Any]:
+def _as_data(text: IncomingText) -> dict[str, Any]:
     return {
         "sid": text.sid,
         "sender": text.sender,
@@ -136,14 +137,14 @@ def _as_data(text: sms.IncomingText) -> dict[str, Any]:
     }
 
 
-def spool_text(text: sms.IncomingText, now: datetime) -> None:
-    """Keep a text the database could not take (webhooks/failsafe.py: a job on Redis, else a file)."""
+def spool_text(text: IncomingText, now: datetime) -> None:
+    """Keep a text the database could not take (gateway/calls/failsafe.py: a job on Redis, else a file)."""
     failsafe.spool("text", _as_data(text), now)
 
 
 def replay_text(session: Session, data: Mapping[str, Any], received_at: datetime) -> None:
     """Handle a kept text as if it had just arrived; a second replay finds its SID and does nothing."""
-    text = sms.IncomingText(
+    text = IncomingText(
         sid=str(data["sid"]),
         sender=str(data["sender"]),
         to=str(data["to"]),
@@ -156,7 +157,7 @@ def replay_text(session: Session, data: Mapping[str, Any], received_at: datetime
         log.error("kept text %s to %s: not a tracked number any more", text.sid, text.to)
         return
     keyword_replies = runtime.current().settings.keyword_replies
-    sms.receive_text(session, text, route.origin, received_at, keyword_replies=keyword_replies)
+    receive_text(session, text, route.origin, received_at, keyword_replies=keyword_replies)
 
 
 @blueprint.post("/incoming")
@@ -187,7 +188,7 @@ def text_status() -> Response:
     except ValueError as error:
         return _bad_request(error)
     session = web.session()
-    outcome = sms.record_status(session, update, runtime.current().clock.now())
+    outcome = record_status(session, update, runtime.current().clock.now())
     session.commit()
     if outcome == "duplicate":
         log.debug("text %s: status %s replayed", update.sid, update.status)

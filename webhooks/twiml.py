@@ -10,11 +10,11 @@ from xml.sax.saxutils import escape, quoteattr
 from flask import Response
 from twilio.twiml.voice_response import VoiceResponse
 
+from gateway.calls.routes import Route
 from tracked_numbers.services import (
     DEFAULT_CLOSED_PROMPT,
     DEFAULT_VOICEMAIL_PROMPT,
     DEFAULT_WHISPER,
-    Route,
     agent_by_key,
 )
 
@@ -42,7 +42,7 @@ def url(base: str, path: str, **params: str | int) -> str:
 
 
 class RingView(Protocol):
-    """A ringing call as the TwiML sees it (a Call row or gateway.hotpath.RingState)."""
+    """A ringing call as the TwiML sees it (a Call row or gateway.calls.hotpath.RingState)."""
 
     @property
     def sid(self) -> str: ...

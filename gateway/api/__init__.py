@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from gateway import apikeys, runtime, web
+from gateway import runtime, web
+from gateway.api.keys import find_key, store_ids
 from gateway.web import ApiError
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -43,11 +44,11 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <api key>'.")
     session = web.session()
-    key = apikeys.find_key(session, token.strip())
+    key = find_key(session, token.strip())
     if key is None:
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked.")
     g.api_key = key
-    g.store_ids = apikeys.store_ids(session, key)
+    g.store_ids = store_ids(session, key)
     limiter = rate_limiter()
     if limiter is not None:
         limiter(key.prefix)
@@ -115,10 +116,6 @@ def cursor_id(cursor: dict[str, Any]) -> int:
 
 def page(items: list[dict[str, Any]], next_cursor: str | None) -> Response:
     return jsonify({"items": items, "next_cursor": next_cursor})
-
-
-def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def now() -> datetime:

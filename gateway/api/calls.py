@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from flask import Response, request
 from sqlalchemy import and_, or_, select
 
+from gateway import serialize as out
 from gateway import web
 from gateway.api import blueprint, cursor_id, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
-from gateway.api import serialize as out
 from gateway.database import required
 from gateway.models import Call
 from gateway.web import ApiError

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Response, jsonify, request
 from sqlalchemy import select
 
-from gateway import agent_loop, web
+from gateway import serialize as out
+from gateway import web
+from gateway.agents import click_to_call
 from gateway.api import blueprint, now
-from gateway.api import serialize as out
 from gateway.api.leads import load_lead
 from gateway.models import Agent
 from gateway.web import ApiError
@@ -32,8 +33,8 @@ def call_lead(lead_id: int) -> Response:
         if agent is None or agent.store_id != lead.store_id:
             raise ApiError(404, "unknown_agent", f"No agent {key!r} at the lead's store.")
     try:
-        call = agent_loop.call_customer(session, lead, agent, now())
-    except agent_loop.LinkError as error:
+        call = click_to_call.call_customer(session, lead, agent, now())
+    except click_to_call.LinkError as error:
         raise ApiError(error.status, error.code, error.message) from None
     response = jsonify({**out.call(call), "agent": agent.key})
     response.status_code = 201

@@ -8,21 +8,22 @@ from typing import Any
 from flask import Response, jsonify, request
 from sqlalchemy import select
 
-from gateway import crm, web
+from gateway import web
 from gateway.api import (
     blueprint,
     cursor_id,
     decode_cursor,
     encode_cursor,
-    iso,
     limit_arg,
     now,
     page,
     require_store,
     visible_store_ids,
 )
-from gateway.crm_models import CrmDelivery, DeliveryStatus
+from gateway.crm import outbox
+from gateway.crm.models import CrmDelivery, DeliveryStatus
 from gateway.models import Store
+from gateway.serialize import iso
 from gateway.web import ApiError
 
 
@@ -70,7 +71,7 @@ def list_deliveries() -> Response:
     cursor = decode_cursor(request.args.get("cursor"))
     after_id = cursor_id(cursor) if cursor is not None else 0
     limit = limit_arg()
-    rows = crm.dead_letters(web.session(), visible_store_ids(), status=status, after_id=after_id, limit=limit + 1)
+    rows = outbox.dead_letters(web.session(), visible_store_ids(), status=status, after_id=after_id, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     keys = _store_keys({r.store_id for r in rows})
@@ -86,8 +87,8 @@ def replay_delivery(delivery_id: int) -> Response:
         raise ApiError(404, "not_found", f"No CRM delivery {delivery_id}.")
     require_store(row.store_id)
     try:
-        crm.replay(session, [delivery_id], now())
-    except crm.NotDead as error:
+        outbox.replay(session, [delivery_id], now())
+    except outbox.NotDead as error:
         raise ApiError(409, "not_dead", str(error)) from None
     session.commit()
     return jsonify(delivery(row, _store_keys({row.store_id}).get(row.store_id)))

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, jsonify, request
 from sqlalchemy import Select, select
 
+from gateway import serialize as out
 from gateway import web
 from gateway.api import (
     MAX_ID,
@@ -19,7 +20,6 @@ from gateway.api import (
     require_store,
     visible_store_ids,
 )
-from gateway.api import serialize as out
 from gateway.models import (
     Agent,
     Call,

@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway import events, web
+from gateway import serialize as out
 from gateway.api import blueprint, now, require_store
-from gateway.api import serialize as out
 from gateway.api.leads import load_lead
 from gateway.leads import change_owner, record_event, set_status
 from gateway.models import Agent, Lead, LeadStatus, Task, TaskStatus

@@ -14,13 +14,13 @@ from typing import Any
 from flask import Response, g, jsonify, request
 from sqlalchemy import select
 
-from gateway import messaging, web
+from gateway import serialize as out
+from gateway import web
 from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
-from gateway.api import serialize as out
 from gateway.api.leads import load_lead
-from gateway.models import Direction, Lead, Message, MessageStatus
+from gateway.messaging.outbound import check, queue_text
+from gateway.models import Direction, Lead, Message, MessageStatus, TrackedNumber
 from gateway.web import ApiError
-from tracked_numbers.models import TrackedNumber
 
 MAX_MEDIA = 10
 MAX_IDEMPOTENCY_KEY = 64
@@ -114,11 +114,11 @@ def send_message(lead_id: int) -> Response:
         if earlier is not None:
             return _answer(earlier)  # the same Idempotency-Key again: the first answer, nothing new
     moment = now()
-    message = messaging.queue_text(
+    message = queue_text(
         session, to=phone, from_=sender, body=body, kind="api", now=moment, lead=lead, media_urls=media,
         origin=origin,
     )
-    decision = messaging.check(session, message, moment)
+    decision = check(session, message, moment)
     if not decision.allowed:
         message.refusal_code = decision.code
         message.error_message = decision.reason

@@ -15,8 +15,8 @@ def _metadata():  # type: ignore[no-untyped-def]
     import contextlib
     import importlib
 
-    for name in ("gateway.models", "tracked_numbers.models", "cadences.models", "voicemail.models",
-                 "gateway.crm_models", "gateway.agent_models", "gateway.sms_models"):
+    for name in ("gateway.models", "cadences.models", "voicemail.models",
+                 "gateway.crm.models", "gateway.agents.models", "gateway.messaging.models"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)
     return Base.metadata

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from gateway.crm_models import CrmDelivery
+from gateway.crm.models import CrmDelivery
 from gateway.models import Store
 from gateway.simulator import play_call
 from tests.support.api import ApiClient, make_key

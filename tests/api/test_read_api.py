@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.simulator import play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS, SOUTH
 

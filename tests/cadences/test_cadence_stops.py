@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from cadences.models import CadenceStep, SkipReason, StepStatus, StopReason
 from gateway import events
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.leads import set_status
 from gateway.models import Contact, Direction, Lead, LeadStatus, Message, MessageStatus
 from tests.cadences.helpers import FIRST_TEXT, cadence_messages, local, only_lead

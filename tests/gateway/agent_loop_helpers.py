@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.database import Database
 from gateway.models import Agent, Lead, Message
 from gateway.simulator import new_sid, play_call

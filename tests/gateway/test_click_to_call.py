@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from gateway import agent_loop
+from gateway.agents.click_to_call import click_to_call_url
 from gateway.models import Agent, Call, Lead, Task
 from tests.gateway.agent_loop_helpers import (
     ALICE,
@@ -40,7 +40,7 @@ def link_for(app, db, lead: Lead, agent_key: str = "alice") -> str:
     with app.app_context(), db.session():
         settings = app.extensions["gateway"].settings
         now = app.extensions["gateway"].clock.now()
-        return agent_loop.click_to_call_url(settings, lead, person, now)
+        return click_to_call_url(settings, lead, person, now)
 
 
 def path_of(link: str) -> str:
@@ -159,7 +159,7 @@ def test_a_link_signed_with_another_key_is_refused(app, client, db, lead, fake_t
     other = settings.with_changes(secret_key="someone-elses-key")
     person = agent(db, "alice")
     with app.app_context():
-        link = agent_loop.click_to_call_url(other, lead, person, app.extensions["gateway"].clock.now())
+        link = click_to_call_url(other, lead, person, app.extensions["gateway"].clock.now())
     assert client.post(path_of(link)).status_code == 400
     assert fake_twilio.calls == []
 

@@ -11,7 +11,7 @@ import phonenumbers
 import pytest
 from phonenumbers import geocoder
 
-from gateway.compliance import (
+from gateway.messaging.guard import (
     MAX_BODY_CHARACTERS,
     REPLY_GRACE,
     GuardDecision,

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway.config_file import (
+from gateway.dealer_config.parse import (
     DAYS,
     ROLES,
     STRATEGIES,
@@ -19,8 +19,7 @@ from gateway.config_file import (
     parse_config,
 )
 from gateway.durations import format_duration, parse_duration
-from gateway.models import LeadStatus, Role
-from tracked_numbers.models import RingStrategy
+from gateway.models import LeadStatus, RingStrategy, Role
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dealer-group.yaml"
 

@@ -11,12 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import tracked_numbers.models  # noqa: F401  (registers the tracked_numbers table)
-from gateway.config_file import ConfigError, GatewayConfig, load_config, parse_config
-from gateway.configuration import apply_config
 from gateway.database import Base, Database
-from gateway.models import Agent, CadenceDefinition, Store
-from tracked_numbers.models import TrackedNumber
+from gateway.dealer_config.apply import apply_config
+from gateway.dealer_config.parse import ConfigError, GatewayConfig, load_config, parse_config
+from gateway.models import Agent, CadenceDefinition, Store, TrackedNumber
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dealer-group.yaml"
 EXAMPLE_TEXT = EXAMPLE.read_text()

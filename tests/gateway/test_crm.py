@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from lxml import etree
 from sqlalchemy import select
 
-from gateway import crm, events
+from gateway import events
 from gateway.cli import main
-from gateway.crm_formats import ADF_DTD_PATH, IDEMPOTENCY_HEADER
-from gateway.crm_models import CrmDelivery, DeliveryStatus
+from gateway.crm.formats import ADF_DTD_PATH, IDEMPOTENCY_HEADER
+from gateway.crm.models import CrmDelivery, DeliveryStatus
+from gateway.crm.outbox import DEFAULT_CLAIM_TIMEOUT, REQUEUE_AFTER, backoff
 from gateway.leads import Origin, contact_for_phone, open_or_join_lead, set_status
 from gateway.models import Call, CallOutcome, Contact, Direction, Lead, LeadStatus, Message, Store
 from gateway.simulator import new_sid, play_call
@@ -268,7 +269,7 @@ def test_retry_schedule_follows_the_moved_clock(destinations, poster, work, db, 
 
 
 def test_backoff_is_capped_at_an_hour():
-    assert [crm.backoff(n).total_seconds() for n in (1, 2, 3, 8, 9, 50)] == [30, 60, 120, 3600, 3600, 3600]
+    assert [backoff(n).total_seconds() for n in (1, 2, 3, 8, 9, 50)] == [30, 60, 120, 3600, 3600, 3600]
 
 
 def test_after_24_hours_of_failures_the_delivery_is_dead(destinations, poster, work, db, clock):
@@ -297,7 +298,7 @@ def test_refusal_is_dead_at_once_and_the_stream_goes_on(destinations, poster, wo
 
 
 def test_missing_smtp_url_is_a_dead_letter_not_a_crash(configured, db, poster, work):
-    set_crm(db, "north-honda", [{"type": "adf-email", "to": "leads@crm.example"}])
+    set_crm(db, "north-honda", [{"type": "adf-email", "to": "leads@example"}])
     missed_call(poster)
     work()
     (row,) = deliveries(db)
@@ -366,7 +367,7 @@ def test_a_stuck_delivery_is_sent_again_with_the_same_key(destinations, poster, 
         stuck_key = row.idempotency_key
     work()
     assert stuck_key not in destinations.accepted_keys()
-    clock.advance(timedelta(seconds=crm.DEFAULT_CLAIM_TIMEOUT + 1))
+    clock.advance(timedelta(seconds=DEFAULT_CLAIM_TIMEOUT + 1))
     work()
     assert stuck_key in destinations.accepted_keys()
     assert {r.status for r in deliveries(db)} == {"delivered"}
@@ -377,7 +378,7 @@ def test_flushed_redis_loses_no_delivery(destinations, poster, work, db, redis, 
     redis.flushdb()
     work()
     assert {r.status for r in deliveries(db)} == {"pending"}  # the sweep waits before re-sending
-    clock.advance(crm.REQUEUE_AFTER)
+    clock.advance(REQUEUE_AFTER)
     work()
     assert {r.status for r in deliveries(db)} == {"delivered"}
 
@@ -414,7 +415,7 @@ def test_deadletters_listed_and_replayed_by_the_cli(destinations, poster, work, 
     assert everything.exit_code == 0, everything.output
     # The command ran on the system clock (and a Redis of its own): the worker's clock must reach that time
     # and the sweep's requeue delay.
-    clock.set(datetime.now(UTC) + crm.REQUEUE_AFTER + timedelta(seconds=1))
+    clock.set(datetime.now(UTC) + REQUEUE_AFTER + timedelta(seconds=1))
     work()
     rows = deliveries(db)
     assert {r.status for r in rows} == {"delivered"}

@@ -17,8 +17,8 @@ from aiosmtpd.controller import Controller
 from lxml import etree
 from sqlalchemy import select
 
-from gateway.crm_formats import ADF_DTD_PATH, IDEMPOTENCY_HEADER
-from gateway.crm_models import CrmDelivery
+from gateway.crm.formats import ADF_DTD_PATH, IDEMPOTENCY_HEADER
+from gateway.crm.models import CrmDelivery
 from gateway.embedded_redis import free_port
 from gateway.leads import set_status
 from gateway.models import Lead, LeadStatus, Store

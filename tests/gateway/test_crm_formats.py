@@ -13,7 +13,7 @@ from enum import StrEnum
 import pytest
 from lxml import etree
 
-from gateway.crm_formats import (
+from gateway.crm.formats import (
     ADF_DTD_PATH,
     IDEMPOTENCY_HEADER,
     PROVIDER_NAME,

@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from lxml import etree
 
-from gateway.crm_formats import (
+from gateway.crm.formats import (
     ADF_DTD_PATH,
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
@@ -30,7 +30,7 @@ from gateway.crm_formats import (
     render_json_event,
     verify_webhook,
 )
-from gateway.crm_transport import (
+from gateway.crm.transport import (
     DeliveryError,
     message_id_for,
     parse_smtp_url,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.simulator import play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS, SOUTH
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from gateway import hotpath
+from gateway.calls import hotpath
+from gateway.calls.hotpath import DatabaseUnavailable, HotPath, RingingCall, RingState, Statements
 from gateway.database import make_engine
-from gateway.hotpath import DatabaseUnavailable, HotPath, RingingCall, RingState, Statements
 from gateway.models import Call
 from gateway.simulator import new_sid
 from tests.support import postgres
@@ -240,9 +240,9 @@ def test_queued_rings_share_one_statement_and_a_bad_one_is_set_apart(writer, db,
 
 EXITING = """
 import sys
-from gateway import hotpath
+from gateway.calls import hotpath
 from gateway.database import make_engine
-from gateway.hotpath import HotPath
+from gateway.calls.hotpath import HotPath
 from tests.gateway.test_hotpath import log_ringing, ringing
 
 url, store_id, *sids = sys.argv[1:]

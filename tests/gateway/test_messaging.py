@@ -12,9 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.leads import contact_for_phone
-from gateway.messaging import queue_text
+from gateway.messaging.outbound import queue_text
 from gateway.models import Contact, Lead, Message
 from gateway.simulator import new_sid, play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import select
 
-from gateway import owners
+from gateway.calls import owners
 from gateway.leads import change_owner, set_status
 from gateway.models import Agent, Lead, LeadStatus
 from gateway.simulator import new_sid, play_call

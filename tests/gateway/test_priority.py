@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from gateway import priority
+from gateway.agents import priority
 from gateway.models import Lead
 from tests.gateway.agent_loop_helpers import api_key, missed_call, only_lead
 from tests.support.config import BASIC_CONFIG

@@ -1,4 +1,4 @@
-"""The SDK's transport (gateway/provider_http.py): the real `twilio` SDK over pooled connections, against
+"""The SDK's transport (gateway/provider.py): the real `twilio` SDK over pooled connections, against
 the local fake of the REST API and a recording proxy on loopback."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Texts sent in batches (gateway.messaging.send_messages): one claim, the guard per text, the provider
+"""Texts sent in batches (gateway.messaging.outbound.send_messages): one claim, the guard per text, the provider
 a few at once, every answer recorded; a recipient's texts in order; never a text twice."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.leads import contact_for_phone
-from gateway.messaging import queue_text, queue_texts, send_messages, text_values
+from gateway.messaging.outbound import queue_text, queue_texts, send_messages, text_values
 from gateway.models import Message
 from tests.support.config import SIMULTANEOUS
 

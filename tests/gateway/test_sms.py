@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.cli import main
 from gateway.models import Contact, Lead, LeadEvent, Message, Task
 from gateway.simulator import new_sid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.apikeys import create_key
+from gateway.api.keys import create_key
 from gateway.database import Database
 
 

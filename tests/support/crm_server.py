@@ -14,7 +14,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from gateway.crm_formats import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_webhook
+from gateway.crm.formats import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify_webhook
 
 
 @dataclass

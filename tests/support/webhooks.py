@@ -6,8 +6,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from gateway.calls.hotpath import hot_path
 from gateway.simulator import sign
-from webhooks.voice import hot_path
 
 INCOMING = "/webhooks/voice/incoming"
 
@@ -30,7 +30,7 @@ class SignedClient:
         response = self.client.post(path, data=params, headers=headers)
         if path.startswith(INCOMING):
             # A ring may be answered before the writer commits it; the provider's later webhooks wait for
-            # that commit (webhooks.voice.logged_call), a test reading the database directly waits here.
+            # that commit (gateway.calls.services.logged_call), a test reading the database directly waits here.
             hot_path(self.client.application).flush()
         return response
 

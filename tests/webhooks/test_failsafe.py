@@ -9,12 +9,12 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import func, select
 
+from gateway.calls.failsafe import SPOOL_DIR, write_main_lines
 from gateway.embedded_redis import free_port
 from gateway.models import Call, Lead, Task
 from gateway.simulator import new_sid, play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS
 from tests.support.webhooks import AppPoster, SignedClient
-from webhooks.failsafe import SPOOL_DIR, write_main_lines
 
 
 def dead_postgres() -> str:

@@ -8,13 +8,13 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import func, select
 
+from gateway.calls import hotpath
+from gateway.calls.failsafe import write_main_lines
+from gateway.calls.hotpath import HotPath
 from gateway.database import make_engine
-from gateway.hotpath import HotPath
 from gateway.models import Call
 from gateway.simulator import new_sid, sign
 from tests.support.config import CUSTOMER, ROUND_ROBIN, SIMULTANEOUS
-from webhooks import voice
-from webhooks.failsafe import write_main_lines
 from webhooks.fastpath import IncomingCallFastPath
 
 from .test_failsafe import dead_postgres
@@ -104,7 +104,7 @@ def test_the_database_refusing_the_fast_path_sends_the_caller_to_the_main_line(a
         write_main_lines(session, settings.instance_dir)
     ring(twilio)  # the route is cached while the database is up
     # From here the hot path's writer talks to a database that is not there.
-    app.extensions[voice.HOT_PATH] = HotPath(make_engine(dead_postgres()))
+    app.extensions[hotpath.EXTENSION] = HotPath(make_engine(dead_postgres()))
     sid, response = ring(twilio)
     assert response.status_code == 200
     root = ElementTree.fromstring(response.get_data(as_text=True))

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 
 from gateway.app import create_app
 from gateway.embedded_redis import free_port
+from gateway.messaging.models import MessageStatusCallback
 from gateway.models import Contact, Lead, LeadEvent, Message, Task
 from gateway.provider import SentMessage, TwilioProvider
 from gateway.simulator import new_sid, play_call, sign
-from gateway.sms_models import MessageStatusCallback
 from tests.support.config import CUSTOMER, SIMULTANEOUS, SOUTH
 from tests.support.webhooks import SignedClient
 
@@ -360,7 +360,7 @@ def test_redis_down_the_text_is_kept_and_the_reply_goes_when_a_worker_runs(
 
 def _send_to_customer(twilio, db, work, fake_twilio, clock, phone=CUSTOMER) -> Message:
     """A customer texts; the owner answers through the API path's service (an API-kind text)."""
-    from gateway.messaging import queue_text
+    from gateway.messaging.outbound import queue_text
 
     text(twilio, "Call me?", sender=phone)
     with db.session() as session:
@@ -462,7 +462,7 @@ def test_the_sweep_applies_a_callback_that_raced_the_send(twilio, db, clock, wor
         waiting = session.scalars(select(MessageStatusCallback)).one()
         assert waiting.applied_at is None
     # The send recorded this SID without seeing the callback (both committed at the same moment).
-    from gateway.messaging import queue_text
+    from gateway.messaging.outbound import queue_text
 
     with db.session() as session:
         message = queue_text(session, to=CUSTOMER, from_=SIMULTANEOUS, body="hi", kind="api", now=clock.now())

@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from gateway.crm_formats import (
+from gateway.crm.formats import (
     ADF_CONTENT_TYPE,
     IDEMPOTENCY_HEADER,
     JSON_CONTENT_TYPE,

@@ -31,10 +31,9 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 
 from gateway import runtime
-from gateway.app import on_shutdown, runtime_of
-from gateway.forks import process
-from gateway.hotpath import DatabaseUnavailable, Statements
+from gateway.calls.hotpath import DatabaseUnavailable, Statements
 from gateway.models import Lead
+from gateway.runtime import on_shutdown, process, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,8 @@ CHANNEL = "gateway:lead-owners"
 RELOAD_SECONDS = 60.0
 RETRY_SECONDS = 1.0
 WAKE_SECONDS = 0.25  # how often the follower looks up from Redis (to reload, or to stop)
-BOOK = "gateway.owners"
-CHANGED = "gateway.owners.changed"  # session.info key: (store_id, contact_id) of leads changed
+BOOK = "gateway.calls.owners"
+CHANGED = "gateway.calls.owners.changed"  # session.info key: (store_id, contact_id) of leads changed
 
 ALL_OWNERS = """
 SELECT leads.store_id, contacts.phone, agents.key FROM leads
@@ -66,7 +65,7 @@ class OwnerBook:
     """The owners of open leads by (store_id, phone), followed on Redis from a thread of this process."""
 
     def __init__(self, read: Reader, redis: Redis) -> None:
-        self._read = read  # gateway.hotpath.HotPath.read: the calling thread's own autocommit connection
+        self._read = read  # gateway.calls.hotpath.HotPath.read: the calling thread's own autocommit connection
         self._redis_settings: dict[str, Any] = dict(redis.connection_pool.connection_kwargs)
         self._redis_class = redis.connection_pool.connection_class
         self._generation = -1

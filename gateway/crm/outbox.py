@@ -23,9 +23,8 @@ from flask import Flask, has_app_context
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from gateway import events, runtime
-from gateway.api import serialize
-from gateway.crm_formats import (
+from gateway import events, runtime, serialize
+from gateway.crm.formats import (
     ADF_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
     LEAD_CREATED,
@@ -35,8 +34,8 @@ from gateway.crm_formats import (
     render_adf,
     render_json_event,
 )
-from gateway.crm_models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
-from gateway.crm_transport import DeliveryError, post_adf, post_json, send_adf_email
+from gateway.crm.models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
+from gateway.crm.transport import DeliveryError, post_adf, post_json, send_adf_email
 from gateway.database import required
 from gateway.jobs import enqueue_after_commit, register_sweeper
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
@@ -44,7 +43,6 @@ from gateway.settings import DEFAULT_PUBLIC_BASE_URL
 
 log = logging.getLogger(__name__)
 
-DELIVER_JOB = "gateway.crm.deliver_job"
 RETRY_WINDOW = timedelta(hours=24)
 FIRST_BACKOFF = 30.0
 MAX_BACKOFF = 3600.0
@@ -76,7 +74,7 @@ EVENTS = (
 
 # Lead ids created in the session's transaction whose ADF prospect ("new") is not written yet: it goes
 # out with the contact that created the lead (the call or the text), so the CRM gets one prospect.
-_NEW_LEADS_KEY = "gateway.crm.new_leads"
+_NEW_LEADS_KEY = "gateway.crm.outbox.new_leads"
 
 _OUTCOME_CONTACT = {
     CallOutcome.ANSWERED.value: ContactType.ANSWERED_CALL.value,
@@ -232,7 +230,7 @@ def write_deliveries(
     if rows:
         session.flush()
         for row in rows:
-            enqueue_after_commit(session, DELIVER_JOB, row.id)
+            enqueue_after_commit(session, deliver_job, row.id)
     return rows
 
 
@@ -507,7 +505,7 @@ def _enqueue_next_in_stream(session: Session, row: CrmDelivery, now: datetime) -
     )
     if following is not None and following.status == DeliveryStatus.PENDING.value and following.next_attempt_at <= now:
         following.queued_at = now
-        enqueue_after_commit(session, DELIVER_JOB, following.id)
+        enqueue_after_commit(session, deliver_job, following.id)
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -532,7 +530,7 @@ def enqueue_due_deliveries(session: Session, now: datetime) -> None:
     if not ids:
         return
     for delivery_id in ids:
-        enqueue_after_commit(session, DELIVER_JOB, delivery_id)
+        enqueue_after_commit(session, deliver_job, delivery_id)
     session.execute(
         update(CrmDelivery)
         .where(CrmDelivery.id.in_(ids))
@@ -560,7 +558,7 @@ def release_stuck_deliveries(session: Session, now: datetime) -> None:
             row.status = DeliveryStatus.PENDING.value
             row.next_attempt_at = now
             row.queued_at = now
-            enqueue_after_commit(session, DELIVER_JOB, row.id)
+            enqueue_after_commit(session, deliver_job, row.id)
         else:
             row.status = DeliveryStatus.DEAD.value
         log.warning("crm delivery %s was stuck delivering -> %s", row.id, row.status)
@@ -616,7 +614,7 @@ def replay(session: Session, ids: Sequence[int] | None, now: datetime) -> list[C
         row.retry_until = now + RETRY_WINDOW
         row.queued_at = now
         row.updated_at = now
-        enqueue_after_commit(session, DELIVER_JOB, row.id)
+        enqueue_after_commit(session, deliver_job, row.id)
     session.flush()
     return rows
 

@@ -6,7 +6,7 @@ Decisions written down here so they are not rediscovered:
   insert, so a provider retry or two concurrent deliveries of one MessageSid do the work once.
 - A text from an active agent's own phone is not a customer's: it is logged as kind "agent" and
   announced with `events.agent_texted` (the agent loop relays it to the customer).
-- Keywords (STOP, START, HELP...) are matched on the whole body by `compliance.classify_keyword`.
+- Keywords (STOP, START, HELP...) are matched on the whole body by `classify_keyword`.
   They change the contact, which is one per phone for the whole dealer group, so a STOP at one store
   stops texts from every store. A keyword joins the phone's open lead at that store (timeline line,
   `last_contact_at`), but opens no lead, no reply task and no alert: it is a setting, not a question.
@@ -36,8 +36,7 @@ from flask import Flask
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from gateway import compliance, events, messaging
-from gateway.compliance import Keyword
+from gateway import events
 from gateway.database import insert_ignoring_conflict, required
 from gateway.jobs import register_sweeper
 from gateway.leads import (
@@ -49,9 +48,19 @@ from gateway.leads import (
     open_or_join_lead,
     record_event,
 )
+from gateway.messaging.guard import (
+    Keyword,
+    classify_keyword,
+    count_segments,
+    help_text,
+    is_plain_revocation,
+    opt_in_confirmation,
+    opt_out_confirmation,
+)
+from gateway.messaging.models import MessageStatusCallback
+from gateway.messaging.outbound import PROVIDER_STATUSES, apply_early_callbacks, apply_status, queue_text
 from gateway.models import Agent, Contact, Direction, Lead, Message, MessageStatus, Store, TaskKind
 from gateway.phones import mask, national
-from gateway.sms_models import MessageStatusCallback
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +138,7 @@ def _log_text(session: Session, text: IncomingText, values: dict[str, Any], now:
         "from_number": text.sender,
         "to_number": text.to,
         "body": body,
-        "segments": text.segments if text.segments is not None else compliance.count_segments(body).segments,
+        "segments": text.segments if text.segments is not None else count_segments(body).segments,
         "media_urls": list(text.media_urls),
         "status": MessageStatus.RECEIVED.value,
         "automated": False,
@@ -163,7 +172,7 @@ def receive_text(
     )
     if message is None:
         return Received(duplicate=True)
-    keyword = compliance.classify_keyword(message.body)
+    keyword = classify_keyword(message.body)
     answer = keyword == Keyword.OPT_IN and not (contact.opted_out or contact.automation_paused)
     if keyword is not None and not answer:
         lead = apply_keyword(session, contact, message, keyword, origin, now, keyword_replies=keyword_replies)
@@ -181,7 +190,7 @@ def _customer_text(
     message.lead_id = lead.id
     owner = assign_owner(session, lead, now)
     due = follow_up_due(lead.store, lead.department, now)
-    revocation = compliance.is_plain_revocation(message.body)
+    revocation = is_plain_revocation(message.body)
     if revocation:
         pause_automation(session, contact, lead, message, now)
         ensure_task(session, lead, TaskKind.REVIEW, owner, due, now)
@@ -236,7 +245,7 @@ def apply_keyword(
             contact.updated_at = now
             events.contact_opted_out.send(session, contact=contact, now=now)
         text = f"The customer texted {_word(message.body)}: opted out of texts from every store."
-        reply = compliance.opt_out_confirmation(store.name)
+        reply = opt_out_confirmation(store.name)
     elif keyword == Keyword.OPT_IN:
         if contact.opted_out or contact.automation_paused:
             contact.opted_out = False
@@ -246,15 +255,15 @@ def apply_keyword(
             contact.automation_paused = False
             contact.updated_at = now
         text = f"The customer texted {_word(message.body)}: opted back in to texts."
-        reply = compliance.opt_in_confirmation(store.name)
+        reply = opt_in_confirmation(store.name)
     else:
         text = f"The customer texted {_word(message.body)} and was sent who we are and how to opt out."
-        reply = compliance.help_text(store.name, national(store.main_line))
+        reply = help_text(store.name, national(store.main_line))
     if lead is not None:
         record_event(session, lead, "keyword", text, now, {"keyword": keyword.value, "message_id": message.id})
     log.info("text %s from %s: keyword %s", message.sid, mask(contact.phone), keyword.value)
     if keyword_replies == "gateway":
-        messaging.queue_text(
+        queue_text(
             session,
             to=message.from_number,
             from_=message.to_number,
@@ -297,7 +306,7 @@ def record_status(session: Session, update: StatusUpdate, now: datetime) -> str:
         ),
         f"callback {update.sid}",
     )
-    if update.status not in messaging.PROVIDER_STATUSES:
+    if update.status not in PROVIDER_STATUSES:
         callback.applied_at = now
         log.info("text %s: status %r ignored", update.sid, update.status)
         return "ignored"
@@ -305,7 +314,7 @@ def record_status(session: Session, update: StatusUpdate, now: datetime) -> str:
     if message is None:
         log.info("text %s: status %s arrived before the send was recorded; kept", update.sid, update.status)
         return "waiting"
-    moved = messaging.apply_status(session, message, update.status, update.error_code, now)
+    moved = apply_status(session, message, update.status, update.error_code, now)
     callback.applied_at = now
     return "applied" if moved else "stale"
 
@@ -324,7 +333,7 @@ def apply_waiting_callbacks(session: Session, now: datetime) -> None:
     for sid in sids:
         message = session.scalar(select(Message).where(Message.sid == sid))
         if message is not None:
-            messaging.apply_early_callbacks(session, message, now)
+            apply_early_callbacks(session, message, now)
     session.execute(
         delete(MessageStatusCallback).where(
             MessageStatusCallback.applied_at.is_(None),

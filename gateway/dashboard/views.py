@@ -8,11 +8,12 @@ from typing import Any
 from flask import Blueprint, Flask, Response, redirect, render_template, request, session, url_for
 from sqlalchemy import Select, select
 
-from gateway import apikeys, runtime, web
+from gateway import runtime, web
+from gateway.api import keys
 from gateway.models import ApiKey, Call, Lead, Message, Task, TaskStatus
 from gateway.phones import national
 
-blueprint = Blueprint("dashboard", __name__)
+blueprint = Blueprint("dashboard", __name__, template_folder="templates")
 
 
 
@@ -49,7 +50,7 @@ def home() -> Response | str:
     if key is None:
         return _page()
     db = web.session()
-    stores = apikeys.store_ids(db, key)
+    stores = keys.store_ids(db, key)
     leads = db.scalars(_scoped(select(Lead), Lead.store_id, stores).order_by(Lead.id.desc()).limit(50))
     tasks = db.scalars(
         _scoped(select(Task).join(Lead, Lead.id == Task.lead_id), Lead.store_id, stores)
@@ -66,7 +67,7 @@ def home() -> Response | str:
 
 @blueprint.post("/sign-in")
 def sign_in() -> Response | str:
-    key = apikeys.find_key(web.session(), (request.form.get("key") or "").strip())
+    key = keys.find_key(web.session(), (request.form.get("key") or "").strip())
     if key is None:
         return _page(error="That key is unknown or revoked.")
     session.clear()

@@ -37,14 +37,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
+from flask import Flask
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from gateway.forks import process
+from gateway.calls import rows
+from gateway.runtime import on_shutdown, process, runtime_of
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+EXTENSION = "gateway.hotpath"
 
 _NAMED = re.compile(r":(\w+)")
 # Calls ringing in the same moment share a transaction, up to this many.
@@ -58,13 +62,12 @@ STALL_SECONDS = 2.0
 # So many calls queued means the database is not keeping up: calls wait for their own commit.
 MAX_QUEUED = 5000
 
-RING_INSERT = """
-INSERT INTO calls (sid, store_id, tracked_number_id, from_number, to_number, direction, kind, status,
-                   outcome, after_hours, dial_step, ringing_agents, answered_by_id, voicemail_started,
-                   started_at, created_at)
-VALUES (:sid, :store_id, :tracked_number_id, :from_number, :to_number, 'inbound', 'customer', :status,
-        'ringing', :after_hours, 0, :ringing_agents, NULL, :voicemail_started, :now, :now)
-ON CONFLICT (sid) DO NOTHING"""
+# The column names are the code's own (gateway/calls/rows.py), never input.
+RING_INSERT = " ".join((
+    "INSERT INTO calls", "(" + ", ".join(rows.COLUMNS) + ")",
+    "VALUES", "(" + ", ".join(":" + column for column in rows.COLUMNS) + ")",
+    "ON CONFLICT (sid) DO NOTHING",
+))
 RETURNING_ID = " RETURNING id"
 RING_STATE = "SELECT ringing_agents, dial_step, after_hours, voicemail_started FROM calls WHERE sid = :sid"
 OWNER_OF_OPEN_LEAD = """
@@ -112,6 +115,20 @@ class RingingCall:
     @property
     def state(self) -> RingState:
         return RingState(self.sid, self.steps, 0, self.after_hours, self.after_hours or not self.steps)
+
+    def row(self) -> dict[str, Any]:
+        return rows.new_call(
+            sid=self.sid,
+            store_id=self.store_id,
+            tracked_number_id=self.tracked_number_id,
+            from_number=self.caller,
+            to_number=self.to,
+            status=self.status,
+            now=self.now,
+            after_hours=self.after_hours,
+            ringing_agents=self.steps,
+            voicemail_started=self.after_hours or not self.steps,
+        )
 
 
 class Statements:
@@ -182,18 +199,17 @@ class Statements:
             self._cursor.executemany(self._sql(RING_INSERT), rows)
 
     def _ring_values(self, call: RingingCall) -> dict[str, Any]:
-        return {
-            "sid": call.sid,
-            "store_id": call.store_id,
-            "tracked_number_id": call.tracked_number_id,
-            "from_number": call.caller,
-            "to_number": call.to,
-            "status": call.status,
-            "after_hours": self.flag(call.after_hours),
-            "ringing_agents": self.json(call.steps),
-            "voicemail_started": self.flag(call.after_hours or not call.steps),
-            "now": self.time(call.now),
-        }
+        return {column: self._value(value) for column, value in call.row().items()}
+
+    def _value(self, value: Any) -> Any:
+        """A Python value as its column stores it through the driver."""
+        if isinstance(value, bool):
+            return self.flag(value)
+        if isinstance(value, datetime):
+            return self.time(value)
+        if isinstance(value, list | dict):
+            return self.json(value)
+        return value
 
 
 Work = Callable[[Statements], T]
@@ -589,3 +605,15 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def install(app: Flask) -> HotPath:
+    """The app's writer: one per app, connected on first use in the process that uses it."""
+    writer = app.extensions[EXTENSION] = HotPath(runtime_of(app).database.engine)
+    on_shutdown(app, writer.close)
+    return writer
+
+
+def hot_path(app: Flask) -> HotPath:
+    writer: HotPath = app.extensions[EXTENSION]
+    return writer

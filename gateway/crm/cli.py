@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway.database import Database
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import settings_for_command
 
 
 def register(main: click.Group) -> None:
@@ -23,7 +23,7 @@ def deadletters(limit: int) -> None:
     """List dead letters: deliveries refused by the CRM or still failing after 24 h."""
     from sqlalchemy import select
 
-    from gateway.crm import dead_letters
+    from gateway.crm.outbox import dead_letters
     from gateway.models import Store
 
     database = _database()
@@ -54,22 +54,21 @@ def deadletters(limit: int) -> None:
 def replay(ids: tuple[int, ...], replay_all: bool) -> None:
     """Send dead letters again (same body, same idempotency key) with a fresh 24 h retry window."""
     from gateway.clock import SystemClock
-    from gateway.crm import NotDead
-    from gateway.crm import replay as replay_deliveries
+    from gateway.crm.outbox import NotDead
+    from gateway.crm.outbox import replay as replay_deliveries
 
     if not ids and not replay_all:
         raise click.UsageError("name the deliveries to replay (IDs) or pass --all")
     if ids and replay_all:
         raise click.UsageError("pass IDs or --all, not both")
-    settings = _settings()
+    settings = settings_for_command()
     # The worker sends them: through Redis at once, or through the sweep if Redis is not reachable.
     from redis import Redis
 
-    from gateway.app import redis_url
     from gateway.jobs import SESSION_QUEUE_KEY, make_queue
 
     database = Database(settings.database_url)
-    redis = Redis.from_url(redis_url(settings), socket_connect_timeout=0.5, socket_timeout=5)
+    redis = Redis.from_url(settings.redis_address, socket_connect_timeout=0.5, socket_timeout=5)
     database.sessions.configure(info={SESSION_QUEUE_KEY: make_queue(redis)})
     try:
         with database.session() as session:
@@ -86,15 +85,10 @@ def replay(ids: tuple[int, ...], replay_all: bool) -> None:
     click.echo(f"replaying {len(replayed)} delivery(ies): {' '.join(str(i) for i in replayed)}")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
 
 
 def _database() -> Database:
-    return Database(_settings().database_url)
+    return Database(settings_for_command().database_url)
 
 
 def _one_line(text: str | None) -> str:

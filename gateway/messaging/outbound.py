@@ -23,10 +23,12 @@ from flask import Flask
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from gateway import compliance, events, runtime
+from gateway import events, runtime
 from gateway.database import insert_many_ignoring_conflict, required
 from gateway.jobs import enqueue_after_commit, register_sweeper
 from gateway.leads import ensure_task, follow_up_due, record_event
+from gateway.messaging.guard import CAP_PERIOD, GuardDecision, OutboundCheck, check_outbound, count_segments
+from gateway.messaging.models import MessageStatusCallback
 from gateway.models import (
     Agent,
     Call,
@@ -37,14 +39,13 @@ from gateway.models import (
     MessageStatus,
     Store,
     TaskKind,
+    TrackedNumber,
 )
 from gateway.phones import mask
 from gateway.provider import ERROR_OPTED_OUT, NOT_TEXTABLE_CODES, ProviderError, SentMessage
-from gateway.sms_models import MessageStatusCallback
 
 log = logging.getLogger(__name__)
 
-SEND_JOB = "gateway.messaging.send_messages_job"
 SEND_BATCH = 50
 # Provider calls in flight at once within one batch of texts.
 PROVIDER_CONCURRENCY = 8
@@ -96,6 +97,23 @@ def init_app(app: Flask) -> None:
     register_sweeper("stuck-sends", mark_stuck_sends)
 
 
+def sender_for(session: Session, lead: Lead) -> str | None:
+    """The number texts about a lead go out from, so replies come back to the gateway: the tracked number
+    the customer reached, else the store's number of that department, else any of the store's numbers."""
+    if lead.tracked_number:
+        return lead.tracked_number
+    numbers = list(
+        session.scalars(
+            select(TrackedNumber)
+            .where(TrackedNumber.store_id == lead.store_id, TrackedNumber.active.is_(True))
+            .order_by(TrackedNumber.id)
+        )
+    )
+    same = [n for n in numbers if n.department == lead.department]
+    chosen = same or numbers
+    return chosen[0].number if chosen else None
+
+
 class Text(TypedDict, total=False):
     """What a text to send is made of; `to`, `from_`, `body` and `kind` are required."""
 
@@ -127,7 +145,7 @@ def queue_text(session: Session, *, now: datetime, enqueue: bool = True, **text:
     session.flush()
     send_after = values["send_after"]
     if enqueue and (send_after is None or send_after <= now):
-        enqueue_after_commit(session, SEND_JOB, [message.id])
+        enqueue_after_commit(session, send_messages_job, [message.id])
     return message
 
 
@@ -147,7 +165,7 @@ def text_values(*, now: datetime, **text: Unpack[Text]) -> dict[str, Any]:
         "from_number": text["from_"],
         "to_number": text["to"],
         "body": body,
-        "segments": compliance.count_segments(body).segments,
+        "segments": count_segments(body).segments,
         "media_urls": list(text.get("media_urls", ())),
         "status": MessageStatus.PENDING.value,
         "send_after": text.get("send_after"),
@@ -174,11 +192,11 @@ def queue_texts(
             if row["origin"] in inserted and (row["send_after"] is None or row["send_after"] <= now)
         ]
         for start in range(0, len(due), SEND_BATCH):
-            enqueue_after_commit(session, SEND_JOB, due[start : start + SEND_BATCH])
+            enqueue_after_commit(session, send_messages_job, due[start : start + SEND_BATCH])
     return {origin: message for origin, message in messages.items() if origin is not None}
 
 
-def check(session: Session, message: Message, now: datetime) -> compliance.GuardDecision:
+def check(session: Session, message: Message, now: datetime) -> GuardDecision:
     """The one send guard, fed from the database."""
     return check_many(session, [message], now)[message.id]
 
@@ -229,7 +247,7 @@ def _guard_inputs(session: Session, messages: Sequence[Message], now: datetime) 
                 Message.to_number.in_(automated),
                 Message.automated.is_(True),
                 Message.direction == Direction.OUTBOUND.value,
-                Message.sent_at >= now - compliance.CAP_PERIOD,
+                Message.sent_at >= now - CAP_PERIOD,
                 Message.id.not_in([m.id for m in messages]),
             )
         ):
@@ -253,18 +271,18 @@ def _latest(session: Session, key: Any, at: Any, keys: set[Any], direction: Any)
     return {value: latest for value, latest in rows if value is not None and latest is not None}
 
 
-def check_many(session: Session, messages: Sequence[Message], now: datetime) -> dict[int, compliance.GuardDecision]:
+def check_many(session: Session, messages: Sequence[Message], now: datetime) -> dict[int, GuardDecision]:
     """The send guard for many texts at once: its inputs loaded per batch, its rules applied per text."""
     inputs = _guard_inputs(session, messages, now)
     return {message.id: _decide(message, inputs, now) for message in messages}
 
 
-def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> compliance.GuardDecision:
+def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> GuardDecision:
     zone = inputs.zones.get(message.store_id or 0, "America/New_York")
     if message.kind in AGENT_KINDS:
         # Alerts go to our own agents, who asked for them: only the provider's limits apply.
-        return compliance.check_outbound(
-            compliance.OutboundCheck(
+        return check_outbound(
+            OutboundCheck(
                 to_number=message.to_number,
                 body=message.body,
                 media_count=len(message.media_urls or []),
@@ -277,8 +295,8 @@ def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> compliance
             )
         )
     contact = inputs.contact_of(message)
-    decision = compliance.check_outbound(
-        compliance.OutboundCheck(
+    decision = check_outbound(
+        OutboundCheck(
             to_number=message.to_number,
             body=message.body,
             media_count=len(message.media_urls or []),
@@ -295,7 +313,7 @@ def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> compliance
     )
     paused = contact is not None and contact.automation_paused and message.automated
     if paused and (decision.allowed or decision.deferred):
-        return compliance.GuardDecision(
+        return GuardDecision(
             False,
             "automation_paused",
             "The customer asked in their own words not to be texted; automated texts to them are "
@@ -576,7 +594,7 @@ def enqueue_due_messages(session: Session, now: datetime) -> None:
         )
     )
     for start in range(0, len(ids), SEND_BATCH):
-        enqueue_after_commit(session, SEND_JOB, ids[start : start + SEND_BATCH])
+        enqueue_after_commit(session, send_messages_job, ids[start : start + SEND_BATCH])
     if ids:
         # Touch them so the next sweep leaves them to the jobs just queued.
         session.execute(update(Message).where(Message.id.in_(ids)).values(updated_at=now))

@@ -8,13 +8,17 @@ call row is claimed by a conditional update on `processed_at`, which only one re
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gateway import events
+from gateway.calls.hotpath import hot_path
+from gateway.calls.rows import new_call
 from gateway.database import insert_ignoring_conflict, required
 from gateway.leads import (
     Origin,
@@ -26,12 +30,18 @@ from gateway.leads import (
     record_event,
     record_human_contact,
 )
-from gateway.models import Agent, Call, CallOutcome, Direction, Lead, Store, TaskKind
+from gateway.models import Agent, Call, CallOutcome, Lead, Store, TaskKind
 from gateway.phones import mask
 
 log = logging.getLogger(__name__)
 
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+# How long a webhook about a call waits for the ring another web process answered to be committed; the
+# writers commit within milliseconds, so past this the call was never logged (it rang while the
+# database was down, or the process that answered it died) and the webhook handles it as unknown.
+RING_LOG_GRACE = 1.0
+RING_LOG_POLL = 0.02
 
 
 @dataclass(frozen=True)
@@ -61,27 +71,19 @@ def record_incoming(
     now: datetime,
 ) -> tuple[Call, bool]:
     """Log the ringing call once; a provider retry gets the call as first recorded."""
-    inserted = insert_ignoring_conflict(
-        session,
-        Call,
-        {
-            "sid": call.sid,
-            "store_id": origin.store_id,
-            "tracked_number_id": origin.tracked_number_id,
-            "from_number": call.caller,
-            "to_number": call.to,
-            "direction": Direction.INBOUND.value,
-            "status": call.status,
-            "outcome": CallOutcome.RINGING.value,
-            "after_hours": after_hours,
-            "voicemail_started": after_hours or not steps,
-            "ringing_agents": steps,
-            "dial_step": 0,
-            "started_at": now,
-            "created_at": now,
-        },
-        ["sid"],
+    values = new_call(
+        sid=call.sid,
+        store_id=origin.store_id,
+        tracked_number_id=origin.tracked_number_id,
+        from_number=call.caller,
+        to_number=call.to,
+        status=call.status,
+        now=now,
+        after_hours=after_hours,
+        ringing_agents=steps,
+        voicemail_started=after_hours or not steps,
     )
+    inserted = insert_ignoring_conflict(session, Call, values, ["sid"])
     row = required(session.scalar(select(Call).where(Call.sid == call.sid)), f"call {call.sid}")
     return row, inserted
 
@@ -145,25 +147,17 @@ def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: 
             return None
         # The end arrived first (callbacks out of order, or the call came in while the database was
         # down): log the call from what the end tells.
-        insert_ignoring_conflict(
-            session,
-            Call,
-            {
-                "sid": ended.sid,
-                "store_id": origin.store_id,
-                "tracked_number_id": origin.tracked_number_id,
-                "from_number": ended.caller,
-                "to_number": ended.to,
-                "direction": Direction.INBOUND.value,
-                "status": ended.status,
-                "kind": "customer",
-                "voicemail_started": False,
-                "ringing_agents": [],
-                "started_at": now - timedelta(seconds=ended.duration or 0),
-                "created_at": now,
-            },
-            ["sid"],
+        values = new_call(
+            sid=ended.sid,
+            store_id=origin.store_id,
+            tracked_number_id=origin.tracked_number_id,
+            from_number=ended.caller,
+            to_number=ended.to,
+            status=ended.status,
+            now=now,
+            started_at=now - timedelta(seconds=ended.duration or 0),
         )
+        insert_ignoring_conflict(session, Call, values, ["sid"])
     claimed = session.execute(
         update(Call)
         .where(Call.sid == ended.sid, Call.processed_at.is_(None))
@@ -220,3 +214,22 @@ def _fallback_origin(call: Call, store: Store) -> Origin:
 
 def lead_of_call(session: Session, call: Call) -> Lead | None:
     return session.get(Lead, call.lead_id) if call.lead_id else None
+
+
+def logged_call(session: Session, sid: str) -> Call | None:
+    """The call's row for a webhook about a call in progress or ended.
+
+    A ring answered moments ago may still be on its way to the database, from this process's writer
+    (flushed here) or another's (waited for, up to RING_LOG_GRACE). None when there is no such call."""
+    call = get_call(session, sid)
+    if call is not None:
+        return call
+    deadline = time.monotonic() + RING_LOG_GRACE
+    session.rollback()  # hold no snapshot or lock while the writers commit
+    hot_path(current_app).flush()
+    while True:
+        call = get_call(session, sid)
+        if call is not None or time.monotonic() >= deadline:
+            return call
+        session.rollback()
+        time.sleep(RING_LOG_POLL)

@@ -18,12 +18,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.config_file import AgentConfig, CadenceConfig, GatewayConfig, NumberConfig, StoreConfig
-from gateway.models import Agent, CadenceDefinition, Store
+from gateway.dealer_config.parse import AgentConfig, CadenceConfig, GatewayConfig, NumberConfig, StoreConfig
 
 # Configuration as code spans every package's configured rows, the way create_app wires the packages
 # together, so this module is the one place in the core that writes a feature's model.
-from tracked_numbers.models import TrackedNumber
+from gateway.models import Agent, CadenceDefinition, Store, TrackedNumber
 
 # Column -> the name the configuration file uses for it, for the "changed ..." lines.
 _LABELS = {

@@ -23,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gateway.durations import format_duration, parse_duration
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# These mirror gateway.models.Role, tracked_numbers.models.RingStrategy and gateway.models.LeadStatus;
+# These mirror gateway.models.Role, gateway.models.RingStrategy and gateway.models.LeadStatus;
 # a test keeps them in step (the core does not import feature packages).
 ROLES = ("agent", "manager")
 STRATEGIES = ("simultaneous", "sequential", "round-robin")

@@ -18,8 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import events
-from gateway.models import Call, Direction, Lead, Message
-from tracked_numbers.models import TrackedNumber
+from gateway.models import Call, Direction, Lead, Message, TrackedNumber
 
 REPEAT_WINDOW = timedelta(days=7)
 BASE_POINTS = 10  # a customer reached out at all

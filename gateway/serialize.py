@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from gateway.api import iso
 from gateway.models import Call, Lead, LeadEvent, Message, Task
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A time as ISO 8601 with its offset, as every time the gateway puts in JSON."""
+    return moment.isoformat() if moment is not None else None
 
 
 def lead(row: Lead) -> dict[str, Any]:

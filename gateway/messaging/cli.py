@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import settings_for_command
 
 
 def register(main: click.Group) -> None:
@@ -13,11 +13,6 @@ def register(main: click.Group) -> None:
         simulate.add_command(simulate_sms)
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
 
 
 @click.command("sms")
@@ -32,7 +27,7 @@ def simulate_sms(to: str, from_: str, body: str, media: tuple[str, ...], url: st
 
     if not body and not media:
         raise click.UsageError("give --body, --media or both")
-    settings = _settings()
+    settings = settings_for_command()
     poster = HttpPoster(url or settings.public_base_url, settings.webhook_auth_token)
     try:
         lines = list(play_text(poster, to=to, sender=from_, body=body, media=list(media)))

@@ -13,11 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from flask import Flask, has_app_context
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway import events, priority, runtime
-from gateway.agent_loop import click_to_call_url, describe, managers_of, send_alert
-from gateway.models import Agent, Call, CallOutcome, Lead, Message
+from gateway import events, runtime
+from gateway.agents import priority
+from gateway.agents.click_to_call import click_to_call_url
+from gateway.messaging.outbound import queue_text, sender_for
+from gateway.models import Agent, Call, CallOutcome, Lead, Message, Role
 from gateway.phones import national
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,60 @@ def init_app(app: Flask) -> None:
     events.message_received.connect(on_message_received, weak=False)
     events.voicemail_transcribed.connect(on_voicemail_transcribed, weak=False)
     events.call_completed.connect(on_call_completed, weak=False)
+
+
+def send_alert(
+    session: Session,
+    *,
+    lead: Lead | None,
+    agent: Agent,
+    body: str,
+    origin: str,
+    now: datetime,
+    from_: str | None = None,
+) -> Message | None:
+    """A text to one of our agents, from a number the agent can reply to; once per origin.
+
+    Agent texts are kind "alert": the customer rules (quiet hours, caps) protect customers, not staff.
+    """
+    sender = from_ or (sender_for(session, lead) if lead is not None else None)
+    if sender is None or not agent.phone:
+        log.warning("alert %s not sent: no number to send it from", origin)
+        return None
+    message = queue_text(
+        session,
+        to=agent.phone,
+        from_=sender,
+        body=body,
+        kind="alert",
+        now=now,
+        lead=lead,
+        agent=agent,
+        store_id=lead.store_id if lead is not None else agent.store_id,
+        origin=origin[:100],
+    )
+    message.contact_id = None  # it went to our agent, not to the customer
+    return message
+
+
+def managers_of(session: Session, store_id: int, department: str) -> list[Agent]:
+    """The department's managers; the store's managers when the department has none."""
+    managers = list(
+        session.scalars(
+            select(Agent)
+            .where(Agent.store_id == store_id, Agent.role == Role.MANAGER.value, Agent.active.is_(True))
+            .order_by(Agent.id)
+        )
+    )
+    in_department = [m for m in managers if department in (m.departments or [])]
+    return in_department or managers
+
+
+def describe(lead: Lead) -> str:
+    """The customer, source, store and department of a lead, for an alert."""
+    who = national(lead.contact.phone)
+    source = lead.source or "no source"
+    return f"{who}, {source}, {lead.store.name} {lead.department}"
 
 
 def _preview(text: str, limit: int = PREVIEW_CHARACTERS) -> str:

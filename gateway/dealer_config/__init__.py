@@ -1,0 +1,1 @@
+"""The dealer configuration file: reading and checking the YAML (parse.py), applying it (apply.py)."""
