@@ -166,7 +166,8 @@ def config_apply(file: Path) -> None:
     from gateway.calls.failsafe import write_main_lines
     from gateway.database import Database, upgrade
     from gateway.dealer_config.apply import apply_config
-    from gateway.dealer_config.parse import ConfigError, load_config
+    from gateway.dealer_config.parse import load_config
+    from gateway.dealer_config.schema import ConfigError
 
     settings = settings_for_command()
     if not file.exists():

@@ -4,7 +4,7 @@ When the database is down the incoming-call webhook answers with a Dial of the s
 from the route cache or from a map on disk written here while the database was up; webhooks/failsafe.py
 answers). The webhook itself is kept: as an RQ job when
 Redis is up, else as a file in the instance spool folder that the worker's sweep replays. So is a ring
-answered with its ring plan that the database refused a moment later (gateway/hotpath.py).
+answered with its ring plan that the database refused a moment later (gateway/calls/hotpath.py).
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ A request works out its call's answer itself (reading the owner of the caller's 
 thread's own connection when the plan rings owners first; a round-robin turn comes from Redis), queues
 the call and answers; the writer commits it a moment later, normally within a millisecond or two, or
 within LINGER_SECONDS when calls come in together. A later webhook about the call waits for that
-commit (webhooks.voice.logged_call). A call waits for its own commit when the database must decide its
+commit (gateway.calls.services.logged_call). A call waits for its own commit when the database must decide its
 answer (a round-robin turn while Redis cannot give one) and while the writer is not known to be
 healthy, so a database that is down sends callers to the failsafe instead of a ring plan nobody can
 follow; while a commit hangs, calls go to the failsafe at once. On SQLite the writers of different
 processes take turns on a file lock, which wakes the next the moment the first is done.
 Everything else in the gateway goes through SQLAlchemy.
+The writer, its statements and its health checks stay in one module, a little over 600 lines: they
+share the one connection and lock, and reading them together is how one convinces oneself no call is lost.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.dealer_config.parse import AgentConfig, CadenceConfig, GatewayConfig, NumberConfig, StoreConfig
+from gateway.dealer_config.schema import AgentConfig, CadenceConfig, GatewayConfig, NumberConfig, StoreConfig
 
 # Configuration as code spans every package's configured rows, the way create_app wires the packages
 # together, so this module is the one place in the core that writes a feature's model.

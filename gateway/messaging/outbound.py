@@ -6,6 +6,8 @@ asks the guard (opt-out, textable, quiet hours, caps, length) with its inputs lo
 provider outside any transaction, a few texts at once, and records the answers (`send_message` is the
 same for one text). A worker that dies between the claim and the answer leaves the row `sending`;
 the sweep marks it `unknown` and puts it in front of a person instead of sending it again.
+Queueing, the guard's inputs, claiming and recording are one module (a little over 600 lines) because
+the exactly-once promise lives in how they hand rows to each other.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from gateway.models import Call, LeadEvent, WebhookEvent
 from gateway.simulator import new_sid
-from tests.gateway.agent_loop_helpers import (
+from tests.gateway.agents.helpers import (
     ALICE,
     DMITRI,
     alert_rows,

@@ -10,19 +10,11 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.calls.failsafe import SPOOL_DIR, write_main_lines
-from gateway.embedded_redis import free_port
 from gateway.models import Call, Lead, Task
 from gateway.simulator import new_sid, play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS
+from tests.support.unreachable import dead_postgres, dead_redis
 from tests.support.webhooks import AppPoster, SignedClient
-
-
-def dead_postgres() -> str:
-    return f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone?connect_timeout=1"
-
-
-def dead_redis() -> str:
-    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.fixture

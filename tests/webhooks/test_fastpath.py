@@ -15,9 +15,8 @@ from gateway.database import make_engine
 from gateway.models import Call
 from gateway.simulator import new_sid, sign
 from tests.support.config import CUSTOMER, ROUND_ROBIN, SIMULTANEOUS
+from tests.support.unreachable import dead_postgres
 from webhooks.fastpath import IncomingCallFastPath
-
-from .test_failsafe import dead_postgres
 
 
 @pytest.fixture

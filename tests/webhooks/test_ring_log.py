@@ -1,4 +1,4 @@
-"""A ring is answered before its commit (gateway/hotpath.py): later webhooks about the call, in this web
+"""A ring is answered before its commit (gateway/calls/hotpath.py): later webhooks about the call, in this web
 process or another, find it logged as it was answered; round-robin turns hold across processes; a ring
 the database refuses after its answer is kept and logged later."""
 
@@ -14,7 +14,6 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from redis import Redis
 from sqlalchemy import func, select
 
 from gateway.calls import hotpath
@@ -24,10 +23,8 @@ from gateway.models import Call, Lead
 from gateway.simulator import HttpPoster, new_sid, sign
 from tests.support import postgres
 from tests.support.config import BASIC_CONFIG, CUSTOMER, ROUND_ROBIN, SIMULTANEOUS, store_hours
+from tests.support.unreachable import dead_redis
 from tests.support.webhooks import SignedClient
-from tracked_numbers.rotation import Rotation
-
-from .test_failsafe import dead_redis
 
 ALICE, BEN, CARA = "+12025550111", "+12025550112", "+12025550113"
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,22 +158,6 @@ def test_a_ring_the_database_refuses_after_its_answer_is_logged_later(app, db, s
     assert call.outcome == "ringing"
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Lead)) == 0
-
-
-def test_turns_survive_a_redis_that_forgot_the_script_and_pause_when_redis_is_gone(redis):
-    turns = Rotation(redis)
-    assert [turns.turn(7, new_sid("CA")) for _ in range(2)] == [0, 1]
-    redis.script_flush()  # a restarted Redis knows no scripts
-    assert turns.turn(7, new_sid("CA")) == 2
-    redis.flushdb()  # nor the rotation: it starts again at the first agent
-    assert turns.turn(7, new_sid("CA")) == 0
-    turns.close()
-
-    gone = Rotation(Redis.from_url(dead_redis()))
-    started = time.monotonic()
-    assert gone.turn(7, new_sid("CA")) is None
-    assert gone.turn(7, new_sid("CA")) is None  # paused: no second wait on a dead server
-    assert time.monotonic() - started < 1.0
 
 
 @pytest.mark.skipif(not postgres.available(), reason="PostgreSQL binaries not installed")

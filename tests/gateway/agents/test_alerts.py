@@ -11,7 +11,7 @@ from sqlalchemy import select
 from gateway import events
 from gateway.models import Direction, Lead, Message, MessageStatus
 from gateway.simulator import new_sid, play_text
-from tests.gateway.agent_loop_helpers import (
+from tests.gateway.agents.helpers import (
     ALICE,
     BASE,
     BEN,

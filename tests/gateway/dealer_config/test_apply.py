@@ -13,10 +13,11 @@ from sqlalchemy import select
 
 from gateway.database import Base, Database
 from gateway.dealer_config.apply import apply_config
-from gateway.dealer_config.parse import ConfigError, GatewayConfig, load_config, parse_config
+from gateway.dealer_config.parse import load_config, parse_config
+from gateway.dealer_config.schema import ConfigError, GatewayConfig
 from gateway.models import Agent, CadenceDefinition, Store, TrackedNumber
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dealer-group.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dealer-group.yaml"
 EXAMPLE_TEXT = EXAMPLE.read_text()
 
 EXAMPLE_ADDED = [

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway.dealer_config.parse import (
+from gateway.dealer_config.parse import load_config, parse_config
+from gateway.dealer_config.schema import (
     DAYS,
     ROLES,
     STRATEGIES,
@@ -15,13 +16,11 @@ from gateway.dealer_config.parse import (
     ConfigError,
     GatewayConfig,
     Problem,
-    load_config,
-    parse_config,
 )
 from gateway.durations import format_duration, parse_duration
 from gateway.models import LeadStatus, RingStrategy, Role
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dealer-group.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dealer-group.yaml"
 
 # A small sound file; tests change one line of it and expect problems at known lines.
 BASE = """\

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.agents import priority
 from gateway.models import Lead
-from tests.gateway.agent_loop_helpers import api_key, missed_call, only_lead
+from tests.gateway.agents.helpers import api_key, missed_call, only_lead
 from tests.support.config import BASIC_CONFIG
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from gateway import events
 from gateway.models import Agent, Contact, Direction, Lead, Message, MessageStatus, Task
 from gateway.simulator import new_sid, play_text
-from tests.gateway.agent_loop_helpers import ALICE, BEN, alert_rows, missed_call, only_lead, texts_to
+from tests.gateway.agents.helpers import ALICE, BEN, alert_rows, missed_call, only_lead, texts_to
 from tests.support.config import CUSTOMER, SIMULTANEOUS, UNSCREENED
 
 OTHER_CUSTOMER = "+12025550177"

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.models import Contact, Lead, Task
-from tests.gateway.agent_loop_helpers import ALICE, DMITRI, api_key, missed_call, only_lead, texts_to
+from tests.gateway.agents.helpers import ALICE, DMITRI, api_key, missed_call, only_lead, texts_to
 from tests.support.config import BASIC_CONFIG, CUSTOMER, SIMULTANEOUS
 
 OFF_DUTY = '{mon: "07:00-09:00"}'  # on duty Mondays before opening only: off duty on a Tuesday

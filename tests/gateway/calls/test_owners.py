@@ -1,4 +1,4 @@
-"""Every web process's book of lead owners (gateway/owners.py): loaded, kept current across processes,
+"""Every web process's book of lead owners (gateway/calls/owners.py): loaded, kept current across processes,
 current at once in the process that made a change, and silent (so calls ask the database) without Redis."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from gateway.leads import change_owner, set_status
 from gateway.models import Agent, Lead, LeadStatus
 from gateway.simulator import new_sid, play_call
 from tests.support.config import SEQUENTIAL
+from tests.support.unreachable import dead_redis
 from tests.support.webhooks import AppPoster, SignedClient
-
-from ..webhooks.test_failsafe import dead_redis
 
 pytestmark = pytest.mark.usefixtures("configured")
 

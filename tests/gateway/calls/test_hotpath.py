@@ -20,11 +20,10 @@ from gateway.database import make_engine
 from gateway.models import Call
 from gateway.simulator import new_sid
 from tests.support import postgres
-
-from ..webhooks.test_failsafe import dead_postgres
+from tests.support.unreachable import dead_postgres
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def ringing(sid: str, store_id: int) -> RingingCall:
@@ -243,7 +242,7 @@ import sys
 from gateway.calls import hotpath
 from gateway.database import make_engine
 from gateway.calls.hotpath import HotPath
-from tests.gateway.test_hotpath import log_ringing, ringing
+from tests.gateway.calls.test_hotpath import log_ringing, ringing
 
 url, store_id, *sids = sys.argv[1:]
 writer = HotPath(make_engine(url))

@@ -14,7 +14,7 @@ from werkzeug.serving import make_server
 
 from gateway.agents.click_to_call import click_to_call_url
 from gateway.models import Agent, Call, Lead, Task
-from tests.gateway.agent_loop_helpers import (
+from tests.gateway.agents.helpers import (
     ALICE,
     BASE,
     BEN,
