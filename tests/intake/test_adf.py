@@ -277,26 +277,9 @@ def test_years_and_prices_that_are_not_numbers_are_none(
 
 # ---------------------------------------------------------------------------------- what is refused
 
-BILLION_LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE adf [
-  <!ENTITY lol "lol">
-  <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
-  <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
-  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
-  <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
-  <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
-  <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
-  <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
-  <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
-  <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
-]>
-<adf><prospect><customer><comments>&lol9;</comments></customer></prospect></adf>
-"""
+BILLION_LAUGHS = sample("billion_laughs.xml")
 
-EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
-<!DOCTYPE adf [<!ENTITY passwd SYSTEM "file:///etc/passwd">]>
-<adf><prospect><customer><contact><name part="full">&passwd;</name></contact></customer></prospect></adf>
-"""
+EXTERNAL_ENTITY = sample("external_entity.xml")
 
 
 def test_the_billion_laughs_document_is_refused() -> None:
