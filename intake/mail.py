@@ -156,7 +156,8 @@ def _html_as_text(text: str) -> str:
     XML again; an HTML body with the ADF markup left raw in it is read as it is."""
     if not _ESCAPED_ADF.search(text):
         return text
-    return html.unescape(_HTML_TAG.sub("", _HTML_LINE_BREAK.sub("\n", text)))
+    # &nbsp; indents the markup in such bodies; unescaped it is no whitespace to XML.
+    return html.unescape(_HTML_TAG.sub("", _HTML_LINE_BREAK.sub("\n", text))).replace("\xa0", " ")
 
 
 def _header(message: Message, name: str) -> str | None:

@@ -82,7 +82,8 @@ def test_a_text_xml_body() -> None:
 
 
 def test_escaped_adf_in_an_html_body() -> None:
-    escaped = html.escape(CARS_COM.decode()).replace("\n", "<br>\n")
+    # As mail programs paste it: escaped, line breaks as <br>, indentation as &nbsp;.
+    escaped = html.escape(CARS_COM.decode()).replace("\n", "<br>\n&nbsp;").replace("  ", "&nbsp; ")
     message = mail()
     message.set_content(
         f"<html><body><p>New lead:</p><div style='font-family:monospace'>{escaped}</div></body></html>", subtype="html"
