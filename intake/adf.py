@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import html.entities
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -235,8 +234,9 @@ def parse_adf(data: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> AdfD
     if len(raw) > max_bytes:
         raise AdfError(f"document of {len(raw)} bytes is over the limit of {max_bytes}", code="too-large")
     root = _parse_root(raw)
-    if _local(root.tag) != "adf":
-        raise AdfError(f"the root element is <{_local(root.tag)}>, not <adf>", code="not-adf")
+    _normalise_names(root)
+    if root.tag != "adf":
+        raise AdfError(f"the root element is <{root.tag}>, not <adf>", code="not-adf")
     prospects = tuple(_prospect(element) for element in _children(root, "prospect"))
     if not prospects:
         raise AdfError("the <adf> document holds no <prospect>", code="no-prospect")
@@ -485,17 +485,26 @@ def _provider(element: Element) -> Provider:
 # -------------------------------------------------------------------------------------- the values
 
 
-def _local(tag: object) -> str:
-    # Element names compared without a namespace and in any case: `<ADF>` and `<Prospect>` are seen.
-    return tag.rpartition("}")[2].lower() if isinstance(tag, str) else ""
+def _normalise_names(root: Element) -> None:
+    """Element and attribute names without a namespace and in lower case, once for the whole tree:
+    `<ADF>`, `<Prospect>` and `xmlns`-qualified names are seen, and lookups after this are plain."""
+    for element in root.iter():
+        if not element.tag.islower() or "}" in element.tag:
+            element.tag = _local(element.tag)
+        if any(not key.islower() or "}" in key for key in element.attrib):
+            element.attrib = {_local(key): value for key, value in element.attrib.items()}
 
 
-def _children(element: Element, name: str) -> Iterator[Element]:
-    return (child for child in element if _local(child.tag) == name)
+def _local(name: str) -> str:
+    return name.rpartition("}")[2].lower()
+
+
+def _children(element: Element, name: str) -> list[Element]:
+    return element.findall(name)
 
 
 def _child(element: Element, name: str) -> Element | None:
-    return next(_children(element, name), None)
+    return element.find(name)
 
 
 def _first_text(element: Element, name: str) -> str | None:
@@ -516,10 +525,8 @@ def _text(element: Element | None, *, multiline: bool = False) -> str | None:
 
 
 def _attr(element: Element, name: str, default: str = "") -> str:
-    for key, value in element.attrib.items():
-        if _local(key) == name:
-            return value.strip()
-    return default
+    value = element.get(name)
+    return value.strip() if value is not None else default
 
 
 def _integer(text: str | None) -> int | None:

@@ -67,7 +67,7 @@ def read_mail(raw: bytes) -> AdfMail:
             found.parse(_payload(part), name)
         elif content_type == "text/html":
             html_parts.append((name, _text(part)))
-        elif part.get_content_maintype() == "text":
+        elif content_type.startswith("text/"):
             found.search(_text(part), name)
     if not found.documents and not found.errors:
         # Only when nothing else had ADF: a multipart/alternative mail carries the same lead in its
