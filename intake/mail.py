@@ -17,9 +17,11 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from email import policy
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
+from typing import Any
 
 from intake.adf import AdfDocument, AdfError, parse_adf
 
@@ -56,7 +58,9 @@ class AdfMail:
 
 def read_mail(raw: bytes) -> AdfMail:
     """The ADF documents in a received e-mail (the bytes as delivered, headers included)."""
-    message = BytesParser(policy=policy.default).parsebytes(raw)
+    # policy.default, with each header parsed once per mail rather than at every read (the parser and
+    # the part accessors read Content-Type and Content-Disposition many times): half the time of a read.
+    message = BytesParser(policy=policy.default.clone(header_factory=_ParsedOnce())).parsebytes(raw)
     found = _Found()
     html_parts: list[tuple[str, str]] = []
     for index, part in enumerate(_leaves(message), start=1):
@@ -82,6 +86,21 @@ def read_mail(raw: bytes) -> AdfMail:
         message_id=_header(message, "Message-ID"),
         recipients=_recipients(message),
     )
+
+
+class _ParsedOnce(HeaderRegistry):
+    """The default header registry, remembering what it built; headers are immutable, so sharing is safe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[tuple[str, str], BaseHeader] = {}
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        key = (name, str(value))
+        header = self._built.get(key)
+        if header is None:
+            header = self._built[key] = super().__call__(name, value)
+        return header
 
 
 class _Found:
