@@ -278,9 +278,9 @@ def _tidy_prolog(raw: bytes) -> tuple[bytes, _Offset]:
     """Drop what real senders put before the document that XML forbids there: leading blank lines or
     spaces (common in e-mail bodies) and a non-conforming XML declaration (the ADF specification's
     examples print `<?XML VERSION "1.0"?>`)."""
-    start = len(_UTF8_BOM) if raw.startswith(_UTF8_BOM) else 0
-    body = raw[start:].lstrip()
-    cut = raw[: len(raw) - len(body)]
+    unmarked = raw.removeprefix(_UTF8_BOM)  # a byte order mark takes no column
+    body = unmarked.lstrip()
+    cut = unmarked[: len(unmarked) - len(body)]
     loose = _LOOSE_XML_DECLARATION.match(body)
     if loose and not _XML_DECLARATION.match(body):
         cut += body[: loose.end()]

@@ -391,6 +391,21 @@ def test_positions_count_the_blank_lines_a_sender_put_first() -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "line", "column"),
+    [
+        # "adf" in the closing tag: column 20 of the line as received, spaces and byte order mark aside.
+        (b"\xef\xbb\xbf  <adf><prospect></adf>", 1, 20),
+        (b'<?XML VERSION "1.0"?>\n<?ADF VERSION "1.0"?>\n<adf><prospect></adf>', 3, 18),
+        (b'\n <?XML VERSION "1.0"?> <adf><prospect></adf>', 2, 41),
+    ],
+)
+def test_positions_are_in_the_document_as_received(data: bytes, line: int, column: int) -> None:
+    with pytest.raises(AdfError) as refused:
+        parse_adf(data)
+    assert (refused.value.line, refused.value.column) == (line, column)
+
+
+@pytest.mark.parametrize(
     "data",
     [
         b"",
