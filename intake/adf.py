@@ -53,6 +53,8 @@ _XML_DECLARATION = re.compile(rb"<\?xml\s+version\s*=[^>]*\?>")
 # What the ADF 1.0 specification prints instead: `<?XML VERSION "1.0"?>`, and variations of it.
 _LOOSE_XML_DECLARATION = re.compile(rb"<\?xml(?=[\s?])[^>]*\?>", re.IGNORECASE)
 _DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_DECLARED_ENCODING_IN_TEXT = re.compile(r"""(\A\s*<\?xml\b[^>]*?\bencoding\s*=\s*["'])[A-Za-z0-9._-]+(["'])""")
+_UTF8_NAMES = frozenset({b"utf-8", b"utf8"})
 _POSITION_SUFFIX = re.compile(r":\s*line \d+, column \d+$")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -230,7 +232,7 @@ def parse_adf(data: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> AdfD
 
     Raises AdfError (see the module docstring for what is refused).
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    raw = _utf8(data) if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise AdfError(f"document of {len(raw)} bytes is over the limit of {max_bytes}", code="too-large")
     root = _parse_root(raw)
@@ -241,6 +243,12 @@ def parse_adf(data: bytes | str, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> AdfD
     if not prospects:
         raise AdfError("the <adf> document holds no <prospect>", code="no-prospect")
     return AdfDocument(prospects=prospects)
+
+
+def _utf8(text: str) -> bytes:
+    """A decoded document as the bytes expat reads: UTF-8, with its declaration saying so (a mail
+    body decoded from UTF-8 often still declares the ISO-8859-1 the document was written in)."""
+    return _DECLARED_ENCODING_IN_TEXT.sub(r"\1UTF-8\2", text, count=1).encode("utf-8")
 
 
 def _parse_root(raw: bytes) -> Element:
@@ -295,13 +303,13 @@ def _tidy_prolog(raw: bytes) -> tuple[bytes, _Offset]:
 def _repair(text: bytes, error: AdfError) -> bytes | None:
     """A second chance for two habits of real senders; None when neither applies.
 
-    - Windows-1252 text (accented names) with no declared encoding, which is not the UTF-8 XML
-      assumes: decoded as Windows-1252 and re-encoded.
+    - Windows-1252 text (accented names) in a document that declares no encoding or UTF-8, and so
+      is read as UTF-8: decoded as Windows-1252 and re-encoded.
     - HTML entities (`&nbsp;`, `&eacute;`) that XML does not define: replaced by the character
       reference of the same character, so nothing is expanded beyond one character.
     """
     code = getattr(error.__cause__, "code", None)
-    if code == _XML_ERROR_INVALID_TOKEN and not _declares_encoding(text):
+    if code == _XML_ERROR_INVALID_TOKEN and _declared_encoding(text) in _UTF8_NAMES:
         try:
             text.decode("utf-8")
         except UnicodeDecodeError:
@@ -314,9 +322,11 @@ def _repair(text: bytes, error: AdfError) -> bytes | None:
     return None
 
 
-def _declares_encoding(text: bytes) -> bool:
+def _declared_encoding(text: bytes) -> bytes:
+    """The encoding the XML declaration names, lower-cased; UTF-8, XML's default, when none is named."""
     declaration = _XML_DECLARATION.match(text)
-    return bool(declaration and _DECLARED_ENCODING.search(declaration.group()))
+    named = _DECLARED_ENCODING.search(declaration.group()) if declaration else None
+    return named.group(1).lower() if named else b"utf-8"
 
 
 def _html_entity_as_reference(match: re.Match[str]) -> str:

@@ -208,6 +208,19 @@ def test_undeclared_windows_1252_is_read_rather_than_refused() -> None:
     assert only_prospect(data).customer.full_name == "Renée D\u2019Arcy"
 
 
+def test_windows_1252_declared_as_utf_8_is_read_rather_than_refused() -> None:
+    data = lead('<name part="full">Renée Roy</name>', head='<?xml version="1.0" encoding="UTF-8"?>')
+
+    assert only_prospect(data.decode().encode("cp1252")).customer.full_name == "Renée Roy"
+
+
+def test_a_str_declaring_another_encoding_is_read_as_the_text_it_is() -> None:
+    text = lead('<name part="full">José Muñoz</name>', head="<?xml version='1.0' encoding='ISO-8859-1'?>").decode()
+
+    assert only_prospect(text).customer.full_name == "José Muñoz"
+    assert only_prospect(text.replace("ISO-8859-1", "UTF-16")).customer.full_name == "José Muñoz"
+
+
 def test_html_entities_in_text_are_read_as_their_characters() -> None:
     prospect = only_prospect(lead('<name part="full">Ren&eacute;e&nbsp;Roy</name><email>r&amp;r@example.com</email>'))
 

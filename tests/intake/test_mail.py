@@ -65,6 +65,14 @@ def test_a_quoted_printable_body_with_non_ascii_names() -> None:
     assert first_names(found.documents) == ["Zoë", "Łukasz"]
 
 
+def test_a_body_declaring_the_encoding_the_lead_was_written_in() -> None:
+    latin = CARS_COM.decode().replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').replace("Dana", "Dána")
+
+    found = read_mail(mail(body=latin).as_bytes())
+
+    assert first_names(found.documents) == ["Dána"]
+
+
 def test_several_documents_in_one_body() -> None:
     body = f"Lead 1:\n{CARS_COM.decode()}\n\nLead 2:\n{AUTOTRADER.decode()}\n"
 
