@@ -20,7 +20,7 @@ from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses, parseaddr
+from email.utils import getaddresses
 from typing import Any
 
 from intake.adf import AdfDocument, AdfError, parse_adf
@@ -82,7 +82,7 @@ def read_mail(raw: bytes) -> AdfMail:
         documents=tuple(found.documents),
         errors=tuple(found.errors),
         subject=_header(message, "Subject"),
-        sender=parseaddr(_header(message, "From") or "")[1] or None,
+        sender=next(iter(_addresses(message, "From")), None),
         message_id=_header(message, "Message-ID"),
         recipients=_recipients(message),
     )
@@ -189,21 +189,26 @@ def _header(message: Message, name: str) -> str | None:
 
 
 def _recipients(message: Message) -> tuple[str, ...]:
-    values: list[str] = []
+    addresses: list[str] = []
     for name in ("To", "Cc", "Delivered-To", "X-Original-To"):
-        values.extend(value for value in _all_headers(message, name) if value)
-    addresses = []
-    for _, address in getaddresses(values):
-        if address and address not in addresses:
-            addresses.append(address)
+        addresses.extend(address for address in _addresses(message, name) if address not in addresses)
     return tuple(addresses)
 
 
-def _all_headers(message: Message, name: str) -> list[str]:
+def _addresses(message: Message, name: str) -> list[str]:
+    """The addresses in every `name` header, without display names (which may hold commas once decoded)."""
     try:
-        return [str(value) for value in message.get_all(name, [])]
-    except (ValueError, IndexError, TypeError):
+        headers = message.get_all(name, [])
+        found: list[str] = []
+        for header in headers:
+            parsed = getattr(header, "addresses", None)  # To, From, Cc: parsed by policy.default
+            if parsed is not None:
+                found.extend(address.addr_spec for address in parsed)
+            else:  # Delivered-To and X-Original-To are plain text to the standard library
+                found.extend(address for _, address in getaddresses([str(header)]))
+    except (ValueError, IndexError, TypeError):  # the header parser is known to trip on hostile input
         return []
+    return [address for address in found if address and "@" in address]
 
 
 def store_keys_for(

@@ -219,6 +219,19 @@ def test_a_mail_without_adf_gives_no_documents_and_no_errors() -> None:
     assert found.subject == "Re: your Honda CR-V"
 
 
+def test_encoded_display_names_with_commas_do_not_confuse_the_addresses() -> None:
+    message = mail()
+    message.replace_header("From", '"M\u00fcller, Hans" <hans@leads.example.com>')
+    message.replace_header("To", '"North, Honda" <north-honda@gateway.example.com>, other@example.com')
+    raw = message.as_bytes()
+    assert b"=?utf-8?" in raw
+
+    found = read_mail(raw)
+
+    assert found.sender == "hans@leads.example.com"
+    assert found.recipients == ("north-honda@gateway.example.com", "other@example.com")
+
+
 def test_garbage_gives_no_documents_and_no_errors() -> None:
     found = read_mail(b"\x00\xff not a mail at all \r\n\r\n<<<>>>")
 
