@@ -100,8 +100,8 @@ class AdfError(ValueError):
 class ProspectId:
     """An `<id>`: a lead's identifier at one party that handled it (`sequence` orders the parties)."""
 
+    source: str | None
     value: str
-    source: str | None = None
     sequence: int | None = None
 
 
@@ -389,7 +389,7 @@ def _ids(element: Element) -> tuple[ProspectId, ...]:
     for child in _children(element, "id"):
         value = _text(child)
         if value:
-            ids.append(ProspectId(value, _attr(child, "source") or None, _integer(_attr(child, "sequence"))))
+            ids.append(ProspectId(_attr(child, "source") or None, value, _integer(_attr(child, "sequence"))))
     return tuple(ids)
 
 

@@ -50,7 +50,7 @@ def test_a_complete_lead_is_read_field_by_field() -> None:
     prospect = only_prospect(sample("cars_com_used.xml"))
 
     assert prospect.status == "new"
-    assert prospect.ids == (ProspectId("CDC-8842117", "Cars.com", 1),)
+    assert prospect.ids == (ProspectId("Cars.com", "CDC-8842117", 1),)
     assert prospect.request_date == datetime(2026, 11, 24, 14, 42, 17, tzinfo=UTC)
     assert prospect.request_date_text == "2026-11-24T09:42:17-05:00"
 
@@ -104,7 +104,7 @@ def test_a_complete_lead_is_read_field_by_field() -> None:
 def test_a_lead_without_xml_declaration_or_adf_instruction_is_read() -> None:
     prospect = only_prospect(sample("autotrader_no_prolog.xml"))
 
-    assert prospect.ids == (ProspectId("AT-2026-0091-7734", "AutoTrader", 1),)
+    assert prospect.ids == (ProspectId("AutoTrader", "AT-2026-0091-7734", 1),)
     assert prospect.request_date == datetime(2026, 11, 24, 14, 3, 55, tzinfo=UTC)
     assert prospect.provider is not None
     assert prospect.provider.name == "AutoTrader"
@@ -147,8 +147,8 @@ def test_several_prospects_in_one_document_come_back_in_order() -> None:
     assert (second.status, second.ids[0].value, second.customer.first_name) == ("resend", "LP-770988", "Łukasz")
     assert second.vehicles == (Vehicle(),)
     assert first.ids == (
-        ProspectId("LP-771203", "LeadPoint Auto", 1),
-        ProspectId("NH-0042", "North Honda CRM", 2),
+        ProspectId("LeadPoint Auto", "LP-771203", 1),
+        ProspectId("North Honda CRM", "NH-0042", 2),
     )
 
 
@@ -478,20 +478,20 @@ def test_a_resend_has_the_same_dedupe_key_as_the_lead_it_repeats() -> None:
 
 
 def test_dedupe_keys_differ_by_source_and_value() -> None:
-    assert dedupe_key(Prospect(ids=(ProspectId("1", "Cars.com"),))) != dedupe_key(
-        Prospect(ids=(ProspectId("1", "AutoTrader"),))
+    assert dedupe_key(Prospect(ids=(ProspectId("Cars.com", "1"),))) != dedupe_key(
+        Prospect(ids=(ProspectId("AutoTrader", "1"),))
     )
-    assert dedupe_key(Prospect(ids=(ProspectId("1", "Cars.com"),))) != dedupe_key(
-        Prospect(ids=(ProspectId("2", "Cars.com"),))
+    assert dedupe_key(Prospect(ids=(ProspectId("Cars.com", "1"),))) != dedupe_key(
+        Prospect(ids=(ProspectId("Cars.com", "2"),))
     )
     # A source holding the separator cannot be confused with another source and value.
-    assert dedupe_key(Prospect(ids=(ProspectId("b/c", "a"),))) != dedupe_key(Prospect(ids=(ProspectId("c", "a/b"),)))
+    assert dedupe_key(Prospect(ids=(ProspectId("a", "b/c"),))) != dedupe_key(Prospect(ids=(ProspectId("a/b", "c"),)))
 
 
 def test_the_dedupe_key_comes_from_the_first_party_in_the_sequence() -> None:
     first, second = parse_adf(sample("aggregator_two_prospects.xml")).prospects
     reordered = Prospect(
-        ids=(ProspectId("NH-0042", "North Honda CRM", 2), ProspectId("LP-771203", "LeadPoint Auto", 1))
+        ids=(ProspectId("North Honda CRM", "NH-0042", 2), ProspectId("LeadPoint Auto", "LP-771203", 1))
     )
 
     assert dedupe_key(first) == dedupe_key(reordered) == "leadpoint%20auto/LP-771203"
@@ -500,7 +500,7 @@ def test_the_dedupe_key_comes_from_the_first_party_in_the_sequence() -> None:
 
 def test_no_dedupe_key_without_an_id() -> None:
     assert dedupe_key(only_prospect(sample("spec_style.xml"))) is None
-    assert dedupe_key(Prospect(ids=(ProspectId("77"),))) == "/77"
+    assert dedupe_key(Prospect(ids=(ProspectId(None, "77"),))) == "/77"
 
 
 # ---------------------------------------------------------------------------------- best phone
