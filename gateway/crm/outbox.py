@@ -39,7 +39,7 @@ from gateway.crm.formats import (
 from gateway.crm.models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
 from gateway.crm.transport import DeliveryError, post_adf, post_json, send_adf_email
 from gateway.database import required
-from gateway.jobs import enqueue_after_commit, register_sweeper
+from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
 
@@ -232,7 +232,7 @@ def write_deliveries(
     if rows:
         session.flush()
         for row in rows:
-            enqueue_after_commit(session, deliver_job, row.id)
+            enqueue_after_commit(session, deliver_job, row.id, lane=Lane.CRM)
     return rows
 
 
@@ -507,7 +507,7 @@ def _enqueue_next_in_stream(session: Session, row: CrmDelivery, now: datetime) -
     )
     if following is not None and following.status == DeliveryStatus.PENDING.value and following.next_attempt_at <= now:
         following.queued_at = now
-        enqueue_after_commit(session, deliver_job, following.id)
+        enqueue_after_commit(session, deliver_job, following.id, lane=Lane.CRM)
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -532,7 +532,7 @@ def enqueue_due_deliveries(session: Session, now: datetime) -> None:
     if not ids:
         return
     for delivery_id in ids:
-        enqueue_after_commit(session, deliver_job, delivery_id)
+        enqueue_after_commit(session, deliver_job, delivery_id, lane=Lane.CRM)
     session.execute(
         update(CrmDelivery)
         .where(CrmDelivery.id.in_(ids))
@@ -560,7 +560,7 @@ def release_stuck_deliveries(session: Session, now: datetime) -> None:
             row.status = DeliveryStatus.PENDING.value
             row.next_attempt_at = now
             row.queued_at = now
-            enqueue_after_commit(session, deliver_job, row.id)
+            enqueue_after_commit(session, deliver_job, row.id, lane=Lane.CRM)
         else:
             row.status = DeliveryStatus.DEAD.value
         log.warning("crm delivery %s was stuck delivering -> %s", row.id, row.status)
@@ -616,7 +616,7 @@ def replay(session: Session, ids: Sequence[int] | None, now: datetime) -> list[C
         row.retry_until = now + RETRY_WINDOW
         row.queued_at = now
         row.updated_at = now
-        enqueue_after_commit(session, deliver_job, row.id)
+        enqueue_after_commit(session, deliver_job, row.id, lane=Lane.CRM)
     session.flush()
     return rows
 
