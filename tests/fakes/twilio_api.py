@@ -1180,6 +1180,11 @@ def _rfc2822(moment: datetime) -> str:
     return format_datetime(moment.replace(microsecond=0))  # "Thu, 24 Aug 2023 05:01:45 +0000"
 
 
+@functools.lru_cache(maxsize=65536)  # a list sorts and filters on these; times repeat to the second
+def _parse_rfc2822(text: str) -> datetime:
+    return parsedate_to_datetime(text)
+
+
 def _sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
@@ -1300,7 +1305,7 @@ def _time_filter(query: Form, name: str, *, before_is_inclusive: bool) -> Callab
             return True
         if not value:
             return False
-        found = parsedate_to_datetime(value)
+        found = _parse_rfc2822(value)
         return all(test(found) for test in tests)
 
     return check
@@ -1311,7 +1316,7 @@ def _newest_first(resources: list[Json], fields: tuple[str, ...]) -> list[Json]:
 
     def moment(resource: Json) -> datetime:
         value = next((resource[name] for name in fields if resource.get(name)), None)
-        return parsedate_to_datetime(value) if value else datetime.min.replace(tzinfo=UTC)
+        return _parse_rfc2822(value) if value else datetime.min.replace(tzinfo=UTC)
 
     ranked = sorted(enumerate(resources), key=lambda pair: (moment(pair[1]), pair[0]), reverse=True)
     return [resource for _, resource in ranked]
@@ -1345,7 +1350,7 @@ def _move_call(resource: Json, status: str, duration: int | None, now: datetime)
     resource["end_time"] = resource["duration"] = None
     if status == "completed":
         seconds = duration or 0
-        started = parsedate_to_datetime(resource["start_time"])
+        started = _parse_rfc2822(resource["start_time"])
         resource["duration"] = str(seconds)
         resource["end_time"] = _rfc2822(started + timedelta(seconds=seconds))
     resource["date_updated"] = _rfc2822(now)
