@@ -47,8 +47,9 @@ which prints its base URL on one line), the same controls are plain HTTP under `
     POST /_fake/down               Down=true|false
     POST /_fake/reset
 
-Only From and To are required for the two seeds (Sid: a new one; Status: completed; StartTime/DateSent:
-now, in any form a time filter takes). A bad value answers 400 with Twilio's error body.
+Only From and To are required by the two seeds; left out, Sid is a new one, Status is completed and
+StartTime or DateSent is now (given, either takes any form a time filter takes). A bad value answers 400
+with Twilio's error body.
 """
 
 from __future__ import annotations
@@ -503,7 +504,7 @@ class FakeTwilio:
         return 200, audio, "audio/mpeg"
 
     def reset(self) -> None:
-        """Forget created messages and calls and every injected failure, latency and outage; keep numbers."""
+        """Forget messages and calls (created or seeded), injected failures, latency and outage; keep numbers."""
         with self._lock:
             numbers = self._state.numbers
             self._state = _State(numbers=numbers)
