@@ -3,7 +3,8 @@
 - `GET /healthz`: the process answers (liveness).
 - `GET /readyz`: 200 while the database and Redis answer and the urgent lane's oldest job is under
   READY_LAG seconds old; else 503 with a JSON body naming each check that failed.
-- `GET /metrics`: the Prometheus text format. With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py and
+- `GET /metrics`: the Prometheus text format (instruments are defined where they are measured: here,
+  gateway/worker.py, gateway/crm/delivery.py). With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py and
   `gateway serve` set it to the instance folder's `metrics/`), the counters and histograms of every
   web and worker process of this machine are summed; the lanes, the CRM outbox and the spool are read
   when scraped. `GATEWAY_METRICS_TOKEN` makes it require `Authorization: Bearer <token>`.
@@ -24,7 +25,7 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+from prometheus_client.registry import REGISTRY, Collector
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
@@ -53,9 +54,6 @@ JOB_WAIT_SECONDS = Histogram(
     buckets=_WAIT_BUCKETS,
 )
 TEXTS = Counter("gateway_texts_total", "Outbound texts by outcome and refusal code.", ["outcome", "code"])
-CRM_ATTEMPTS = Counter(
-    "gateway_crm_attempts_total", "CRM delivery attempts by result and destination kind.", ["result", "kind"]
-)
 RECONCILED = Counter(
     "gateway_reconciled_total", "Calls and texts found at the provider that no webhook had told of.", ["kind"]
 )
@@ -172,14 +170,13 @@ class _StateCollector(Collector):
 
 def scrape(current: Runtime) -> bytes:
     registry = CollectorRegistry()
+    registry.register(_StateCollector(current))
     if os.environ.get(MULTIPROCESS_DIR):
         multiprocess: Any = MultiProcessCollector  # the library's constructor carries no annotations
         multiprocess(registry)
-    else:
-        for collector in (WEBHOOK_SECONDS, HOTPATH_COMMIT_SECONDS, JOB_WAIT_SECONDS, TEXTS, CRM_ATTEMPTS, RECONCILED):
-            registry.register(collector)
-    registry.register(_StateCollector(current))
-    return generate_latest(registry)
+        return generate_latest(registry)
+    # One process: its instruments are in the library's default registry, wherever they are defined.
+    return generate_latest(REGISTRY) + generate_latest(registry)
 
 
 def status_report(current: Runtime) -> list[str]:
