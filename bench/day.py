@@ -71,7 +71,7 @@ TEXTS = [
     "What's my trade-in worth? 2017 Civic, 60k miles",
     "Can I come by Saturday for a test drive?",
     "Do you have any Accords in stock under 30k?",
-    "Yes",
+    "Yes, still interested",  # a bare "Yes" is the START keyword
     "Please call me after 5pm",
 ]
 TRANSCRIPTS = [
@@ -1176,17 +1176,19 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
     if cpu:
         print("CPU seconds used: " + ", ".join(f"{role} {seconds:.1f}" for role, seconds in sorted(cpu.items())))
 
-    none, ownerless, doubles = check_leads(stack, customers)
-    only_stop = [x for x in none if all(c.kind == "stop" for c in contacts if c.customer == x)]
+    # A keyword (STOP) changes the opt-out and makes no lead; customers who only sent STOP are not counted.
+    only_stop = {x for x in customers if all(c.kind == "stop" for c in contacts if c.customer == x)}
+    none, ownerless, doubles = check_leads(stack, [x for x in customers if x not in only_stop])
+    leading = len(customers) - len(only_stop)
     unanswered = unanswered_calls(contacts)
     stoppers = {c.customer for c in contacts if c.kind == "stop"}
     expecting = {c.customer for c in unanswered} - stoppers
     crm_ok = all(not missing for missing in result.crm_missing.values())
     checks = [
         (not none and not ownerless,
-         f"every customer a lead with an owner: {len(customers) - len(none) - len(ownerless)}/{len(customers)}"
-         f" (no lead: {len(none)}, of whom {len(only_stop)} only sent STOP; a lead without an owner:"
-         f" {len(ownerless)})"),
+         f"every customer a lead with an owner: {leading - len(none) - len(ownerless)}/{leading}"
+         f" (no lead: {len(none)}, a lead without an owner: {len(ownerless)}; {len(only_stop)} customers"
+         f" who only sent STOP not counted)"),
         (not result.missing_first_text and not result.double_first_text,
          f"every unanswered caller not opted out exactly one first text: "
          f"{len(expecting) - len(result.missing_first_text) - len(result.double_first_text)}/{len(expecting)}"
