@@ -432,14 +432,16 @@ class Stack:
             raise RuntimeError(f"gateway {' '.join(argv)} failed: {done.stderr.strip()[-2000:]}")
         return done.stdout
 
-    def worker(self, index: int) -> subprocess.Popen[bytes]:
-        extra = shlex.split(self.args.worker_args or "")
+    def worker(self, index: int, lanes: str | None = None) -> subprocess.Popen[bytes]:
+        """One `gateway worker` (with `--worker-args`), or, given `lanes`, one worker process of those lanes,
+        as `gateway worker --concurrency N` runs each of its processes (so the bench can kill one)."""
+        extra = shlex.split(self.args.worker_args or "") if lanes is None else ["--lanes", lanes]
         return self.processes.spawn("worker", [GATEWAY, "worker", *extra], self.env, f"worker-{index}")
 
     def gunicorn(self, index: int, port: int, processes: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        # The settings `gateway serve` runs gunicorn with.
-        argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(processes),
-                "--log-level", "warning", "wsgi:app"]
+        # The settings `gateway serve` runs gunicorn with: the project's gunicorn.conf.py.
+        argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+                "--workers", str(processes), "--log-level", "warning", "wsgi:app"]
         return self.processes.spawn("web", argv, env, f"web-{index}")
 
 
@@ -608,7 +610,7 @@ def start_stack(args: argparse.Namespace, folder: Path, processes: Processes) ->
                        f"{f' --workers {args.workers}' if args.workers is not None else ''}`")
     elif not args.scale_out:
         stack.webs.append((stack.public, stack.gunicorn(0, web_port, 2, env)))
-        count = args.workers if args.workers is not None else int(env.get("GATEWAY_WORKERS", "1"))
+        count = args.workers if args.workers is not None else 1  # one `gateway worker`, its own pool
         stack.workers = [stack.worker(i) for i in range(count)]
         wait_until(healthy(stack.public), 60, "gunicorn")
         stack.shape = f"gunicorn wsgi:app x2 + {count} x `gateway worker {args.worker_args}`"
@@ -619,9 +621,14 @@ def start_stack(args: argparse.Namespace, folder: Path, processes: Processes) ->
             stack.webs.append((base, stack.gunicorn(index, port, 1, web_env)))
             wait_until(healthy(base), 60, f"web {index}")
         count = args.workers if args.workers is not None else 3
-        stack.workers = [stack.worker(i) for i in range(count)]
-        stack.shape = (f"2 web servers (gunicorn, 1 process each, own instance folders) + {count} x "
-                       f"`{' '.join(['gateway worker', *shlex.split(args.worker_args or '')])}`")
+        # Three worker processes as `gateway worker --concurrency 3` lays them out (urgent only; urgent and
+        # default; every lane), each its own process here so that one can be killed.
+        lanes = ["urgent", "urgent,default", "urgent,default,crm"]
+        stack.workers = [
+            stack.worker(i, None if args.worker_args else lanes[min(i, 2)]) for i in range(count)
+        ]
+        stack.shape = (f"2 web servers (gunicorn, 1 process each, own instance folders) + {count} worker "
+                       f"processes ({args.worker_args or 'lanes ' + ' / '.join(lanes[:count])})")
     time.sleep(2.0)  # workers connect to Redis and listen
     for index, worker in enumerate(stack.workers):
         if worker.poll() is not None:
@@ -1242,12 +1249,14 @@ def run_day(args: argparse.Namespace, stack: Stack) -> None:
     if args.scale_out:
         def halfway() -> None:
             web_base, web = stack.webs[1]
-            victim = stack.workers[0]
+            victim = stack.workers[-1]  # the one that also takes CRM work: killed mid-batch
             print(f"  halfway: SIGKILL web server {web_base} (pid {web.pid} and its workers) "
                   f"and worker pid {victim.pid}; a new worker starts", flush=True)
             stack.processes.kill(web)
             stack.processes.kill(victim)
-            stack.workers.append(stack.worker(len(stack.workers)))
+            stack.workers.append(
+                stack.worker(len(stack.workers), None if args.worker_args else "urgent,default,crm")
+            )
 
     cpu_before = stack.processes.cpu_by_role()
     with Messages(stack.fake) as messages:
