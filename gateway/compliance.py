@@ -17,7 +17,8 @@ Decisions written down here so they are not rediscovered:
 - Keyword confirmations (the reply to STOP itself) go at once: they pass the opt-out, quiet-hours
   and cap checks, never the textable or body checks. An answer within `REPLY_GRACE` of the
   customer's own call or text skips quiet hours but not the Florida/Oklahoma/Maryland cap on
-  automated texts.
+  automated texts, and only for a text that is that answer (`answers_contact`: a cadence's first step,
+  a text a person wrote); every later automated step waits for the recipient's window.
 """
 
 from __future__ import annotations
@@ -441,6 +442,9 @@ class OutboundCheck:
     automated: bool
     automated_sent_last_24h: int | Sequence[datetime] = 0
     customer_contacted_at: datetime | None = None  # the customer's latest call or text
+    # The text answers that contact (a cadence's first step, a person's reply): only such a text may go
+    # in quiet hours, and only within REPLY_GRACE of the contact. A later cadence step never is one.
+    answers_contact: bool = False
     is_keyword_reply: bool = False  # the confirmation of the customer's own STOP/START/HELP
     opted_out_at: datetime | None = None  # for the reason a person reads
 
@@ -514,7 +518,8 @@ def check_outbound(request: OutboundCheck) -> GuardDecision:
     cap = window.daily_automated_cap
     release = _cap_release(request, cap) if request.automated and cap is not None else None
     answering = (
-        request.customer_contacted_at is not None
+        request.answers_contact
+        and request.customer_contacted_at is not None
         and request.now - request.customer_contacted_at <= REPLY_GRACE
     )
     opening = None if answering else _next_opening(zone, window, request.now)
