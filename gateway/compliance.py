@@ -28,7 +28,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import geocoder
 from phonenumbers import timezone as phone_timezone
+
+from gateway import state_windows
 
 MAX_BODY_CHARACTERS = 1600
 REPLY_GRACE = timedelta(minutes=5)
@@ -258,17 +260,6 @@ _AREA_CODE_PRIMARY_ZONE = {
     "986": "America/Boise",  # southern Idaho
     "775": "America/Los_Angeles",  # northern Nevada; only West Wendover keeps Mountain time
 }
-# The states with a stricter window, by every area code they have; the library agrees today (see
-# the tests) but a table keeps the rule right whatever the installed data version says.
-_STRICT_STATE_AREA_CODES = {
-    **dict.fromkeys(
-        ["239", "305", "321", "324", "352", "386", "407", "448", "561", "645", "656", "689",
-         "727", "728", "754", "772", "786", "813", "850", "863", "904", "941", "954"],
-        "FL",
-    ),
-    **dict.fromkeys(["405", "539", "572", "580", "918"], "OK"),
-    **dict.fromkeys(["227", "240", "301", "410", "443", "667"], "MD"),
-}  # fmt: skip
 _US_STATES = {
     "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
     "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
@@ -360,8 +351,8 @@ def recipient_state(e164: str) -> str | None:
     if number is None or number.country_code != 1:
         return None
     area_code = _area_code(number)
-    if area_code in _STRICT_STATE_AREA_CODES:
-        return _STRICT_STATE_AREA_CODES[area_code]
+    if area_code in state_windows.AREA_CODE_STATES:
+        return state_windows.AREA_CODE_STATES[area_code]
     # Not `description_for_number`: that answers "" for a number the library thinks unassigned,
     # while its area code still says where it is.
     description = geocoder.description_for_valid_number(number, "en")
@@ -374,25 +365,18 @@ def recipient_state(e164: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 # Quiet hours and caps
 
-STRICT_STATES = frozenset({"FL", "OK", "MD"})
+STRICT_STATES = frozenset({"FL", "OK", "MD"})  # the states that also cap automated texts at 3 a day
+
+# The hours texts may go, by state (gateway/state_windows.py has the table and the statutes).
+SendWindow = state_windows.Window
+DEFAULT_WINDOW = state_windows.FEDERAL
+STRICT_WINDOW = state_windows.STATE_WINDOWS["FL"]
 
 
-@dataclass(frozen=True, slots=True)
-class SendWindow:
-    """Local hours texts may go, [start, end), and the cap on automated texts per rolling 24 h."""
-
-    start: time
-    end: time
-    daily_automated_cap: int | None
-
-
-DEFAULT_WINDOW = SendWindow(time(8, 0), time(21, 0), None)
-STRICT_WINDOW = SendWindow(time(8, 0), time(20, 0), 3)
-
-
-def window_for(e164: str) -> SendWindow:
-    """08:00-21:00; 08:00-20:00 and at most 3 automated texts a day for Florida, Oklahoma, Maryland."""
-    return STRICT_WINDOW if recipient_state(e164) in STRICT_STATES else DEFAULT_WINDOW
+def window_for(e164: str, automated: bool = True) -> SendWindow:
+    """The federal 08:00-21:00, or the recipient's state's window (automated texts; for texts a person
+    writes only Florida's, Oklahoma's and Maryland's)."""
+    return state_windows.window_for(recipient_state(e164), automated=automated)
 
 
 def _as_zone(zone: str | tzinfo) -> str:
@@ -406,18 +390,27 @@ def _require_aware(moment: datetime, name: str) -> None:
 
 def _next_opening(zone: ZoneInfo, window: SendWindow, now: datetime) -> datetime | None:
     local = now.astimezone(zone)
-    if window.start <= local.time() < window.end:
-        return None
-    day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
-    # Built from the local wall clock, not by adding hours, so DST changes land on 08:00 local.
-    return datetime.combine(day, window.start, tzinfo=zone).astimezone(ZoneInfo("UTC"))
+    for offset in range(8):
+        day = local.date() + timedelta(days=offset)
+        hours = window.hours_on(day)
+        if hours is None:
+            continue  # closed all day (a Sunday in some states)
+        if offset == 0 and local.time() >= hours[0]:
+            if local.time() < hours[1]:
+                return None
+            continue
+        # Built from the local wall clock, not by adding hours, so DST changes land on the local opening.
+        return datetime.combine(day, hours[0], tzinfo=zone).astimezone(ZoneInfo("UTC"))
+    raise ValueError("a send window must open on at least one day of the week")
 
 
-def next_allowed_at(e164: str, now_utc: datetime, fallback_zone: str | tzinfo) -> datetime | None:
+def next_allowed_at(
+    e164: str, now_utc: datetime, fallback_zone: str | tzinfo, automated: bool = True
+) -> datetime | None:
     """None when `now_utc` is inside the recipient's window; else the next opening, in UTC."""
     _require_aware(now_utc, "now_utc")
     zone = recipient_zone(e164, _as_zone(fallback_zone))
-    return _next_opening(zone, window_for(e164), now_utc)
+    return _next_opening(zone, window_for(e164, automated), now_utc)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -514,7 +507,7 @@ def check_outbound(request: OutboundCheck) -> GuardDecision:
         return GuardDecision(True, None, None, None, segments)
 
     zone = recipient_zone(request.to_number, request.fallback_zone)
-    window = window_for(request.to_number)
+    window = window_for(request.to_number, request.automated)
     cap = window.daily_automated_cap
     release = _cap_release(request, cap) if request.automated and cap is not None else None
     answering = (
@@ -529,8 +522,8 @@ def check_outbound(request: OutboundCheck) -> GuardDecision:
         return GuardDecision(
             False,
             "quiet_hours",
-            f"It is {_local(request.now, zone)} for the customer ({zone.key}); texts may go between "
-            f"{window.start:%H:%M} and {window.end:%H:%M} their time, so this one waits until "
+            f"It is {_local(request.now, zone)} for the customer ({zone.key}); "
+            f"{window.describe(request.now.astimezone(zone).date())}, so this one waits until "
             f"{_local(send_after, zone)}.",
             send_after,
             segments,
