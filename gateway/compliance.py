@@ -7,7 +7,7 @@ Decisions written down here so they are not rediscovered:
 - Keywords are matched on the whole body after NFKC normalisation (full-width letters become plain
   ones), with invisible format characters removed and whitespace and punctuation stripped from both
   ends: "stop", " Stop! ", "STOP." and a full-width "STOP" are all STOP; "STOP PLEASE" is not a
-  keyword (it is a plain-language revocation, see `is_plain_revocation`).
+  keyword (it is a revocation in the customer's own words: gateway/revocation.py).
 - `count_segments` counts what the provider bills: GSM-7 septets (an extension character such as
   "€" costs two) or UTF-16 code units (an emoji costs two). That same count is the one held against
   the 1,600-character body limit, since the provider counts a multi-unit character more than once.
@@ -24,7 +24,6 @@ Decisions written down here so they are not rediscovered:
 from __future__ import annotations
 
 import functools
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import phonenumbers
 from phonenumbers import geocoder
 from phonenumbers import timezone as phone_timezone
 
-from gateway import state_windows
+from gateway import revocation, state_windows
 
 MAX_BODY_CHARACTERS = 1600
 REPLY_GRACE = timedelta(minutes=5)
@@ -61,10 +60,6 @@ _KEYWORDS: dict[str, Keyword] = {
     **dict.fromkeys(("help", "info"), Keyword.HELP),
 }
 
-# Typographic quotes that NFKC leaves alone but people type on phones.
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
-
-
 def _normalise(body: str) -> str:
     """NFKC, without invisible format characters (zero-width spaces, BOMs, direction marks)."""
     text = unicodedata.normalize("NFKC", body)
@@ -86,64 +81,10 @@ def classify_keyword(body: str) -> Keyword | None:
     return _KEYWORDS.get(text[start:end].casefold())
 
 
-# Plain-language requests to stop. Each pattern is searched within one clause of the message
-# (clauses end at sentence punctuation), lower-cased, with typographic apostrophes made plain.
-_TARGET = (
-    r"(?:text\w*|txt\w*|messag\w*|msgs?|sms|spam\w*|contact\w*|call\w*|e-?mail\w*|bother\w*|"
-    r"harass\w*|offers?|promo\w*|ads|marketing)"
-)
-_REVOCATION_PATTERNS = [
-    re.compile(p)
-    for p in (
-        # "stop", "please stop", "stop it", "stop please", "unsubscribe", "opt out" as a clause of its own
-        r"^(?:(?:please|pls|plz|ok|okay|just|so)\s+)*"
-        r"(?:stop|stop\s*all|unsubscribe|opt\s*-?\s*out)"
-        r"(?:\s+(?:please|pls|plz|now|it|this|that|thanks|thank\s+you|ty|immediately|asap|already))*$",
-        # "stop texting me", "quit messaging", "stop sending me texts" (not "don't stop texting me")
-        r"(?<!n't )(?<!nt )(?<!not )(?<!never )\b(?:stop|quit|cease)\s+(?:all\s+)?"
-        r"(?:(?:the|these|those|your|with\s+the)\s+)?(?:sending\s+(?:me\s+|us\s+)?(?:(?:the|these|your)\s+)?)?"
-        + _TARGET
-        + r"(?!\w)",
-        # "don't text me", "do not contact me", "never call this number", "please don't text"
-        r"\b(?:do\s+not|don't|dont|never)\s+(?:ever\s+)?"
-        r"(?:text|txt|message|msg|sms|contact|call|e-?mail|bother|harass)\w*"
-        r"(?:\s+(?:me|us|this\s+(?:number|phone|line))\b(?!\s+back)(?:\s+(?:again|anymore|any\s+more))?|"
-        r"\s+(?:again|anymore|any\s+more)\b|$)",
-        # "remove me from your list", "delete my number", "take me off your list"
-        r"\b(?:remove|delete|erase)\s+(?:me|my\s+(?:number|phone|info\w*|contact\w*|name|details))"
-        r"(?:\s+(?:from|off|out\s+of)\b|$)",
-        r"\btake\s+(?:me|my\s+(?:number|phone|info\w*|name))\s+(?:off|out\s+of)\b",
-        r"\bunsubscribe\b",
-        # "opt me out", "opt out of texts", but not "opt out of the service contract"
-        r"\bopt(?:ing)?\s*-?\s*(?:me\s+)?out\b(?!\s+of\b)",
-        r"\bopt(?:ing)?\s*-?\s*(?:me\s+)?out\s+of\s+(?:all\s+)?(?:(?:the|your|these|this)\s+)?"
-        r"(?:text\w*|txt\w*|messag\w*|sms|list|mailing\w*|marketing|promo\w*)",
-        r"\bleave\s+me\s+alone\b",
-        r"\bno\s+more\s+" + _TARGET,
-        r"\b(?:don't|dont|do\s+not)\s+want\s+(?:(?:any\s*more|more|any|your|these|the|those)\s+)?" + _TARGET,
-        r"\blose\s+(?:my|this)\s+number\b",
-        # "wrong number", "you have the wrong number", "sorry, wrong person"
-        r"^(?:(?:sorry|hi|hello|hey)\s+)?(?:this\s+is\s+|you\s+have\s+|you've\s+got\s+|you\s+got\s+|u\s+have\s+)?"
-        r"(?:(?:a|the)\s+)?wrong\s+(?:number|person|phone)\b",
-    )
-]
-# Clause boundaries: sentence punctuation, brackets, quotes, emoji, and a dash standing alone.
-# "&" is not a boundary, so "Stop & Shop" stays one clause and is not read as "stop".
-_CLAUSE_BREAK = re.compile(r"[^\w\s'&@$%#+/-]+|\s-+\s|\n")
-
-
 def is_plain_revocation(body: str) -> bool:
-    """True for a text that asks, in ordinary words, to stop being texted ("please stop texting me").
-
-    Meant for bodies that are not keywords; errs toward True, since a wrongly flagged message costs a
-    person a look while a missed revocation keeps texting someone who asked us to stop.
-    """
-    text = _normalise(body).translate(_APOSTROPHES).casefold()
-    for clause in _CLAUSE_BREAK.split(text):
-        words = " ".join(clause.split())
-        if words and any(pattern.search(words) for pattern in _REVOCATION_PATTERNS):
-            return True
-    return False
+    """True for a text that asks, in ordinary words, to stop being texted ("please stop texting me"),
+    clearly or not: gateway/revocation.py holds the phrases and tells the two apart."""
+    return revocation.classify(body) is not None
 
 
 # ---------------------------------------------------------------------------------------------------

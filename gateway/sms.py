@@ -16,9 +16,11 @@ Decisions written down here so they are not rediscovered:
   Opt-Out on long codes): the provider already confirmed STOP/START and answered HELP, so the gateway
   records and sends nothing, never a second confirmation. "gateway": the gateway answers through the
   send guard (kinds "keyword" and "help", which pass the guard even right after a STOP).
-- A plain-language request ("please stop texting me") is not a keyword: the contact's automated texts
-  are paused (the guard refuses them with `automation_paused`), the owner gets a review task instead
-  of a reply task, and the owner is still told of the text.
+- A clear request in the customer's own words ("please stop texting me", "alto") opts out as STOP does
+  and is confirmed once by the gateway (gateway/own_words.py). A request that is not clear ("stop
+  texting me so late", "wrong number") is not a keyword: the contact's automated texts are paused
+  (the guard refuses them with `automation_paused`), the owner gets a review task instead of a reply
+  task, and the owner is still told of the text.
 - Status callbacks are kept in a ledger keyed by (SID, status): a replay changes nothing. A callback
   for a SID no message has yet (the provider answered the send faster than the send job committed)
   stays in the ledger and is applied when the SID is recorded, or by the sweep.
@@ -36,7 +38,7 @@ from flask import Flask
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from gateway import compliance, events, messaging
+from gateway import compliance, events, messaging, own_words
 from gateway.compliance import Keyword
 from gateway.database import insert_ignoring_conflict, required
 from gateway.jobs import register_sweeper
@@ -51,6 +53,7 @@ from gateway.leads import (
 )
 from gateway.models import Agent, Contact, Direction, Lead, Message, MessageStatus, Store, TaskKind
 from gateway.phones import mask, national
+from gateway.revocation import classify as classify_revocation
 from gateway.sms_models import MessageStatusCallback
 
 log = logging.getLogger(__name__)
@@ -168,6 +171,10 @@ def receive_text(
     if keyword is not None and not answer:
         lead = apply_keyword(session, contact, message, keyword, origin, now, keyword_replies=keyword_replies)
         return Received(False, message.id, lead.id if lead else None, keyword)
+    found = classify_revocation(message.body) if keyword is None else None
+    if found is not None and found.clear:
+        lead = own_words.opt_out(session, contact, message, found, origin, now)
+        return Received(False, message.id, lead.id if lead else None, Keyword.OPT_OUT, revocation=True)
     lead, revocation = _customer_text(session, contact, message, origin, now)
     return Received(False, message.id, lead.id, keyword, revocation=revocation)
 
