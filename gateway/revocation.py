@@ -1,8 +1,11 @@
 """A request to stop texting in the customer's own words: which phrases opt out, which only may.
 
-The FCC's revocation rule (FCC 24-18, 47 C.F.R. § 64.1200(a)(10), in force 2025-04-11) lets a customer
-revoke consent "by any reasonable means". Pure functions here: no Flask, no database. gateway/sms.py
-asks `classify` about every text that is not a keyword (STOP, START, HELP... stay in compliance.py).
+The FCC's revocation rule (TCPA Consent Order, FCC 24-24; 47 C.F.R. § 64.1200(a)(10)-(11), in force
+2025-04-11) lets a customer revoke consent by any reasonable method: "stop", "quit", "end", "revoke",
+"opt out", "cancel" or "unsubscribe" in reply to a text, or other words a reasonable person would read
+as a request to stop; one confirmation text without marketing may follow within five minutes. Pure
+functions here: no Flask, no database. gateway/sms.py asks `classify` about every text that is not a
+keyword (STOP, START, HELP... stay in compliance.py).
 
 - Clear (`Revocation.clear`): the text, or one clause of it, is one of the phrases below and nothing
   else but politeness ("please stop texting me", "remove me from your list", "no me envies mensajes").
@@ -13,6 +16,8 @@ asks `classify` about every text that is not a keyword (STOP, START, HELP... sta
   so late", "wrong number", "leave me alone"): automated texts pause and a person reviews it, as
   before. These patterns err toward flagging: a wrongly flagged text costs a person a look, a missed
   one keeps texting someone who asked us to stop.
+  "Cancel please", "quit it" and "end" with politeness are unclear too: in reply to an appointment
+  reminder they may mean the appointment.
 - Neither: "don't stop", "can you stop by", "stop by Saturday", "alto means tall?".
 
 Text is compared after NFKC, without invisible format characters, case-folded, without accents ("envíes"
@@ -85,6 +90,8 @@ _CLEAR_ES = frozenset(
 # Clear only as the whole text (with politeness around it).
 _SINGLE_EN = frozenset({"stop", "stop all", "unsubscribe", "unsub", "revoke", "optout"})
 _SINGLE_ES = frozenset({"alto", "parar", "baja", "cancelar", "desuscribir", "desuscribirme"})
+# The rest of the FCC's words, with politeness around them: a person decides ("cancel please").
+_SINGLE_UNCLEAR_EN = frozenset({"cancel", "end", "quit"})
 
 # Politeness that may come before or after a phrase without making it less clear.
 _BEFORE = tuple(
@@ -226,6 +233,8 @@ def classify(body: str) -> Revocation | None:
             return Revocation(True, core, "en")
         if core in _SINGLE_ES:
             return Revocation(True, core, "es")
+        if core in _SINGLE_UNCLEAR_EN:
+            return Revocation(False, core, "en")
     for words in meaningful:
         for phrase in _SPANISH_PHRASES:
             if _contains(words, phrase):

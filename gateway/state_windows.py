@@ -94,16 +94,18 @@ FEDERAL = _every_day(_h(8, 21))
 
 # The table. Each entry: the window, and in the comment the statute it encodes and what it says.
 STATE_WINDOWS: dict[str, Window] = {
-    # Fla. Stat. § 501.059(8)(a)-(b) (Florida Telephone Solicitation Act, as amended 2021 and 2023):
-    # no telephonic sales call or text before 8 a.m. or after 8 p.m.; at most 3 on the same subject in
-    # 24 hours.
-    "FL": _every_day(_h(8, 20), cap=3, law="Fla. Stat. § 501.059"),
+    # Fla. Stat. § 501.616(6)(a)-(b) (Florida Telemarketing Act, as amended by SB 1120, 2021): no
+    # commercial telephone solicitation before 8 a.m. or after 8 p.m. in the called person's time zone;
+    # at most 3 from any number on the same subject in 24 hours. (§ 501.059, the Florida Telephone
+    # Solicitation Act, governs consent for automated texts, not the hours.)
+    "FL": _every_day(_h(8, 20), cap=3, law="Fla. Stat. § 501.616"),
     # Okla. Stat. tit. 15, § 775C.4 (Telephone Solicitation Act of 2022, § 775C.1 et seq.): 8 a.m. to
     # 8 p.m.; at most 3 calls or texts on the same subject in 24 hours.
     "OK": _every_day(_h(8, 20), cap=3, law="Okla. Stat. tit. 15, § 775C.4"),
-    # Md. Code, Com. Law § 14-4503 (Stop the Spam Calls Act, 2023): 8 a.m. to 8 p.m.; at most 3 on the
-    # same subject in 24 hours.
-    "MD": _every_day(_h(8, 20), cap=3, law="Md. Code, Com. Law § 14-4503"),
+    # Md. Code, Com. Law § 14-4501 et seq., as amended by the Stop the Spam Calls Act of 2023 (SB 90, in
+    # force 2024-01-01): 8 a.m. to 8 p.m. in the called party's time zone; at most 3 calls or texts on
+    # the same subject in 24 hours. (The subsection number is not checked here.)
+    "MD": _every_day(_h(8, 20), cap=3, law="Maryland's Stop the Spam Calls Act (Md. Code, Com. Law § 14-4501 et seq.)"),
     # Tex. Bus. & Com. Code § 301.051, texts included by SB 140 (in force 2025-09-01): not before 9 a.m.
     # or after 9 p.m. on a weekday or Saturday, not before noon or after 9 p.m. on Sunday.
     "TX": _by_day(_h(9, 21), _h(9, 21), _h(12, 21), law="Tex. Bus. & Com. Code § 301.051"),

@@ -63,6 +63,9 @@ UNCLEAR = [
     "I don't want any more texts from the service department",
     "no me envíes mensajes en la noche",
     "Por favor no me escribas después de las 8",
+    "Cancel please",  # the FCC's words with politeness: maybe the appointment, so a person decides
+    "quit it",
+    "end please",
 ]
 NEITHER = [
     "don't stop",
