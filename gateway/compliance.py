@@ -120,8 +120,11 @@ def help_text(store_name: str, store_phone_national: str) -> str:
     return f"{name}: for help call {store_phone_national}. Msg & data rates may apply. Reply STOP to opt out."
 
 
-def opt_out_confirmation(store_name: str) -> str:
-    """The one text after STOP: confirms, and says how to undo it. No marketing."""
+def opt_out_confirmation(store_name: str, language: Literal["en", "es"] = "en") -> str:
+    """The one text after STOP: confirms, and says how to undo it. No marketing. In Spanish for a
+    customer who asked in Spanish ("alto", "no me envíes mensajes")."""
+    if language == "es":
+        return f"{_plain(store_name)}: Listo, ya no le enviaremos mensajes. Responda START para volver a recibirlos."
     return (
         f"{_plain(store_name)}: You are unsubscribed and will get no more texts from us. "
         "Reply START to resubscribe."

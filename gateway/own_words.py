@@ -1,45 +1,46 @@
-"""An opt-out in the customer's own words ("please stop texting me", "alto"): handled as STOP is, and
-confirmed once by the gateway.
+"""An opt-out in the customer's own words ("please stop texting me", "alto"): the phone is opted out for
+every store, as STOP does.
 
-The provider answers only its own keywords, so for these the gateway sends the one confirmation the
-FCC's revocation rule allows (no marketing, at once, whatever the hour: kind "keyword" passes the send
-guard even to an opted-out contact). It is sent only by the text that turned the opt-out on: the flag
-is claimed with a conditional UPDATE, so a replayed webhook (its SID is logged once, and the reply's
-origin is unique), a second request, or a customer who had already sent STOP gets no second one.
+The provider answers only its own keywords, so for these the gateway owes the one confirmation the
+FCC's revocation rule allows; `OptedOut.confirm` says whether this text owes it. Only the text that
+turned the opt-out on does: the flag is claimed with a conditional UPDATE, so a replayed webhook (its
+SID is logged once, and the reply's origin is unique), a second request, or a customer who had already
+sent STOP gets no second one. The inbound-text service queues the confirmation (kind "keyword": it
+passes the send guard at once, whatever the hour, even to an opted-out contact).
+
+This module imports only the core (no messaging), so the inbound service can call it without a circle.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from gateway import compliance, events, messaging
-from gateway.database import required
+from gateway import events
 from gateway.leads import Origin, record_event
-from gateway.models import Contact, Lead, Message, Store
+from gateway.models import Contact, Lead, Message
 from gateway.phones import mask
-from gateway.revocation import Language, Revocation
+from gateway.revocation import Revocation
 
 log = logging.getLogger(__name__)
 
 SOURCE_PREFIX = "own-words:"
 
 
-def opt_out_confirmation(store_name: str, language: Language) -> str:
-    """The one text after an opt-out in the customer's words, in their language. No marketing."""
-    if language == "es":
-        name = " ".join(store_name.split())
-        return f"{name}: Listo, ya no le enviaremos mensajes. Responda START para volver a recibirlos."
-    return compliance.opt_out_confirmation(store_name)
+@dataclass(frozen=True)
+class OptedOut:
+    lead: Lead | None  # the open lead at this store, which the text joined
+    confirm: bool  # this text turned the opt-out on: the gateway owes the customer one confirmation
 
 
 def opt_out(
     session: Session, contact: Contact, message: Message, found: Revocation, origin: Origin, now: datetime
-) -> Lead | None:
-    """Opt the phone out for every store, as STOP does; confirm it if this text is what opted it out."""
+) -> OptedOut:
+    """Opt the phone out for every store, as STOP does, and note it in the lead's timeline."""
     lead = session.scalar(select(Lead).where(Lead.open_key == f"{contact.id}:{origin.store_id}"))
     if lead is not None:
         message.lead_id = lead.id
@@ -70,18 +71,4 @@ def opt_out(
             {"keyword": "opt_out", "phrase": found.phrase, "message_id": message.id},
         )
     log.info("text %s from %s: opt-out in own words (%s)", message.sid, mask(contact.phone), found.language)
-    if turned_on:
-        store = required(session.get(Store, origin.store_id), f"store {origin.store_id}")
-        messaging.queue_text(
-            session,
-            to=message.from_number,
-            from_=message.to_number,
-            body=opt_out_confirmation(store.name, found.language),
-            kind="keyword",
-            now=now,
-            lead=lead,
-            contact=contact,
-            store_id=origin.store_id,
-            origin=f"keyword-reply:{message.id}",
-        )
-    return lead
+    return OptedOut(lead, turned_on)

@@ -173,8 +173,15 @@ def receive_text(
         return Received(False, message.id, lead.id if lead else None, keyword)
     found = classify_revocation(message.body) if keyword is None else None
     if found is not None and found.clear:
-        lead = own_words.opt_out(session, contact, message, found, origin, now)
-        return Received(False, message.id, lead.id if lead else None, Keyword.OPT_OUT, revocation=True)
+        done = own_words.opt_out(session, contact, message, found, origin, now)
+        if done.confirm:  # the provider answers only its own keywords: the one confirmation is ours
+            store = required(session.get(Store, origin.store_id), f"store {origin.store_id}")
+            messaging.queue_text(
+                session, to=message.from_number, from_=message.to_number,
+                body=compliance.opt_out_confirmation(store.name, found.language), kind="keyword", now=now,
+                lead=done.lead, contact=contact, store_id=origin.store_id, origin=f"keyword-reply:{message.id}",
+            )
+        return Received(False, message.id, done.lead.id if done.lead else None, Keyword.OPT_OUT, revocation=True)
     lead, revocation = _customer_text(session, contact, message, origin, now)
     return Received(False, message.id, lead.id, keyword, revocation=revocation)
 

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from cadences.models import CadenceEnrolment
 from gateway.compliance import opt_out_confirmation
 from gateway.models import Lead, LeadEvent, Message, Task
-from gateway.own_words import opt_out_confirmation as own_words_confirmation
 from gateway.simulator import new_sid, play_call
 from tests.gateway.test_sms import api_key, api_send, contact, count, gateway_twilio, lead_id, text, to_customer
 from tests.support.config import CUSTOMER, SIMULTANEOUS, SOUTH
@@ -104,7 +103,7 @@ def test_a_spanish_request_is_confirmed_in_spanish(twilio, db, work, fake_twilio
     assert contact(db).opted_out
     work()
     [confirmation] = to_customer(fake_twilio)
-    assert confirmation["Body"] == own_words_confirmation("North Honda", "es")
+    assert confirmation["Body"] == opt_out_confirmation("North Honda", "es")
     assert "START" in confirmation["Body"]
 
 
