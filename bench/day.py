@@ -445,6 +445,19 @@ class Stack:
         return self.processes.spawn("web", argv, env, f"web-{index}")
 
 
+def workers_listening(redis_url: str) -> int:
+    """RQ workers registered in Redis (each registers once it listens)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return len(client.smembers("rq:workers"))
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
+
+
 def start_postgres(processes: Processes, folder: Path) -> str:
     if shutil.which("initdb") is None or shutil.which("postgres") is None:
         raise RuntimeError("--postgres needs initdb and postgres on PATH")
@@ -629,7 +642,12 @@ def start_stack(args: argparse.Namespace, folder: Path, processes: Processes) ->
         ]
         stack.shape = (f"2 web servers (gunicorn, 1 process each, own instance folders) + {count} worker "
                        f"processes ({args.worker_args or 'lanes ' + ' / '.join(lanes[:count])})")
-    time.sleep(2.0)  # workers connect to Redis and listen
+    # Workers register in Redis once their app is loaded and they listen: wait for every one.
+    redis_url = env.get("REDIS_URL") or f"redis://127.0.0.1:{env['GATEWAY_REDIS_PORT']}/0"
+    # `serve` and a bare `gateway worker` run three processes each; a scale-out worker, or one given
+    # --worker-args, is counted once (at least one process of it listens).
+    expected = 3 if not separate else len(stack.workers) * (1 if args.scale_out or args.worker_args else 3)
+    wait_until(lambda: workers_listening(redis_url) >= expected, 180, f"{expected} worker processes")
     for index, worker in enumerate(stack.workers):
         if worker.poll() is not None:
             tail = (folder / f"worker-{index}.log").read_text(errors="replace").strip().splitlines()[-3:]

@@ -127,3 +127,18 @@ def gateway_stack(config: str, database_url: str | None = None, fake_twilio: boo
     finally:
         stack.stop()
         redis.stop()
+
+
+def wait_workers(redis_url: str, count: int, timeout: float = 120.0) -> None:
+    """Until `count` RQ workers have registered (each registers once its app is loaded and it listens)."""
+    from redis import Redis
+
+    client = Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(client.smembers("rq:workers")) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} workers registered after {timeout:.0f} s")
+            time.sleep(0.2)
+    finally:
+        client.close()

@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 from redis import Redis
 from redis.exceptions import RedisError
+from rq.worker_registration import get_keys
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -64,6 +65,15 @@ class LaneState:
     lane: Lane
     depth: int
     oldest_seconds: float  # 0 when empty
+    workers: int = 0  # worker processes listening on the lane
+
+
+def _listening(redis: Redis) -> dict[str, int]:
+    """How many registered RQ workers listen on each lane (a worker registers when it starts)."""
+    counts: dict[str, int] = {}
+    for lane in LANES:
+        counts[lane.value] = len(get_keys(make_queue(redis, lane)))
+    return counts
 
 
 def lane_states(redis: Redis, now: datetime | None = None) -> list[LaneState]:
@@ -85,7 +95,8 @@ def lane_states(redis: Redis, now: datetime | None = None) -> list[LaneState]:
             if raw:
                 age = max(0.0, (moment - _parse_time(raw)).total_seconds())
         states.append(LaneState(LANES[index], depth, age))
-    return states
+    listening = _listening(redis)
+    return [LaneState(s.lane, s.depth, s.oldest_seconds, listening.get(s.lane.value, 0)) for s in states]
 
 
 def _parse_time(raw: Any) -> datetime:
@@ -146,12 +157,15 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("gateway_lane_depth", "Jobs waiting in each lane.", labels=["lane"])
         age = GaugeMetricFamily("gateway_lane_oldest_seconds", "Age of each lane's oldest job.", labels=["lane"])
+        workers = GaugeMetricFamily("gateway_lane_workers", "Worker processes listening on each lane.", labels=["lane"])
         try:
             for state in lane_states(self.current.redis):
                 depth.add_metric([state.lane.value], state.depth)
                 age.add_metric([state.lane.value], state.oldest_seconds)
+                workers.add_metric([state.lane.value], state.workers)
             yield depth
             yield age
+            yield workers
         except RedisError:
             pass
         outbox = GaugeMetricFamily(
@@ -189,7 +203,8 @@ def status_report(current: Runtime) -> list[str]:
     lines.append("lanes:")
     try:
         for lane in lane_states(current.redis):
-            lines.append(f"  {lane.lane.value:<8} {lane.depth:>6} waiting, oldest {lane.oldest_seconds:6.1f} s")
+            lines.append(f"  {lane.lane.value:<8} {lane.depth:>6} waiting, oldest {lane.oldest_seconds:6.1f} s, "
+                         f"{lane.workers} worker process(es) listening")
     except RedisError:
         lines.append("  (Redis does not answer)")
     lines.append("crm deliveries:")

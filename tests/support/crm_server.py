@@ -3,7 +3,7 @@
 Modes: "ok" (200, deduplicating by Idempotency-Key as real CRMs do), "error" (500), "reject" (400),
 "slow" (answers only after `slow_seconds`, with a 504, so the sender has timed out by then), "hang"
 (takes the request and never answers, until `stop()`). `latency` delays every answer by up to that many
-seconds, at random, so concurrent deliveries finish in any order.
+seconds, at random, so concurrent deliveries finish in any order; `delay` by exactly that many.
 `stop()` closes the port (connections refused); `start()` opens the same port again.
 """
 
@@ -62,6 +62,7 @@ class FakeCrm:
         self.mode = "ok"
         self.slow_seconds = 1.0
         self.latency = 0.0
+        self.delay = 0.0
         self._released = threading.Event()
         self.secret = secret
         # Signature checks use this clock (the gateway signs with its clock, which tests move).
@@ -105,6 +106,9 @@ class FakeCrm:
         with self._lock:
             mode = self.mode
             latency = self.latency
+            delay = self.delay
+        if delay:
+            time.sleep(delay)
         if latency:
             time.sleep(random.uniform(0, latency))
         if mode == "hang":
