@@ -36,6 +36,7 @@ def upgrade() -> None:
         "number_health_runs",
         sa.Column("store_id", sa.Integer(), nullable=False),
         sa.Column("checked_at", gateway.database.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("queued_at", gateway.database.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["store_id"], ["stores.id"], name=op.f("fk_number_health_runs_store_id_stores")),
         sa.PrimaryKeyConstraint("store_id", name=op.f("pk_number_health_runs")),
     )

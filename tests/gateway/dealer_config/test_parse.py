@@ -228,7 +228,7 @@ def test_unknown_keys_name_the_allowed_ones() -> None:
     assert problems(text) == [
         "x.yaml:1: version: unknown key; allowed keys: stores, agents, cadences, numbers",
         "x.yaml:12: stores[1].colour: unknown key; allowed keys: key, name, timezone, main_line, hours, "
-        "response_sla, after_hours_grace, crm",
+        "response_sla, after_hours_grace, crm, text_unverified_callers, recording_disclosure",
         "x.yaml:26: numbers[0].prompts.hello: unknown key; allowed keys: greeting, voicemail, whisper",
     ]
 
