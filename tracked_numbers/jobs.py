@@ -147,7 +147,8 @@ def _tell_managers(session: Session, store_id: int, problems: list[health.Proble
                 lead=None,
                 agent=manager,
                 body=f"Gateway check: {problem.text}",
-                origin=f"health:{row.id if row else problem.key}:{manager.id}",
+                # Row ids may come back after a delete (SQLite): the time makes each announcement its own.
+                origin=f"health:{row.id if row else problem.key}:{int(now.timestamp())}:{manager.id}",
                 now=now,
                 from_=sender,
             )
