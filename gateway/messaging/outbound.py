@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from gateway import events, runtime
 from gateway.database import insert_many_ignoring_conflict, required
-from gateway.jobs import enqueue_after_commit, register_sweeper
+from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
 from gateway.leads import ensure_task, follow_up_due, record_event
 from gateway.messaging.guard import CAP_PERIOD, GuardDecision, OutboundCheck, check_outbound, count_segments
 from gateway.messaging.models import MessageStatusCallback
@@ -147,7 +147,7 @@ def queue_text(session: Session, *, now: datetime, enqueue: bool = True, **text:
     session.flush()
     send_after = values["send_after"]
     if enqueue and (send_after is None or send_after <= now):
-        enqueue_after_commit(session, send_messages_job, [message.id])
+        enqueue_after_commit(session, send_messages_job, [message.id], lane=Lane.URGENT)
     return message
 
 
@@ -194,7 +194,7 @@ def queue_texts(
             if row["origin"] in inserted and (row["send_after"] is None or row["send_after"] <= now)
         ]
         for start in range(0, len(due), SEND_BATCH):
-            enqueue_after_commit(session, send_messages_job, due[start : start + SEND_BATCH])
+            enqueue_after_commit(session, send_messages_job, due[start : start + SEND_BATCH], lane=Lane.URGENT)
     return {origin: message for origin, message in messages.items() if origin is not None}
 
 

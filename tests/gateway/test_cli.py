@@ -212,7 +212,9 @@ def test_numbers_check_names_the_number_that_drifted_and_sync_fixes_it(env, fake
 
 def test_numbers_check_lists_missing_numbers_and_configuration_problems(env, fake_twilio, configure, db):
     configure(
-        BASIC_CONFIG.replace('service: {mon: "07:30-18:00"', 'parts: {mon: closed}\n      service: {mon: "07:30-18:00"', 1)
+        BASIC_CONFIG.replace(
+            'service: {mon: "07:30-18:00"', 'parts: {mon: closed}\n      service: {mon: "07:30-18:00"', 1
+        )
         .replace('phone: "+12025550113"', 'phone: "+442079460123"')
         + '  - {number: "+12025550127", store: north-honda, department: parts, source: Parts, ring: [alice]}\n'
     )

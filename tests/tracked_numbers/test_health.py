@@ -8,7 +8,9 @@ from gateway.models import Agent, Contact
 from tests.support.config import BASIC_CONFIG
 from tracked_numbers.health import Kind, configuration_problems
 
-NEVER_OPEN = BASIC_CONFIG.replace('service: {mon: "07:30-18:00"', 'parts: {mon: closed}\n      service: {mon: "07:30-18:00"', 1)
+NEVER_OPEN = BASIC_CONFIG.replace(
+    'service: {mon: "07:30-18:00"', 'parts: {mon: closed}\n      service: {mon: "07:30-18:00"', 1
+)
 PARTS_NUMBER = '  - {number: "+12025550127", store: north-honda, department: parts, source: Parts, ring: [alice]}\n'
 
 

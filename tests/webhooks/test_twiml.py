@@ -60,7 +60,8 @@ def test_the_disclosure_is_said_once_not_at_each_step_of_a_sequential_plan(confi
     assert first.findtext("./Say") == DEFAULT_RECORDING_DISCLOSURE
     response = twilio.post(
         f"/webhooks/voice/dial-complete?call={sid}&step=0",
-        {"CallSid": sid, "From": CUSTOMER, "To": SEQUENTIAL, "CallStatus": "in-progress", "DialCallStatus": "no-answer"},
+        {"CallSid": sid, "From": CUSTOMER, "To": SEQUENTIAL, "CallStatus": "in-progress",
+         "DialCallStatus": "no-answer"},
     )
     second = ElementTree.fromstring(response.get_data(as_text=True))
     assert verbs(second) == ["Dial"]

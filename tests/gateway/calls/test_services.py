@@ -13,7 +13,9 @@ from gateway.simulator import new_sid
 from tests.support.api import ApiClient, make_key
 from tests.support.config import BASIC_CONFIG, CUSTOMER, SEQUENTIAL, SIMULTANEOUS
 
-ALLOWING = BASIC_CONFIG.replace("    response_sla: 5m\n", "    response_sla: 5m\n    text_unverified_callers: true\n", 1)
+ALLOWING = BASIC_CONFIG.replace(
+    "    response_sla: 5m\n", "    response_sla: 5m\n    text_unverified_callers: true\n", 1
+)
 
 
 @pytest.mark.parametrize(
