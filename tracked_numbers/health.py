@@ -106,7 +106,7 @@ def provider_problems(
         if fields:
             problems.append(Problem(
                 Kind.DRIFT, f"drift:{number.number}", store.id,
-                f"{store.key}: number {number.number}: {', '.join(fields)} no longer point at this gateway "
+                f"{store.key}: number {number.number}: not pointing at this gateway: {', '.join(fields)} "
                 "(gateway numbers sync fixes it)",
             ))
     return problems

@@ -64,7 +64,10 @@ def test_managers_are_texted_once_per_new_problem(daily, sids, provider, setting
     clock.advance(DAY)
     run_daily(daily)
     [text] = manager_texts(fake_twilio)
-    assert text.startswith("Gateway check: north-honda: number +12025550124: VoiceUrl no longer point")
+    assert text == (
+        "Gateway check: north-honda: number +12025550124: not pointing at this gateway: VoiceUrl "
+        "(gateway numbers sync fixes it)"
+    )
     with db.session() as session:
         alert = session.scalars(select(Message).where(Message.to_number == DMITRI)).one()
         assert (alert.kind, alert.from_number) == ("alert", SIMULTANEOUS)
