@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,20 @@ def env(settings, fake_twilio: FakeTwilio) -> dict[str, str]:
         "TWILIO_API_BASE_URL": fake_twilio.base_url,
         "GATEWAY_INSTANCE_DIR": str(settings.instance_dir),
     }
+
+
+@pytest.fixture
+def account(fake_twilio: FakeTwilio) -> Iterator[Callable[[str], str]]:
+    """Numbers on the fake's account for one test (the fake keeps numbers across tests otherwise)."""
+    added: list[str] = []
+
+    def add(number: str) -> str:
+        added.append(fake_twilio.add_number(number))
+        return added[-1]
+
+    yield add
+    for sid in added:
+        fake_twilio.release_number(sid)
 
 
 def run(env: dict[str, str], *args: str):
@@ -117,9 +131,9 @@ def test_apikey_create_prints_the_key_alone_on_the_last_line(env, db, configured
 
 
 @pytest.mark.usefixtures("configured")
-def test_numbers_sync_sets_the_urls_and_reports_missing_numbers(env, fake_twilio, settings):
-    sid = fake_twilio.add_number(SIMULTANEOUS)
-    fake_twilio.add_number("+12025550124")
+def test_numbers_sync_sets_the_urls_and_reports_missing_numbers(env, fake_twilio, settings, account):
+    sid = account(SIMULTANEOUS)
+    account("+12025550124")
     result = CliRunner().invoke(main, ["numbers", "sync"], env=env)
     assert f"updated {SIMULTANEOUS}" in result.output
     assert "missing +12025550125" in result.output
@@ -190,8 +204,8 @@ def drift(settings, fake_twilio: FakeTwilio, sid: str, **changes: str) -> None:
 
 
 @pytest.mark.usefixtures("configured")
-def test_numbers_check_names_the_number_that_drifted_and_sync_fixes_it(env, fake_twilio, settings):
-    sids = {number: fake_twilio.add_number(number) for number in ALL_NUMBERS}
+def test_numbers_check_names_the_number_that_drifted_and_sync_fixes_it(env, fake_twilio, settings, account):
+    sids = {number: account(number) for number in ALL_NUMBERS}
     assert run(env, "numbers", "sync").exit_code == 0
     healthy = run(env, "numbers", "check")
     assert healthy.exit_code == 0, healthy.output
@@ -210,7 +224,7 @@ def test_numbers_check_names_the_number_that_drifted_and_sync_fixes_it(env, fake
     assert run(env, "numbers", "check").exit_code == 0
 
 
-def test_numbers_check_lists_missing_numbers_and_configuration_problems(env, fake_twilio, configure, db):
+def test_numbers_check_lists_missing_numbers_and_configuration_problems(env, account, configure, db):
     configure(
         BASIC_CONFIG.replace(
             'service: {mon: "07:30-18:00"', 'parts: {mon: closed}\n      service: {mon: "07:30-18:00"', 1
@@ -219,7 +233,7 @@ def test_numbers_check_lists_missing_numbers_and_configuration_problems(env, fak
         + '  - {number: "+12025550127", store: north-honda, department: parts, source: Parts, ring: [alice]}\n'
     )
     for number in ALL_NUMBERS:
-        fake_twilio.add_number(number)
+        account(number)
     assert run(env, "numbers", "sync").exit_code == 1  # +12025550127 is not on the account
     with db.session() as session:
         from gateway.models import Agent

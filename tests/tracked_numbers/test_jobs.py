@@ -35,7 +35,9 @@ def sids(configured, fake_twilio, provider, settings, db):
     numbers = {number: fake_twilio.add_number(number) for number in NUMBERS}
     with db.session() as session:
         assert not sync_numbers(session, provider, settings.public_base_url).missing
-    return numbers
+    yield numbers
+    for sid in numbers.values():
+        fake_twilio.release_number(sid)  # the fake keeps numbers across tests otherwise
 
 
 def run_daily(app) -> None:
