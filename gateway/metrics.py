@@ -186,15 +186,15 @@ def status_report(current: Runtime) -> list[str]:
     for name, check in state.checks.items():
         detail = check.get("error") or ", ".join(f"{k} {v}" for k, v in check.items() if k != "ok") or "ok"
         lines.append(f"  {name:<12} {'ok' if check['ok'] else 'FAIL'}  {detail}")
+    lines.append("lanes:")
     try:
-        lines.append("lanes:")
         for lane in lane_states(current.redis):
             lines.append(f"  {lane.lane.value:<8} {lane.depth:>6} waiting, oldest {lane.oldest_seconds:6.1f} s")
     except RedisError:
         lines.append("  (Redis does not answer)")
+    lines.append("crm deliveries:")
     try:
         counts = crm_counts(current)
-        lines.append("crm deliveries:")
         for (status, kind), count in sorted(counts.items()):
             lines.append(f"  {status:<11} {kind:<10} {count:>7}")
         if not counts:

@@ -58,6 +58,8 @@ PER_TARGET = 8
 SMTP_SESSIONS = 4
 # How long a batch waits for its slowest attempts before leaving them to finish in the background.
 STRAGGLER_WAIT = 2.0
+# Outcomes that arrive within this long of each other are recorded in one transaction.
+RECORD_EVERY = 0.05
 # A job keeps claiming batches while there is due work, for at most this long.
 JOB_SECONDS = 5.0
 
@@ -269,7 +271,11 @@ def send_all(current: Runtime, attempts: list[Attempt]) -> None:
     pending = set(futures)
     deadline = time.monotonic() + max(STRAGGLER_WAIT, 0.0)
     while pending:
+        # Results are recorded a few at a time, not one transaction each: SQLite has one writer.
         done, pending = wait(pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED)
+        if pending:
+            more, pending = wait(pending, timeout=min(RECORD_EVERY, max(0.0, deadline - time.monotonic())))
+            done |= more
         outcomes = [outcome for future in done for outcome in future.result()]
         if outcomes:
             record(current, outcomes)

@@ -2,7 +2,7 @@
 caller-ID verification (and its lead's), a store's choice to text unverified callers and its recording
 disclosure
 
-Revision ID: 0008_number_health
+Revision ID: 0009_number_health
 Revises: 0001
 Create Date: 2026-12-03 08:30:00
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import gateway.database
 
-revision = "0008_number_health"
+revision = "0009_number_health"
 down_revision = "0001"
 branch_labels = ("number_health",)
 depends_on = None
