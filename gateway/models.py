@@ -104,6 +104,10 @@ class Store(Base):
     after_hours_grace_seconds: Mapped[int] = mapped_column(default=1800)
     # [{"type": "adf-http", "url": ...}, ...]
     crm: Mapped[list[Any]] = mapped_column(default=list)
+    # Automated texts to a caller whose caller ID failed SHAKEN/STIR verification (off: it may be spoofed).
+    text_unverified_callers: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Played to the caller before an agent is bridged on a recorded number; None: the default wording.
+    recording_disclosure: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -206,6 +210,8 @@ class Lead(Base):
     last_contact_at: Mapped[datetime | None] = mapped_column()  # the customer's latest call or text
     leaked_at: Mapped[datetime | None] = mapped_column()
     leak_reason: Mapped[str | None] = mapped_column(String(64))
+    # The lead's latest call came with a caller ID that failed SHAKEN/STIR verification.
+    caller_id_unverified: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()
@@ -273,6 +279,8 @@ class Call(Base):
     accepted_at: Mapped[datetime | None] = mapped_column()  # the agent pressed 1
     voicemail_started: Mapped[bool] = mapped_column(default=False)  # the caller reached the prompt
     voicemail_seconds: Mapped[int | None] = mapped_column()  # length of the recording, when one was left
+    # The provider's SHAKEN/STIR check of the caller ID failed (StirVerstat TN-Validation-Failed...).
+    caller_id_unverified: Mapped[bool] = mapped_column(default=False, server_default=false())
     duration: Mapped[int | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()

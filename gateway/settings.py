@@ -46,6 +46,8 @@ class Settings:
     embedded_redis_port: int = 6390
     # Number of RQ worker processes `gateway serve` starts.
     workers: int = 3
+    # Seconds between a store's number health checks (tracked_numbers/jobs.py); 0 turns them off.
+    number_check_interval: float = 86400.0
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -129,6 +131,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_rate_limit=int(_number(env, "GATEWAY_API_RATE_LIMIT", 600)),
         embedded_redis_port=int(_number(env, "GATEWAY_REDIS_PORT", 6390)),
         workers=int(_number(env, "GATEWAY_WORKERS", 3)),
+        number_check_interval=_number(env, "GATEWAY_NUMBER_CHECK_INTERVAL", 86400.0),
     )
 
 

@@ -47,6 +47,10 @@ SCHEMAS: dict[str, Any] = {
             "leaked": {"type": "boolean"},
             "leak_reason": {"type": ["string", "null"]},
             "opted_out": {"type": "boolean"},
+            "caller_id_unverified": {
+                "type": "boolean",
+                "description": "its latest call's caller ID failed SHAKEN/STIR verification (may be spoofed)",
+            },
         },
     },
     "Task": {
@@ -76,6 +80,10 @@ SCHEMAS: dict[str, Any] = {
             "answered_by": {"type": ["string", "null"]},
             "duration": {"type": ["integer", "null"]},
             "started_at": _time,
+            "caller_id_unverified": {
+                "type": "boolean",
+                "description": "the provider's SHAKEN/STIR check failed (StirVerstat TN-Validation-Failed-*)",
+            },
         },
     },
     "Message": {

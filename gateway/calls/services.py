@@ -44,12 +44,25 @@ RING_LOG_GRACE = 1.0
 RING_LOG_POLL = 0.02
 
 
+# The provider's SHAKEN/STIR verification of the caller ID (Twilio's `StirVerstat` on an incoming call):
+# TN-Validation-Passed-A/B/C, No-TN-Validation (nothing to verify: most calls), or a failure,
+# TN-Validation-Failed-A/B/C (and a bare TN-Validation-Failed from some carriers). Only a failure
+# flags the call: the signature was there and did not hold, so the number shown may be someone else's.
+VERSTAT_FAILED = "tn-validation-failed"
+
+
+def caller_id_failed(verstat: str | None) -> bool:
+    """Whether a StirVerstat value says the caller ID failed verification (any case, padding ignored)."""
+    return verstat is not None and verstat.strip().lower().startswith(VERSTAT_FAILED)
+
+
 @dataclass(frozen=True)
 class IncomingCall:
     sid: str
     caller: str | None  # E.164, None when withheld
     to: str
     status: str = "ringing"
+    caller_id_unverified: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class CallEnded:
     duration: int | None
     caller: str | None
     to: str
+    caller_id_unverified: bool = False
 
 
 def record_incoming(
@@ -82,6 +96,7 @@ def record_incoming(
         after_hours=after_hours,
         ringing_agents=steps,
         voicemail_started=after_hours or not steps,
+        caller_id_unverified=call.caller_id_unverified,
     )
     inserted = insert_ignoring_conflict(session, Call, values, ["sid"])
     row = required(session.scalar(select(Call).where(Call.sid == call.sid)), f"call {call.sid}")
@@ -156,6 +171,7 @@ def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: 
             status=ended.status,
             now=now,
             started_at=now - timedelta(seconds=ended.duration or 0),
+            caller_id_unverified=ended.caller_id_unverified,
         )
         insert_ignoring_conflict(session, Call, values, ["sid"])
     claimed = session.execute(
@@ -185,6 +201,7 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
     contact = contact_for_phone(session, call.from_number)
     lead, _ = open_or_join_lead(session, contact, origin, now)
     call.lead_id = lead.id
+    _note_verification(session, store, lead, call, now)
     owner = assign_owner(session, lead, now)
     log.info(
         "call %s from %s ended: %s (lead %s)", call.sid, mask(call.from_number), outcome.value, lead.code
@@ -204,6 +221,30 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
         )
         events.contact_unanswered.send(session, lead=lead, call=call, now=now)
     events.call_completed.send(session, lead=lead, call=call, now=now)
+
+
+def _note_verification(session: Session, store: Store, lead: Lead, call: Call, now: datetime) -> None:
+    """The lead carries its latest call's verdict; a failed verification goes in its timeline."""
+    if lead.caller_id_unverified != call.caller_id_unverified:
+        lead.caller_id_unverified = call.caller_id_unverified
+    if not call.caller_id_unverified:
+        return
+    consequence = (
+        "automated texts still go (the store allows it)"
+        if store.text_unverified_callers
+        else "no automated text goes to it, since the number may belong to someone else"
+    )
+    record_event(
+        session, lead, "caller_id_unverified",
+        f"The caller ID failed the carrier's SHAKEN/STIR verification: {consequence}.",
+        now, {"call": call.sid, "texts": store.text_unverified_callers},
+    )
+
+
+def texts_allowed(store: Store, call: Call) -> bool:
+    """Whether automated texts may follow this call: not to a caller ID that failed verification,
+    unless the store has chosen to (`text_unverified_callers: true`)."""
+    return not call.caller_id_unverified or store.text_unverified_callers
 
 
 def _fallback_origin(call: Call, store: Store) -> Origin:
