@@ -76,6 +76,9 @@ SCHEMAS: dict[str, Any] = {
             "answered_by": {"type": ["string", "null"]},
             "duration": {"type": ["integer", "null"]},
             "started_at": _time,
+            "reconciled": {
+                "type": "boolean", "description": "settled from the provider's call log: its webhooks never came"
+            },
         },
     },
     "Message": {
@@ -107,6 +110,9 @@ SCHEMAS: dict[str, Any] = {
             "send_after": _time,
             "created_at": _time,
             "sent_at": _time,
+            "reconciled": {
+                "type": "boolean", "description": "found in the provider's message log: its webhook never came"
+            },
         },
     },
     "NewMessage": {
@@ -352,6 +358,14 @@ SCHEMAS.update(
                                    "attainment": _ratio},
                 },
                 "leaked_leads": {"type": "integer"},
+                "reconciled_calls": {
+                    "type": "integer",
+                    "description": "calls of the period found in the provider's log, their webhooks lost",
+                },
+                "reconciled_messages": {
+                    "type": "integer",
+                    "description": "inbound texts of the period found in the provider's log, their webhooks lost",
+                },
                 "tasks": {
                     "type": "object",
                     "required": ["open", "overdue"],
