@@ -125,7 +125,7 @@ def settle_stuck_calls(
                 .where(
                     Call.outcome == CallOutcome.RINGING.value,
                     Call.processed_at.is_(None),
-                    Call.kind == "customer",
+                    Call.kind.in_(("customer", "forwarded")),  # click-to-call legs end in the agent loop
                     Call.direction == Direction.INBOUND.value,
                     Call.started_at < now - SETTLE_AFTER,
                     Call.started_at >= now - STUCK_LOOKBACK,

@@ -102,3 +102,20 @@ def test_the_interval_setting(tmp_path):
     for bad in ("-1", "soon"):
         with pytest.raises(SettingsError, match="GATEWAY_RECONCILE_INTERVAL"):
             load_settings({**base, "GATEWAY_RECONCILE_INTERVAL": bad})
+
+
+def test_redis_down_starts_no_pass_and_breaks_no_sweep(build, db, configure, clock, fake_twilio):
+    from gateway.embedded_redis import free_port
+
+    configure(BASIC_CONFIG)
+    application = build(reconcile_interval=300, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    application.extensions["gateway"].redis = Redis.from_url(
+        application.extensions["gateway"].settings.redis_url, socket_connect_timeout=0.2
+    )
+    seed_missed_call(fake_twilio, clock)
+    sweep_once(application)  # logs nothing alarming, raises nothing
+    assert leads(db) == 0
+    # The pass itself needs no Redis to find the call; its texts wait in the database for the sweep.
+    with application.app_context():
+        assert run_pass().calls == 1
+    assert leads(db) == 1

@@ -365,3 +365,21 @@ def test_two_passes_at_once_settle_each_call_once(app, db, clock, fake_twilio, w
     assert sum(r.calls for r in results) == 4
     assert (count(db, Call), count(db, Lead), count(db, Task)) == (4, 4, 4)
     assert len([m for m in fake_twilio.messages if m["To"].startswith("+1202555150")]) == 4
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_stuck_call_waits_out_a_provider_outage(app, db, twilio, clock, fake_twilio):
+    sid = fake_twilio.add_inbound_call(from_=CUSTOMER, to=SIMULTANEOUS, status="no-answer", start_time=clock.now())
+    twilio.post("/webhooks/voice/incoming", {"CallSid": sid, "From": CUSTOMER, "To": SIMULTANEOUS,
+                                             "CallStatus": "ringing"})
+    clock.advance(timedelta(minutes=3))
+    fake_twilio.set_down(True)
+    down = one_pass(app)
+    assert (down.stuck_calls, down.numbers) == (0, 0)  # the outage ended the pass before any listing
+    assert down.errors
+    with db.session() as session:
+        assert session.scalars(select(Call)).one().processed_at is None
+
+    fake_twilio.set_down(False)
+    assert one_pass(app).stuck_calls == 1
+    assert count(db, Lead) == 1
