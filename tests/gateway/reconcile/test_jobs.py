@@ -119,3 +119,20 @@ def test_redis_down_starts_no_pass_and_breaks_no_sweep(build, db, configure, clo
     with application.app_context():
         assert run_pass().calls == 1
     assert leads(db) == 1
+
+
+def test_a_database_down_fails_the_pass_and_the_next_one_finds_the_call(
+    build, db, configure, clock, fake_twilio, tmp_path
+):
+    from sqlalchemy.exc import OperationalError
+
+    configure(BASIC_CONFIG)
+    seed_missed_call(fake_twilio, clock)
+    down = build(reconcile_interval=300, database_url=f"sqlite:///{tmp_path / 'missing' / 'gone.sqlite3'}")
+    with down.app_context(), pytest.raises(OperationalError):
+        run_pass()  # the job fails (RQ keeps it in its failed registry); nothing was written anywhere
+    assert leads(db) == 0
+
+    with build(reconcile_interval=300).app_context():
+        assert run_pass().calls == 1
+    assert leads(db) == 1
