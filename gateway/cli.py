@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,11 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
             redis_server.start()
         env["REDIS_URL"] = redis_server.url
     upgrade(settings.database_url)
+    # Web and worker processes count into one folder, which GET /metrics sums (gunicorn.conf.py).
+    metrics_dir = settings.instance_dir.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     children: list[subprocess.Popen[bytes]] = []
     try:
         count = workers if workers is not None else settings.workers
@@ -166,6 +172,25 @@ def worker(burst: bool, concurrency: int | None, lanes: str | None, sweep: bool)
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
     run_worker(app, lanes=chosen, burst=burst, sweep=sweep)
+
+
+@main.command()
+def status() -> None:
+    """The lanes, the CRM outbox, the failsafe spool and the readiness checks, on one screen."""
+    from gateway.app import create_app
+    from gateway.metrics import readiness, status_report
+    from gateway.runtime import runtime_of, shutdown
+
+    app = create_app(settings_for_command())
+    current = runtime_of(app)
+    try:
+        for line in status_report(current):
+            click.echo(line)
+        ready = readiness(current).ready
+    finally:
+        shutdown(app)
+    if not ready:
+        raise SystemExit(1)
 
 
 # --- config and numbers ------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 - `GET /healthz`: the process answers (liveness).
 - `GET /readyz`: 200 while the database and Redis answer and the urgent lane's oldest job is under
   READY_LAG seconds old; else 503 with a JSON body naming each check that failed.
-- `GET /metrics`: the Prometheus text format. With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py and
+- `GET /metrics`: the Prometheus text format (instruments are defined where they are measured: here,
+  gateway/worker.py, gateway/crm/delivery.py). With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py and
   `gateway serve` set it to the instance folder's `metrics/`), the counters and histograms of every
   web and worker process of this machine are summed; the lanes, the CRM outbox and the spool are read
   when scraped. `GATEWAY_METRICS_TOKEN` makes it require `Authorization: Bearer <token>`.
@@ -24,9 +25,10 @@ from flask import Blueprint, Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+from prometheus_client.registry import REGISTRY, Collector
 from redis import Redis
 from redis.exceptions import RedisError
+from rq.worker_registration import get_keys
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -53,9 +55,6 @@ JOB_WAIT_SECONDS = Histogram(
     buckets=_WAIT_BUCKETS,
 )
 TEXTS = Counter("gateway_texts_total", "Outbound texts by outcome and refusal code.", ["outcome", "code"])
-CRM_ATTEMPTS = Counter(
-    "gateway_crm_attempts_total", "CRM delivery attempts by result and destination kind.", ["result", "kind"]
-)
 RECONCILED = Counter(
     "gateway_reconciled_total", "Calls and texts found at the provider that no webhook had told of.", ["kind"]
 )
@@ -66,6 +65,15 @@ class LaneState:
     lane: Lane
     depth: int
     oldest_seconds: float  # 0 when empty
+    workers: int = 0  # worker processes listening on the lane
+
+
+def _listening(redis: Redis) -> dict[str, int]:
+    """How many registered RQ workers listen on each lane (a worker registers when it starts)."""
+    counts: dict[str, int] = {}
+    for lane in LANES:
+        counts[lane.value] = len(get_keys(make_queue(redis, lane)))
+    return counts
 
 
 def lane_states(redis: Redis, now: datetime | None = None) -> list[LaneState]:
@@ -87,7 +95,8 @@ def lane_states(redis: Redis, now: datetime | None = None) -> list[LaneState]:
             if raw:
                 age = max(0.0, (moment - _parse_time(raw)).total_seconds())
         states.append(LaneState(LANES[index], depth, age))
-    return states
+    listening = _listening(redis)
+    return [LaneState(s.lane, s.depth, s.oldest_seconds, listening.get(s.lane.value, 0)) for s in states]
 
 
 def _parse_time(raw: Any) -> datetime:
@@ -148,12 +157,15 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("gateway_lane_depth", "Jobs waiting in each lane.", labels=["lane"])
         age = GaugeMetricFamily("gateway_lane_oldest_seconds", "Age of each lane's oldest job.", labels=["lane"])
+        workers = GaugeMetricFamily("gateway_lane_workers", "Worker processes listening on each lane.", labels=["lane"])
         try:
             for state in lane_states(self.current.redis):
                 depth.add_metric([state.lane.value], state.depth)
                 age.add_metric([state.lane.value], state.oldest_seconds)
+                workers.add_metric([state.lane.value], state.workers)
             yield depth
             yield age
+            yield workers
         except RedisError:
             pass
         outbox = GaugeMetricFamily(
@@ -172,14 +184,13 @@ class _StateCollector(Collector):
 
 def scrape(current: Runtime) -> bytes:
     registry = CollectorRegistry()
+    registry.register(_StateCollector(current))
     if os.environ.get(MULTIPROCESS_DIR):
         multiprocess: Any = MultiProcessCollector  # the library's constructor carries no annotations
         multiprocess(registry)
-    else:
-        for collector in (WEBHOOK_SECONDS, HOTPATH_COMMIT_SECONDS, JOB_WAIT_SECONDS, TEXTS, CRM_ATTEMPTS, RECONCILED):
-            registry.register(collector)
-    registry.register(_StateCollector(current))
-    return generate_latest(registry)
+        return generate_latest(registry)
+    # One process: its instruments are in the library's default registry, wherever they are defined.
+    return generate_latest(REGISTRY) + generate_latest(registry)
 
 
 def status_report(current: Runtime) -> list[str]:
@@ -189,15 +200,16 @@ def status_report(current: Runtime) -> list[str]:
     for name, check in state.checks.items():
         detail = check.get("error") or ", ".join(f"{k} {v}" for k, v in check.items() if k != "ok") or "ok"
         lines.append(f"  {name:<12} {'ok' if check['ok'] else 'FAIL'}  {detail}")
+    lines.append("lanes:")
     try:
-        lines.append("lanes:")
         for lane in lane_states(current.redis):
-            lines.append(f"  {lane.lane.value:<8} {lane.depth:>6} waiting, oldest {lane.oldest_seconds:6.1f} s")
+            lines.append(f"  {lane.lane.value:<8} {lane.depth:>6} waiting, oldest {lane.oldest_seconds:6.1f} s, "
+                         f"{lane.workers} worker process(es) listening")
     except RedisError:
         lines.append("  (Redis does not answer)")
+    lines.append("crm deliveries:")
     try:
         counts = crm_counts(current)
-        lines.append("crm deliveries:")
         for (status, kind), count in sorted(counts.items()):
             lines.append(f"  {status:<11} {kind:<10} {count:>7}")
         if not counts:

@@ -124,6 +124,7 @@ class Text(TypedDict, total=False):
     body: Required[str]
     kind: Required[str]
     automated: bool
+    answers_contact: bool
     lead: Lead | None
     contact: Contact | None
     agent: Agent | None
@@ -164,6 +165,7 @@ def text_values(*, now: datetime, **text: Unpack[Text]) -> dict[str, Any]:
         "direction": Direction.OUTBOUND.value,
         "kind": text["kind"],
         "automated": text.get("automated", False),
+        "answers_contact": text.get("answers_contact", False),
         "from_number": text["from_"],
         "to_number": text["to"],
         "body": body,
@@ -309,6 +311,7 @@ def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> GuardDecis
             automated=message.automated,
             automated_sent_last_24h=inputs.recent.get(message.to_number, []) if message.automated else [],
             customer_contacted_at=inputs.last_customer_contact(contact),
+            answers_contact=message.answers_contact,
             is_keyword_reply=message.kind in KEYWORD_REPLY_KINDS,
             opted_out_at=contact.opted_out_at if contact else None,
         )

@@ -1,6 +1,6 @@
 """reconcile: watermarks per tracked number, and which calls and texts were found only at the provider
 
-Revision ID: 0008_reconcile
+Revision ID: 0009_reconcile
 Revises: 0002_sms
 Create Date: 2026-12-03 09:00:00
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import gateway.database
 
-revision = "0008_reconcile"
+revision = "0009_reconcile"
 # `messages` is made by 0001 and `message_status_callbacks` by 0002_sms: after both, on a branch of its own.
 down_revision = "0002_sms"
 branch_labels = ("reconcile",)
