@@ -258,6 +258,11 @@ class Call(Base):
             "ix_calls_started_covering", "started_at",
             postgresql_include=["store_id", "outcome", "direction", "kind"],
         ),
+        # GET /api/v1/metrics counts the calls found by reconciliation: few, so a small partial index.
+        Index(
+            "ix_calls_reconciled_started", "started_at",
+            postgresql_where=text("reconciled"), sqlite_where=text("reconciled"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -286,6 +291,8 @@ class Call(Base):
     ended_at: Mapped[datetime | None] = mapped_column()
     # Set once, by the conditional update that claims the "call ended" work: exactly once.
     processed_at: Mapped[datetime | None] = mapped_column()
+    # Settled from the provider's own record because its webhooks never came (gateway/reconcile/).
+    reconciled: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     answered_by: Mapped[Agent | None] = relationship(lazy="joined")
@@ -299,6 +306,10 @@ class Message(Base):
         Index("ix_messages_status_send_after", "status", "send_after"),
         Index("ix_messages_to_number_sent_at", "to_number", "sent_at"),
         Index("ix_messages_contact_direction_created", "contact_id", "direction", "created_at"),
+        Index(
+            "ix_messages_reconciled_created", "created_at",
+            postgresql_where=text("reconciled"), sqlite_where=text("reconciled"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -329,6 +340,8 @@ class Message(Base):
     sent_at: Mapped[datetime | None] = mapped_column()
     # Free-form link back to what made it (e.g. "cadence-step:42"), unique so a retry cannot add twice.
     origin: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # An inbound text found in the provider's log whose webhook never came (gateway/reconcile/).
+    reconciled: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

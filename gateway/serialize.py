@@ -70,6 +70,7 @@ def call(row: Call) -> dict[str, Any]:
         "caller_id_unverified": row.caller_id_unverified,
         "started_at": iso(row.started_at),
         "ended_at": iso(row.ended_at),
+        "reconciled": row.reconciled,
     }
 
 
@@ -92,6 +93,7 @@ def message(row: Message) -> dict[str, Any]:
         "send_after": iso(row.send_after),
         "created_at": iso(row.created_at),
         "sent_at": iso(row.sent_at),
+        "reconciled": row.reconciled,
     }
 
 

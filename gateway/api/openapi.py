@@ -84,6 +84,9 @@ SCHEMAS: dict[str, Any] = {
                 "type": "boolean",
                 "description": "the provider's SHAKEN/STIR check failed (StirVerstat TN-Validation-Failed-*)",
             },
+            "reconciled": {
+                "type": "boolean", "description": "settled from the provider's call log: its webhooks never came"
+            },
         },
     },
     "Message": {
@@ -115,6 +118,9 @@ SCHEMAS: dict[str, Any] = {
             "send_after": _time,
             "created_at": _time,
             "sent_at": _time,
+            "reconciled": {
+                "type": "boolean", "description": "found in the provider's message log: its webhook never came"
+            },
         },
     },
     "NewMessage": {
@@ -360,6 +366,14 @@ SCHEMAS.update(
                                    "attainment": _ratio},
                 },
                 "leaked_leads": {"type": "integer"},
+                "reconciled_calls": {
+                    "type": "integer",
+                    "description": "calls of the period found in the provider's log, their webhooks lost",
+                },
+                "reconciled_messages": {
+                    "type": "integer",
+                    "description": "inbound texts of the period found in the provider's log, their webhooks lost",
+                },
                 "tasks": {
                     "type": "object",
                     "required": ["open", "overdue"],
