@@ -295,7 +295,9 @@ def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> GuardDecis
                 opted_out=False,
                 textable=True,
                 automated=False,
+                # Quiet hours protect customers: an alert answers the contact that caused it, at any hour.
                 customer_contacted_at=now,
+                answers_contact=True,
             )
         )
     contact = inputs.contact_of(message)

@@ -4,6 +4,7 @@ caller, source, store, department, lead code and a click-to-call link; hot leads
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -146,3 +147,14 @@ def test_customer_text_through_the_webhook_alerts_the_owner(app, poster, db, wor
     lead = only_lead(db)
     work()
     assert any("Pilot in black" in m["Body"] for m in texts_to(fake_twilio, lead.owner.phone))
+
+
+@pytest.mark.usefixtures("configured")
+def test_an_after_hours_missed_call_alerts_the_owner_at_once(poster, db, work, fake_twilio, clock):
+    """Quiet hours protect customers, not staff: at 03:00 the owner still hears of the missed call."""
+    clock.set(datetime(2026, 11, 25, 8, 0, tzinfo=UTC))  # 03:00 in New York
+    missed_call(poster)
+    work()
+    lead = only_lead(db)
+    [alert] = texts_to(fake_twilio, lead.owner.phone)
+    assert f"Lead #{lead.code}" in alert["Body"]
