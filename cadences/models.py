@@ -38,6 +38,7 @@ class StopReason(StrEnum):
     STATUS = "status"  # the lead moved to a status that ends this cadence
     APPOINTMENT_CANCELLED = "appointment_cancelled"
     API = "api"
+    REPLACED = "replaced"  # a newer request from the customer (a form, an ADF lead) started its own cadence
 
 
 class SkipReason(StrEnum):

@@ -399,7 +399,8 @@ class _Reader:
             else:
                 subject = self.template(fields["subject"], f"{path}.subject", has_trigger)
                 if "\n" in subject or len(subject) > MAX_SUBJECT_LENGTH:
-                    self.report(fields["subject"], f"{path}.subject", f"one line of at most {MAX_SUBJECT_LENGTH} characters")
+                    message = f"one line of at most {MAX_SUBJECT_LENGTH} characters"
+                    self.report(fields["subject"], f"{path}.subject", message)
         elif "subject" in fields:
             self.report(fields["subject"], f"{path}.subject", "only e-mail steps have a subject")
         relative_to = self.choice(fields.get("relative_to"), f"{path}.relative_to", RELATIVE_TO, "start")
