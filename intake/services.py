@@ -38,7 +38,8 @@ from gateway.leads import (
 from gateway.models import Contact, Lead, Store, TaskKind
 from gateway.phones import mask
 from intake.adf import AdfDocument, Prospect, best_phone, dedupe_key
-from intake.mail import AdfMail, read_mail, store_keys_for
+from intake.mail import AdfMail, read_mail
+from intake.mail import store_keys_for as store_keys_for
 from intake.models import IntakeChannel, IntakeMail, IntakeRecord
 
 log = logging.getLogger(__name__)
