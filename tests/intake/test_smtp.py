@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("intake_config")
 def send(
     server: IntakeServer, raw: bytes | EmailMessage, to: list[str], sender: str = "leads@cars.example.com"
 ) -> None:
-    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+    with smtplib.SMTP(server.host, server.port, timeout=60) as client:
         if isinstance(raw, EmailMessage):
             client.send_message(raw, from_addr=sender, to_addrs=to)
         else:
