@@ -354,3 +354,31 @@ def test_adf_needs_an_xml_content_type_and_a_store_the_key_may_see(api: ApiClien
         "/api/v1/intake/adf?store=south-ford", data=document, headers={"Content-Type": "application/xml", **_auth(api)}
     )
     assert other_store.status_code == 404
+
+
+# --- the database or Redis down ---------------------------------------------------------------------------
+
+
+def test_a_form_while_the_database_is_down_is_a_503_not_a_500(api: ApiClient, make_app: Any, db: Any) -> None:
+    down = make_app(database_url="postgresql+psycopg://nobody@127.0.0.1:9/none")
+    response = down.test_client().post("/api/v1/leads", json=form(), headers={"Authorization": f"Bearer {api.key}"})
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "database_unavailable"
+
+
+def test_a_form_while_redis_is_down_is_taken_and_its_text_and_email_go_once_redis_is_back(
+    api: ApiClient, make_app: Any, work: Any, clock: Any, fake_twilio: Any, mails: Any, client: Any, db: Any
+) -> None:
+    from tests.support.api import make_key
+
+    south_key = make_key(db, clock.now(), ["south-ford"])
+    no_redis = make_app(redis_url="redis://127.0.0.1:1/0")
+    response = no_redis.test_client().post(
+        "/api/v1/leads", json=form(store="south-ford", phone="+13125550177"),
+        headers={"Authorization": f"Bearer {south_key}"},
+    )
+    assert response.status_code == 201, response.json
+    clock.advance(timedelta(seconds=61))  # the sweep finds what no job carried
+    work()
+    assert len(customer_texts(fake_twilio, "+13125550177")) == 1
+    assert len(mails.messages("maria.lopez@example.com")) == 1
