@@ -36,7 +36,7 @@ from harness import AUTH_TOKEN, ROOT, Stack, gateway_stack, percentile, wait_htt
 sys.path.insert(0, str(ROOT))
 
 from gateway.embedded_redis import free_port
-from gateway.simulator import HttpPoster, play_call
+from gateway.simulator import HttpPoster, SimulationError, play_call
 from tests.support.config import BASIC_CONFIG, SIMULTANEOUS
 
 CONSENT = "I agree to receive texts from North Honda about my request. Msg & data rates may apply."
@@ -143,13 +143,17 @@ def forms(stack: Stack, base: str, key: str, inbox: Inbox, leads: int, rate: flo
     poller.start()
     poster = HttpPoster(base, AUTH_TOKEN)
     calls_played = 0
+    calls_failed = 0
 
     def calls() -> None:
-        nonlocal calls_played
+        nonlocal calls_played, calls_failed
         n = 0
         while not stop.is_set() and calls_per_second > 0:
-            list(play_call(poster, to=SIMULTANEOUS, caller=f"+1240555{n % 10000:04d}", outcome="no-answer"))
-            calls_played += 1
+            try:
+                list(play_call(poster, to=SIMULTANEOUS, caller=f"+1240555{n % 10000:04d}", outcome="no-answer"))
+                calls_played += 1
+            except SimulationError:
+                calls_failed += 1
             n += 1
             stop.wait(1 / calls_per_second)
 
@@ -195,7 +199,8 @@ def forms(stack: Stack, base: str, key: str, inbox: Inbox, leads: int, rate: flo
     mail_s = [inbox.first[f"lead-{n}@example.com"] - sent_at[phones[n]]
               for n in range(leads) if f"lead-{n}@example.com" in inbox.first]
     print(f"form leads: {leads} offered in {offered:.1f} s ({leads / offered:.1f}/s), "
-          f"{statuses.count(201)} answered 201, {calls_played} missed calls played alongside")
+          f"{statuses.count(201)} answered 201, {calls_played} missed calls played alongside"
+          + (f" ({calls_failed} timed out)" if calls_failed else ""))
     print(f"  form -> first text at the provider ({len(text_ms)} texts): {figures(text_ms, 'ms', 0)}"
           "  (target p99 <= 1000 ms)")
     print(f"  form -> acknowledgement at the SMTP server ({len(mail_s)} e-mails): {figures(mail_s, 's', 2)}"
