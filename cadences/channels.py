@@ -34,6 +34,8 @@ UNSUBSCRIBE_SALT = "email-unsubscribe"
 UNSUBSCRIBE_PATH = "/unsubscribe/"
 SMTP_TIMEOUT = 20.0
 MAX_EMAIL_ATTEMPTS = 5
+# E-mail steps one job claims and sends over one connection at most.
+BATCH = 100
 # A claimed e-mail step the sweep sends (again) when its job has not taken it this long after.
 EMAIL_RETRY_AFTER = timedelta(seconds=60)
 # A step `sending` for this long: its worker died mid-conversation; unknown, never resent blindly.
@@ -120,11 +122,19 @@ def send_email_steps(step_ids: list[int]) -> dict[int, str]:
     outgoing: list[_Outgoing] = []
     results: dict[int, str] = {}
     with current.database.session() as session:
+        # The job's own steps and, in the same claim, others waiting (a backlog goes in one conversation).
+        waiting = (
+            select(CadenceStep.id)
+            .where(CadenceStep.channel == Channel.EMAIL.value, CadenceStep.status == StepStatus.CLAIMED.value)
+            .order_by(CadenceStep.id)
+            .limit(BATCH)
+            .scalar_subquery()
+        )
         won = list(
             session.scalars(
                 update(CadenceStep)
                 .where(
-                    CadenceStep.id.in_(step_ids),
+                    CadenceStep.id.in_(step_ids) | CadenceStep.id.in_(waiting),
                     CadenceStep.channel == Channel.EMAIL.value,
                     CadenceStep.status == StepStatus.CLAIMED.value,
                 )
@@ -148,16 +158,11 @@ def send_email_steps(step_ids: list[int]) -> dict[int, str]:
                 results[step.id] = step.status
                 continue
             outgoing.append(_Outgoing(step.id, lead.id, build_email(settings, step, enrolment, lead)))
-    answers: dict[int, mail.MailError | None] = {}
-    for item in outgoing:
-        if not settings.smtp_url:
-            answers[item.step_id] = mail.MailError("SMTP_URL is not set: cadence e-mail cannot be sent", False)
-            continue
-        try:
-            mail.send_email(settings.smtp_url, item.email, SMTP_TIMEOUT, now)
-            answers[item.step_id] = None
-        except mail.MailError as error:
-            answers[item.step_id] = error
+    if settings.smtp_url:
+        sent = mail.send_emails(settings.smtp_url, [item.email for item in outgoing], SMTP_TIMEOUT, now)
+    else:
+        sent = [mail.MailError("SMTP_URL is not set: cadence e-mail cannot be sent", False) for _ in outgoing]
+    answers = {item.step_id: answer for item, answer in zip(outgoing, sent, strict=True)}
     done = current.clock.now()
     with current.database.session() as session:
         for item in outgoing:

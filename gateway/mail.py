@@ -174,6 +174,94 @@ def send_email(smtp_url: str, email: Email, timeout: float, now: datetime | None
     submit(target, build_message(email, now), email.sender, email.to, timeout)
 
 
+def send_emails(
+    smtp_url: str, emails: list[Email], timeout: float, now: datetime | None = None
+) -> list[MailError | None]:
+    """Several e-mails in one SMTP conversation (one connection, one login); for each, None when the
+    server took it or the MailError that says why not. A connection that fails fails the rest alike."""
+    try:
+        target = parse_smtp_url(smtp_url)
+    except MailError as error:
+        return [error for _ in emails]
+    answers: list[MailError | None] = []
+    messages: list[tuple[EmailMessage, Email]] = []
+    for email in emails:
+        if not is_address(email.to):
+            answers.append(MailError("the recipient is not an e-mail address", False))
+            continue
+        try:
+            messages.append((build_message(email, now), email))
+            answers.append(None)
+        except MailError as error:
+            answers.append(error)
+    if not messages:
+        return answers
+    where = f"SMTP to {target.host}:{target.port}"
+    try:
+        current: smtplib.SMTP | None = _open(target, timeout)
+    except MailError as error:
+        return [answer if answer is not None else error for answer in answers]
+    results: dict[int, MailError | None] = {}
+    try:
+        for message, email in messages:
+            if current is None:
+                break
+            try:
+                current.send_message(message, from_addr=email.sender, to_addrs=[email.to])
+                results[id(email)] = None
+            except smtplib.SMTPRecipientsRefused as error:
+                code, text = next(iter(error.recipients.values()), (550, b"recipient refused"))
+                results[id(email)] = _failure(where, code, text)
+            except smtplib.SMTPResponseException as error:
+                results[id(email)] = _failure(where, error.smtp_code, error.smtp_error)
+            except (OSError, smtplib.SMTPException) as error:
+                results[id(email)] = MailError(f"{where}: {describe(error)}", True)
+                current = _reopen(current, target, timeout)
+    finally:
+        if current is not None:
+            _close(current)
+    lost = MailError(f"{where}: the connection was lost", True)
+    by_email = iter(messages)
+    merged: list[MailError | None] = []
+    for answer in answers:
+        if answer is not None:
+            merged.append(answer)
+            continue
+        _, email = next(by_email)
+        merged.append(results.get(id(email), lost))
+    return merged
+
+
+def _open(target: SmtpTarget, timeout: float) -> smtplib.SMTP:
+    where = f"SMTP to {target.host}:{target.port}"
+    try:
+        client = _connect(target, timeout)
+    except smtplib.SMTPResponseException as error:
+        raise _failure(where, error.smtp_code, error.smtp_error) from None
+    except (OSError, smtplib.SMTPException) as error:
+        raise MailError(f"{where}: {describe(error)}", True) from None
+    try:
+        if target.scheme == "smtp+starttls":
+            client.starttls(context=ssl.create_default_context())
+        if target.username:
+            client.login(target.username, target.password or "")
+    except smtplib.SMTPResponseException as error:
+        _close(client)
+        raise _failure(where, error.smtp_code, error.smtp_error) from None
+    except (OSError, smtplib.SMTPException) as error:
+        _close(client)
+        raise MailError(f"{where}: {describe(error)}", True) from None
+    return client
+
+
+def _reopen(client: smtplib.SMTP, target: SmtpTarget, timeout: float) -> smtplib.SMTP | None:
+    _close(client)
+    try:
+        return _open(target, timeout)
+    except MailError:
+        return None
+
+
 def submit(target: SmtpTarget, message: EmailMessage, from_address: str, to: str, timeout: float) -> None:
     """One SMTP conversation handing `message` to the server for `to`. Raises MailError."""
     where = f"SMTP to {target.host}:{target.port}"

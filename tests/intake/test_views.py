@@ -382,3 +382,15 @@ def test_a_form_while_redis_is_down_is_taken_and_its_text_and_email_go_once_redi
     work()
     assert len(customer_texts(fake_twilio, "+13125550177")) == 1
     assert len(mails.messages("maria.lopez@example.com")) == 1
+
+
+def test_a_form_at_night_with_consent_is_answered_at_once(
+    client: Any, db: Any, clock: Any, work: Any, fake_twilio: Any
+) -> None:
+    from tests.support.api import make_key
+
+    clock.advance(timedelta(hours=13))  # 23:00 in New York and Chicago: quiet hours
+    south = ApiClient(client, make_key(db, clock.now(), ["south-ford"]))
+    assert south.post("/api/v1/leads", json=form(store="south-ford", phone="+13125550177")).status_code == 201
+    work()
+    assert len(customer_texts(fake_twilio, "+13125550177")) == 1, "the customer just reached out: answered"
