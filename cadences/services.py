@@ -596,6 +596,9 @@ def enrol_after_inquiry(session: Session, lead: Lead, source: str | None, now: d
     """A form or ADF lead starts its source's cadence; what already ran for the lead (a missed call's
     texts, an earlier form's cadence) stops first, so the customer hears one voice."""
     definition = inquiry_cadence(session, lead, source)
+    specs = [spec for spec in definition.steps or [] if isinstance(spec, dict)]
+    if not any(reachable(lead.contact, channel_of(spec), TRIGGER_INQUIRY) for spec in specs):
+        return None  # nothing it could send: what runs (a missed call's texts) goes on
     detail = f"a new request started {definition.key}"
     stop_for_lead(session, lead, StopReason.REPLACED, now, detail, keep_appointments=True)
     return enrol(session, lead, definition, trigger=TRIGGER_INQUIRY, from_number=_sender(lead, session), now=now)
