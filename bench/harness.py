@@ -64,11 +64,15 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def gunicorn(self, app: str, port: int, workers: int = 2, threads: int = 4,
+    def gunicorn(self, app: str, port: int, workers: int | None = None, threads: int | None = None,
                  env: dict[str, str] | None = None) -> None:
+        """gunicorn with the project's gunicorn.conf.py (the production settings); `workers` and `threads`
+        override them when given."""
+        overrides = ["--workers", str(workers)] if workers else []
+        overrides += ["--threads", str(threads)] if threads else []
         self.spawn(
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", str(threads), "--log-level", "error", app,
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+            *overrides, "--log-level", "error", app,
             env=env,
         )
         wait_http(f"http://127.0.0.1:{port}/healthz" if app == "wsgi:app" else f"http://127.0.0.1:{port}/")

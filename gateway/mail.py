@@ -219,7 +219,7 @@ def send_emails(
                 current = _reopen(current, target, timeout)
     finally:
         if current is not None:
-            _close(current)
+            close_quietly(current)
     lost = MailError(f"{where}: the connection was lost", True)
     by_email = iter(messages)
     merged: list[MailError | None] = []
@@ -235,7 +235,7 @@ def send_emails(
 def _open(target: SmtpTarget, timeout: float) -> smtplib.SMTP:
     where = f"SMTP to {target.host}:{target.port}"
     try:
-        client = _connect(target, timeout)
+        client = connect(target, timeout)
     except smtplib.SMTPResponseException as error:
         raise _failure(where, error.smtp_code, error.smtp_error) from None
     except (OSError, smtplib.SMTPException) as error:
@@ -246,16 +246,16 @@ def _open(target: SmtpTarget, timeout: float) -> smtplib.SMTP:
         if target.username:
             client.login(target.username, target.password or "")
     except smtplib.SMTPResponseException as error:
-        _close(client)
+        close_quietly(client)
         raise _failure(where, error.smtp_code, error.smtp_error) from None
     except (OSError, smtplib.SMTPException) as error:
-        _close(client)
+        close_quietly(client)
         raise MailError(f"{where}: {describe(error)}", True) from None
     return client
 
 
 def _reopen(client: smtplib.SMTP, target: SmtpTarget, timeout: float) -> smtplib.SMTP | None:
-    _close(client)
+    close_quietly(client)
     try:
         return _open(target, timeout)
     except MailError:
@@ -266,7 +266,7 @@ def submit(target: SmtpTarget, message: EmailMessage, from_address: str, to: str
     """One SMTP conversation handing `message` to the server for `to`. Raises MailError."""
     where = f"SMTP to {target.host}:{target.port}"
     try:
-        client = _connect(target, timeout)
+        client = connect(target, timeout)
     except smtplib.SMTPResponseException as error:
         raise _failure(where, error.smtp_code, error.smtp_error) from None
     except (OSError, smtplib.SMTPException) as error:
@@ -287,7 +287,7 @@ def submit(target: SmtpTarget, message: EmailMessage, from_address: str, to: str
     except (OSError, smtplib.SMTPException) as error:
         raise MailError(f"{where}: {describe(error)}", True) from None
     finally:
-        _close(client)
+        close_quietly(client)
     log.debug("e-mail accepted", extra={"host": target.host})
 
 
@@ -299,14 +299,14 @@ def describe(reason: object) -> str:
     return str(reason) or type(reason).__name__
 
 
-def _connect(target: SmtpTarget, timeout: float) -> smtplib.SMTP:
+def connect(target: SmtpTarget, timeout: float) -> smtplib.SMTP:
     if target.scheme == "smtps":
         context = ssl.create_default_context()
         return smtplib.SMTP_SSL(target.host, target.port, timeout=timeout, context=context)
     return smtplib.SMTP(target.host, target.port, timeout=timeout)
 
 
-def _close(client: smtplib.SMTP) -> None:
+def close_quietly(client: smtplib.SMTP) -> None:
     # The message is already accepted or refused by now: a failed QUIT must not turn into a retry.
     try:
         client.quit()

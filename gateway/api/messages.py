@@ -116,7 +116,7 @@ def send_message(lead_id: int) -> Response:
     moment = now()
     message = queue_text(
         session, to=phone, from_=sender, body=body, kind="api", now=moment, lead=lead, media_urls=media,
-        origin=origin,
+        origin=origin, answers_contact=True,  # a person wrote it, through the CRM
     )
     decision = check(session, message, moment)
     if not decision.allowed:
