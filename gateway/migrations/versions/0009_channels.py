@@ -1,7 +1,7 @@
 """Leads from every channel: e-mail and consent on contacts, intake settings on stores, e-mail and call
 steps in cadences, and the intake's own records
 
-Revision ID: 0008_channels
+Revision ID: 0009_channels
 Revises: 0007_step_enrolment_status
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 import gateway.database
 
-revision = "0008_channels"
+revision = "0009_channels"
 down_revision = "0007_step_enrolment_status"
 branch_labels = None
 depends_on = None
