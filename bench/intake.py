@@ -4,7 +4,7 @@
 
 Starts, on loopback: the Twilio fake (a process), an embedded Redis, a migrated SQLite database
 (PostgreSQL with --postgres), the configuration (North Honda names no lead cadence, so each form gets the
-built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x4 threads), two `gateway worker`s
+built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x4 threads), `gateway worker --concurrency 3`
 and an aiosmtpd server standing in for the mail relay (SMTP_URL).
 
 1. Form leads: --leads web forms with SMS consent, offered at --rate per second (each from a customer
@@ -119,10 +119,14 @@ def run(leads: int, rate: float, calls_per_second: float, adf: int, database_url
         with gateway_stack(BASIC_CONFIG, database_url=database_url, fake_twilio=True) as stack:
             port = free_port()
             base = f"http://127.0.0.1:{port}"
-            stack.env.update(PUBLIC_BASE_URL=base, GATEWAY_SWEEP_INTERVAL="1", SMTP_URL=f"smtp://127.0.0.1:{smtp_port}")
+            stack.env.update(
+                PUBLIC_BASE_URL=base, GATEWAY_SWEEP_INTERVAL="1", SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
+                GATEWAY_API_RATE_LIMIT="1000000",  # one key sends every request here
+            )
             stack.gunicorn("wsgi:app", port, workers=2, threads=4)
-            for _ in range(2):
-                stack.spawn(sys.executable, "-m", "gateway.cli", "worker")
+            # As `gateway serve` runs them: one process for urgent work (texts), one urgent and default
+            # (e-mail), one every lane.
+            stack.spawn(sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3")
             wait_http(f"{base}/healthz")
             time.sleep(1.5)
             key = api_key(stack)
