@@ -13,8 +13,9 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from cadences import jobs, services
-from cadences.models import StopReason
+from cadences.models import Channel, StopReason
 from gateway import events
+from gateway.inquiries import Inquiry
 from gateway.jobs import register_sweeper
 from gateway.models import Call, Contact, Lead, Message
 
@@ -42,7 +43,16 @@ def on_message_received(
 
 
 def on_contact_opted_out(session: Session, *, contact: Contact, now: datetime, **_: Any) -> None:
-    services.stop_for_contact(session, contact.id, StopReason.OPT_OUT, now, contact.opt_out_source)
+    # Texts only: a cadence's e-mail and call steps go on; one with nothing else left stops.
+    services.opt_out_channel(session, contact.id, Channel.SMS, now, contact.opt_out_source)
+
+
+def on_lead_received(session: Session, *, lead: Lead, inquiry: Inquiry, now: datetime, **_: Any) -> None:
+    services.enrol_after_inquiry(session, lead, inquiry.source, now)
+
+
+def on_email_received(session: Session, *, contact: Contact, now: datetime, **_: Any) -> None:
+    services.stop_for_contact(session, contact.id, StopReason.REPLY, now, "the customer e-mailed back")
 
 
 def on_message_sent(session: Session, *, message: Message, now: datetime, **_: Any) -> None:
@@ -58,7 +68,11 @@ def init_app(app: Flask) -> None:
     events.message_received.connect(on_message_received, weak=False)
     events.contact_opted_out.connect(on_contact_opted_out, weak=False)
     events.message_sent.connect(on_message_sent, weak=False)
+    events.lead_received.connect(on_lead_received, weak=False)
+    events.email_received.connect(on_email_received, weak=False)
     register_sweeper("cadence-due-steps", jobs.enqueue_due_steps)
     register_sweeper("cadence-step-outcomes", jobs.sync_step_outcomes)
+    register_sweeper("cadence-emails", jobs.enqueue_due_emails)
     app.register_blueprint(views.blueprint)
+    app.register_blueprint(views.pages)
     views.describe_api()

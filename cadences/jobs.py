@@ -9,7 +9,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from cadences import services
+from cadences import channels, services
 from gateway import runtime
 from gateway.jobs import SESSION_REDIS_KEY, Lane, enqueue_after_commit, make_queue
 from gateway.messaging.outbound import send_messages
@@ -41,6 +41,8 @@ def dispatch_steps_job(step_ids: list[int]) -> None:
     if done.claimed:
         log.info("cadence steps: %d claimed, %d texts, %d skipped", done.claimed, len(done.texts), done.skipped)
     send_texts(done.by_recipient())
+    if done.emails:
+        channels.send_email_steps(done.emails)
 
 
 def send_texts(groups: list[list[int]]) -> None:
@@ -81,3 +83,14 @@ def enqueue_due_steps(session: Session, now: datetime) -> None:
 def sync_step_outcomes(session: Session, now: datetime) -> None:
     """Sweeper: steps follow their texts (deferred, refused, unknown...)."""
     services.sync_outcomes(session, now)
+
+
+def enqueue_due_emails(session: Session, now: datetime) -> None:
+    """Sweeper: e-mail steps claimed but not taken by a job (Redis lost it, or a retry is due) go to the
+    queue again; a step whose worker died mid-send becomes unknown."""
+    channels.stuck_sending(session, now)
+    ids = channels.due_email_ids(session, now, SWEEP_LIMIT)
+    for start in range(0, len(ids), BATCH):
+        enqueue_after_commit(session, channels.send_email_steps_job, ids[start : start + BATCH])
+    if ids:
+        services.mark_enqueued(session, ids, now)

@@ -25,7 +25,8 @@ class StepStatus(StrEnum):
     SCHEDULED = "scheduled"  # waiting for due_at
     CLAIMED = "claimed"  # one worker turned it into a text (message_id); its send is under way
     DEFERRED = "deferred"  # the send guard moved the text to the next allowed time (quiet hours, caps)
-    SENT = "sent"  # the provider took the text
+    SENDING = "sending"  # an e-mail step's SMTP conversation is under way
+    SENT = "sent"  # the provider took the text (the mail server took the e-mail; the task was opened)
     SKIPPED = "skipped"  # never sent: see skip_reason (stopped, past_due, refused, failed)
     UNKNOWN = "unknown"  # the worker died mid-send: maybe sent, never resent blindly
 
@@ -37,17 +38,29 @@ class StopReason(StrEnum):
     STATUS = "status"  # the lead moved to a status that ends this cadence
     APPOINTMENT_CANCELLED = "appointment_cancelled"
     API = "api"
+    REPLACED = "replaced"  # a newer request from the customer (a form, an ADF lead) started its own cadence
 
 
 class SkipReason(StrEnum):
     STOPPED = "stopped"  # the enrolment stopped before the step was due
     PAST_DUE = "past_due"  # an appointment reminder whose moment had passed: never sent late
     REFUSED = "refused"  # the send guard refused the text (opted out, not textable...)
-    FAILED = "failed"  # the provider refused the text
+    FAILED = "failed"  # the provider refused the text (the mail server refused the e-mail)
+    NO_CONSENT = "no_consent"  # a text to a lead from a form or ADF that gave no SMS consent
+    OPTED_OUT = "opted_out"  # the customer opted out of this step's channel (the others go on)
+    NO_ADDRESS = "no_address"  # an e-mail step for a customer with no address, a text with no phone
 
 
-# How a cadence was started: by a missed call, or by the lead status named in its trigger.
+# How a cadence was started: by a missed call, by a lead from a form or ADF (an inquiry), or by the lead
+# status named in its trigger.
 TRIGGER_MISSED_CALL = "missed_call"
+TRIGGER_INQUIRY = "inquiry"
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+    CALL = "call"  # a call-attempt task for the owner, announced by the owner's alert
 
 
 class CadenceEnrolment(Base):
@@ -92,6 +105,11 @@ class CadenceStep(Base):
     # The template as configured when the lead was enrolled; rendered when the step is dispatched, so
     # {agent} names the owner of that moment.
     template: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(8), default=Channel.SMS.value)
+    subject: Mapped[str | None] = mapped_column(Text)  # e-mail steps: the subject template
+    attempts: Mapped[int] = mapped_column(default=0)  # e-mail steps: SMTP attempts so far
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column()
     due_at: Mapped[datetime] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default=StepStatus.SCHEDULED.value)
     skip_reason: Mapped[str | None] = mapped_column(String(32))

@@ -38,20 +38,24 @@ from typing import Any
 from sqlalchemy import event, exists, select, update
 from sqlalchemy.orm import Session
 
+from cadences.channels import open_call_task, prepare_email, send_email_steps_job, template_values
 from cadences.models import (
+    TRIGGER_INQUIRY,
     TRIGGER_MISSED_CALL,
     CadenceEnrolment,
     CadenceStep,
+    Channel,
     EnrolmentStatus,
     SkipReason,
     StepStatus,
     StopReason,
 )
-from cadences.templates import appointment_time, first_name, render
+from cadences.templates import render
 from gateway.calls.services import texts_allowed
 from gateway.database import insert_ignoring_conflict
+from gateway.jobs import enqueue_after_commit
 from gateway.leads import record_event
-from gateway.messaging.outbound import queue_texts, text_values
+from gateway.messaging.outbound import queue_texts, sender_for, text_values
 from gateway.models import (
     CadenceDefinition,
     Call,
@@ -63,7 +67,6 @@ from gateway.models import (
     MessageStatus,
     TrackedNumber,
 )
-from gateway.phones import national
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ class Dispatched:
     texts: list[int]
     skipped: int
     recipients: list[str] = field(default_factory=list)  # the number each text goes to, as `texts`
+    emails: list[int] = field(default_factory=list)  # e-mail steps claimed, to send once this commits
 
     def by_recipient(self) -> list[list[int]]:
         """The texts grouped by the number they go to, each group in due order."""
@@ -105,24 +109,12 @@ class Dispatched:
 # --- templates ----------------------------------------------------------------------------------------
 
 
-def template_values(lead: Lead, enrolment: CadenceEnrolment) -> dict[str, str | None]:
-    owner = lead.owner
-    return {
-        "first_name": lead.contact.first_name,
-        "store": lead.store.name,
-        "agent": first_name(owner.name) if owner is not None else None,
-        "source": lead.source,
-        "tracked_number": national(enrolment.from_number) if enrolment.from_number else None,
-        "appointment_time": appointment_time(lead.appointment_at, lead.store.timezone),
-    }
-
-
 # --- which statuses end which cadences --------------------------------------------------------------
 
 
 def lasts_while(trigger: str) -> frozenset[str]:
     """The lead statuses a cadence started by `trigger` runs in; any other status ends it."""
-    if trigger == TRIGGER_MISSED_CALL:
+    if trigger in (TRIGGER_MISSED_CALL, TRIGGER_INQUIRY):
         return MISSED_CALL_STATUSES
     if trigger in APPOINTMENT_STATUSES:
         return APPOINTMENT_STATUSES
@@ -155,9 +147,9 @@ def enrol(
     when an appointment cadence has no appointment time yet, or when it already runs for this lead.
     """
     contact = lead.contact
-    if contact.phone is None or contact.opted_out or not contact.textable or contact.automation_paused:
-        return None
     specs = [spec for spec in definition.steps or [] if isinstance(spec, dict)]
+    if not any(reachable(contact, channel_of(spec), trigger) for spec in specs):
+        return None
     relative = any(spec.get("relative_to") == APPOINTMENT for spec in specs)
     if relative and lead.appointment_at is None:
         record_event(
@@ -198,6 +190,8 @@ def enrol(
             relative_to=relative_to,
             offset_seconds=offset,
             template=str(spec.get("text", "")),
+            channel=channel_of(spec).value,
+            subject=str(spec["subject"]) if spec.get("subject") is not None else None,
             due_at=due,
             status=StepStatus.SCHEDULED.value,
             created_at=now,
@@ -214,13 +208,41 @@ def enrol(
     )
     # Due now (the missed call's first text): claimed and written here, in the transaction that
     # settles the call, so the send job is queued the moment it commits.
+    emails: list[int] = []
     for step in steps:
         if step.status == StepStatus.SCHEDULED.value and step.due_at <= now:
             step.status = StepStatus.CLAIMED.value
             step.claimed_at = now
-            _write_text(session, step, enrolment, lead, now)
+            if step.channel == Channel.EMAIL.value:
+                if prepare_email(step, lead, now):
+                    emails.append(step.id)
+            elif step.channel == Channel.CALL.value:
+                open_call_task(session, step, enrolment, lead, now)
+            else:
+                _write_text(session, step, enrolment, lead, now)
+    if emails:
+        enqueue_after_commit(session, send_email_steps_job, emails)
     complete_finished(session, [enrolment.id], now)
     return enrolment
+
+
+def channel_of(spec: dict[str, Any]) -> Channel:
+    try:
+        return Channel(spec.get("channel") or Channel.SMS.value)
+    except ValueError:
+        return Channel.SMS
+
+
+def reachable(contact: Contact, channel: Channel, trigger: str) -> bool:
+    """Whether a step on `channel` can reach the customer now (the send guard still checks each text)."""
+    if channel == Channel.EMAIL:
+        return bool(contact.email) and not contact.email_opted_out
+    if channel == Channel.CALL:
+        return contact.phone is not None
+    if contact.phone is None or contact.opted_out or not contact.textable or contact.automation_paused:
+        return False
+    # A lead from a form or ADF is texted only with the SMS consent it gave; a caller is texted back.
+    return trigger != TRIGGER_INQUIRY or contact.sms_consented
 
 
 def enrol_after_missed_call(session: Session, lead: Lead, call: Call, now: datetime) -> CadenceEnrolment | None:
@@ -248,8 +270,11 @@ def enrol_after_missed_call(session: Session, lead: Lead, call: Call, now: datet
     return enrol(session, lead, definition, trigger=TRIGGER_MISSED_CALL, from_number=number.number, now=now)
 
 
-def _sender(lead: Lead) -> str:
-    return lead.tracked_number or lead.store.main_line
+def _sender(lead: Lead, session: Session | None = None) -> str:
+    if lead.tracked_number:
+        return lead.tracked_number
+    found = sender_for(session, lead) if session is not None else None
+    return found or lead.store.main_line
 
 
 def active_enrolments(session: Session, lead_id: int) -> list[CadenceEnrolment]:
@@ -276,7 +301,7 @@ def lead_changed(session: Session, lead: Lead, changes: dict[str, Any], now: dat
             reason = StopReason.APPOINTMENT_CANCELLED if cancelled else StopReason.STATUS
             stop(session, enrolment, reason, now, detail=f"lead status {status}", lead=lead)
         for definition in _triggered_by(session, status):
-            if enrol(session, lead, definition, trigger=status, from_number=_sender(lead), now=now):
+            if enrol(session, lead, definition, trigger=status, from_number=_sender(lead, session), now=now):
                 started.add(definition.key)
     if "appointment_at" in changes:
         appointment_moved(session, lead, now, skip=started)
@@ -306,7 +331,7 @@ def appointment_moved(session: Session, lead: Lead, now: datetime, skip: Iterabl
     # A cadence that waited for the appointment time (status set first, time later) starts now.
     for definition in _triggered_by(session, lead.status):
         if definition.key not in running and definition.key not in skip:
-            enrol(session, lead, definition, trigger=lead.status, from_number=_sender(lead), now=now)
+            enrol(session, lead, definition, trigger=lead.status, from_number=_sender(lead, session), now=now)
 
 
 def reschedule(session: Session, enrolment: CadenceEnrolment, lead: Lead, anchor: datetime, now: datetime) -> None:
@@ -368,9 +393,14 @@ def stop(
     if not getattr(result, "rowcount", 0):
         return False
     session.refresh(enrolment)
+    # Scheduled steps, and e-mail steps claimed but not yet taken by a sender, are skipped.
     session.execute(
         update(CadenceStep)
-        .where(CadenceStep.enrolment_id == enrolment.id, CadenceStep.status == StepStatus.SCHEDULED.value)
+        .where(
+            CadenceStep.enrolment_id == enrolment.id,
+            (CadenceStep.status == StepStatus.SCHEDULED.value)
+            | ((CadenceStep.status == StepStatus.CLAIMED.value) & (CadenceStep.channel == Channel.EMAIL.value)),
+        )
         .values(status=StepStatus.SKIPPED.value, skip_reason=SkipReason.STOPPED.value)
         .execution_options(synchronize_session=False)
     )
@@ -456,6 +486,127 @@ def stop_for_contact(
     return [e for e in enrolments if stop(session, e, reason, now, detail)]
 
 
+def opt_out_channel(
+    session: Session, contact_id: int, channel: Channel, now: datetime, detail: str | None = None
+) -> list[CadenceEnrolment]:
+    """The customer opted out of one channel: that channel's steps of every active cadence of theirs are
+    skipped; a cadence with nothing left on another channel stops (reason opt_out). Returns those stopped."""
+    enrolments = list(
+        session.scalars(
+            select(CadenceEnrolment)
+            .where(CadenceEnrolment.contact_id == contact_id, CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value)
+            .order_by(CadenceEnrolment.id)
+        )
+    )
+    stopped = []
+    waiting = (StepStatus.SCHEDULED.value, StepStatus.CLAIMED.value)
+    for enrolment in enrolments:
+        others = session.scalar(
+            select(
+                exists().where(
+                    CadenceStep.enrolment_id == enrolment.id,
+                    CadenceStep.status == StepStatus.SCHEDULED.value,
+                    CadenceStep.channel != channel.value,
+                )
+            )
+        )
+        if not others:
+            if stop(session, enrolment, StopReason.OPT_OUT, now, detail):
+                stopped.append(enrolment)
+            continue
+        skipped = session.execute(
+            update(CadenceStep)
+            .where(
+                CadenceStep.enrolment_id == enrolment.id,
+                CadenceStep.channel == channel.value,
+                CadenceStep.status.in_(waiting if channel == Channel.EMAIL else waiting[:1]),
+            )
+            .values(status=StepStatus.SKIPPED.value, skip_reason=SkipReason.OPTED_OUT.value)
+            .execution_options(synchronize_session=False)
+        )
+        lead = session.get(Lead, enrolment.lead_id)
+        if lead is not None and int(getattr(skipped, "rowcount", 0) or 0):
+            record_event(
+                session, lead, "cadence-channel-stopped",
+                f"Cadence {enrolment.cadence_key}: no more {channel.value} steps (the customer opted out of "
+                f"{'e-mail' if channel == Channel.EMAIL else 'texts'}); the other steps go on.", now,
+                {"cadence": enrolment.cadence_key, "enrolment": enrolment.id, "channel": channel.value},
+            )
+    return stopped
+
+
+def unsubscribe_email(session: Session, contact_id: int, email: str, now: datetime) -> Contact | None:
+    """The one-click unsubscribe: the address gets no more cadence e-mail; texts are not touched.
+    None when the link names a contact or address we no longer have (nothing to do)."""
+    contact = session.get(Contact, contact_id)
+    if contact is None or not contact.email or contact.email.lower() != email.lower():
+        return None
+    if not contact.email_opted_out:
+        contact.email_opted_out = True
+        contact.email_opted_out_at = now
+        open_leads = select(Lead).where(Lead.contact_id == contact.id, Lead.open_key.is_not(None))
+        for lead in session.scalars(open_leads):
+            record_event(session, lead, "email-opt-out", "The customer unsubscribed from e-mail.", now)
+    opt_out_channel(session, contact.id, Channel.EMAIL, now, "unsubscribed from e-mail")
+    return contact
+
+
+# --- leads from forms and ADF -------------------------------------------------------------------------
+
+BUILTIN_INQUIRY_KEY = "built-in-web-lead"
+BUILTIN_TEXT = (
+    "Hi {first_name}, thanks for contacting {store}! {agent} has your request and will be in touch shortly. "
+    "Reply here with any questions."
+)
+BUILTIN_SUBJECT = "Thanks for contacting {store}"
+BUILTIN_EMAIL = (
+    "Hi {first_name},\n\n"
+    "Thank you for your request to {store}. {agent} has it and will contact you shortly, usually within "
+    "minutes during opening hours.\n\n"
+    "What happens next: {agent} will call you to answer your questions and, if you like, set up a time "
+    "to see the vehicle. If you would rather we e-mail, just reply to this message.\n\n"
+    "{store}"
+)
+
+
+def builtin_inquiry_cadence() -> CadenceDefinition:
+    """What a store that names no lead cadence still sends: a first text (with consent) and an e-mail
+    acknowledgement, both at once. Not stored: built each time."""
+    return CadenceDefinition(
+        key=BUILTIN_INQUIRY_KEY,
+        steps=[
+            {"after": 0, "text": BUILTIN_TEXT, "channel": Channel.SMS.value},
+            {"after": 0, "text": BUILTIN_EMAIL, "subject": BUILTIN_SUBJECT, "channel": Channel.EMAIL.value},
+        ],
+        trigger=None,
+    )
+
+
+def inquiry_cadence(session: Session, lead: Lead, source: str | None) -> CadenceDefinition:
+    """The store's cadence for this source (its `lead_cadences`, then `default`), else the built-in one."""
+    chosen = dict(lead.store.lead_cadences or {})
+    by_source = {str(name).casefold(): key for name, key in chosen.items()}
+    key = by_source.get((source or "").casefold()) or chosen.get("default")
+    if key:
+        definition = session.scalar(select(CadenceDefinition).where(CadenceDefinition.key == str(key)))
+        if definition is not None and not definition.trigger:
+            return definition
+        log.warning("lead cadence %s of store %s is missing or has a trigger; built-in used", key, lead.store.key)
+    return builtin_inquiry_cadence()
+
+
+def enrol_after_inquiry(session: Session, lead: Lead, source: str | None, now: datetime) -> CadenceEnrolment | None:
+    """A form or ADF lead starts its source's cadence; what already ran for the lead (a missed call's
+    texts, an earlier form's cadence) stops first, so the customer hears one voice."""
+    definition = inquiry_cadence(session, lead, source)
+    specs = [spec for spec in definition.steps or [] if isinstance(spec, dict)]
+    if not any(reachable(lead.contact, channel_of(spec), TRIGGER_INQUIRY) for spec in specs):
+        return None  # nothing it could send: what runs (a missed call's texts) goes on
+    detail = f"a new request started {definition.key}"
+    stop_for_lead(session, lead, StopReason.REPLACED, now, detail, keep_appointments=True)
+    return enrol(session, lead, definition, trigger=TRIGGER_INQUIRY, from_number=_sender(lead, session), now=now)
+
+
 # --- dispatch -----------------------------------------------------------------------------------------
 
 
@@ -528,12 +679,24 @@ def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime, *, 
     ).all()
     skipped = 0
     writing: list[tuple[CadenceStep, dict[str, Any]]] = []
+    emails: list[int] = []
     for step, enrolment, lead in rows:
+        if step.channel == Channel.EMAIL.value:
+            if prepare_email(step, lead, now):
+                emails.append(step.id)
+            else:
+                skipped += 1
+            continue
+        if step.channel == Channel.CALL.value:
+            open_call_task(session, step, enrolment, lead, now)
+            continue
         values = _text_for(step, enrolment, lead, now)
         if values is None:
             skipped += 1
         else:
             writing.append((step, values))
+    if emails and enqueue:
+        enqueue_after_commit(session, send_email_steps_job, emails)
     written = queue_texts(session, [values for _, values in writing], now, enqueue=enqueue)
     texts: list[int] = []
     recipients: list[str] = []
@@ -543,7 +706,7 @@ def dispatch_steps(session: Session, step_ids: Sequence[int], now: datetime, *, 
         texts.append(message.id)
         recipients.append(message.to_number)
     complete_finished(session, sorted({enrolment.id for _, enrolment, _ in rows}), now)
-    return Dispatched(len(claimed), texts, skipped, recipients)
+    return Dispatched(len(claimed), texts, skipped, recipients, emails)
 
 
 def _stale(step: CadenceStep, enrolment: CadenceEnrolment, now: datetime) -> bool:
@@ -573,6 +736,10 @@ def _text_for(
     if contact.phone is None:
         step.status = StepStatus.SKIPPED.value
         step.skip_reason = SkipReason.REFUSED.value
+        return None
+    if enrolment.trigger == TRIGGER_INQUIRY and not contact.sms_consented:
+        step.status = StepStatus.SKIPPED.value
+        step.skip_reason = SkipReason.NO_CONSENT.value
         return None
     return text_values(
         to=contact.phone,

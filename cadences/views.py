@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
-from cadences import services
+from cadences import channels, services
 from cadences.models import CadenceEnrolment, CadenceStep, StopReason
-from gateway import api, web
+from gateway import api, runtime, web
 from gateway.api.leads import load_lead
 from gateway.serialize import iso
 from gateway.web import ApiError
@@ -44,6 +45,7 @@ def enrolment_json(enrolment: CadenceEnrolment, steps: list[CadenceStep]) -> dic
                 "status": step.status,
                 "skip_reason": step.skip_reason,
                 "message_id": step.message_id,
+                "channel": step.channel,
             }
             for step in steps
         ],
@@ -112,7 +114,9 @@ ENROLMENT_SCHEMA: dict[str, Any] = {
         "status": {"type": "string", "enum": ["active", "stopped", "completed"]},
         "stop_reason": {
             "type": ["string", "null"],
-            "enum": ["reply", "opt_out", "human_contact", "status", "appointment_cancelled", "api", None],
+            "enum": [
+                "reply", "opt_out", "human_contact", "status", "appointment_cancelled", "api", "replaced", None,
+            ],
         },
         "stop_detail": {"type": ["string", "null"]},
         "started_at": _time,
@@ -131,8 +135,9 @@ ENROLMENT_SCHEMA: dict[str, Any] = {
                     "due_at": _time,
                     "status": {
                         "type": "string",
-                        "enum": ["scheduled", "claimed", "deferred", "sent", "skipped", "unknown"],
+                        "enum": ["scheduled", "claimed", "deferred", "sending", "sent", "skipped", "unknown"],
                     },
+                    "channel": {"type": "string", "enum": ["sms", "email", "call"]},
                     "skip_reason": {"type": ["string", "null"]},
                     "message_id": {"type": ["integer", "null"]},
                 },
@@ -215,3 +220,48 @@ def describe_api() -> None:
     openapi.SCHEMAS.setdefault("CadenceEnrolment", ENROLMENT_SCHEMA)
     for path, operations in PATHS.items():
         openapi.PATHS.setdefault(path, operations)
+
+
+# --- the one-click unsubscribe (RFC 8058): a page for people, a POST that acts at once --------------------
+
+pages = Blueprint("cadences_pages", __name__)
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<meta name="robots" content="noindex"><title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 32rem; margin: 3rem auto; padding: 0 1rem">
+<h1 style="font-size: 1.4rem">{title}</h1><p>{text}</p>{form}</body></html>"""
+
+
+def _page(title: str, text: str, status: int = 200, form: str = "") -> Response:
+    body = _PAGE.format(title=html.escape(title), text=html.escape(text), form=form)
+    return Response(body, status=status, mimetype="text/html")
+
+
+def _claim(token: str) -> channels.UnsubscribeClaim | None:
+    return channels.read_unsubscribe_token(runtime.current().settings, token)
+
+
+@pages.get(f"{channels.UNSUBSCRIBE_PATH}<token>")
+def unsubscribe_page(token: str) -> Response:
+    """A GET never unsubscribes (mail scanners and previews fetch links); it shows the button."""
+    if _claim(token) is None:
+        return _page("Link not valid", "This unsubscribe link is not valid. Reply to the e-mail instead.", 404)
+    form = (
+        f'<form method="post" action="{html.escape(channels.UNSUBSCRIBE_PATH + token, quote=True)}">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit" style="font-size: 1.1rem; padding: .6rem 1.2rem">Unsubscribe</button></form>'
+    )
+    return _page("Unsubscribe from e-mail", "Stop the e-mails about your request? Texts are not affected.", form=form)
+
+
+@pages.post(f"{channels.UNSUBSCRIBE_PATH}<token>")
+def unsubscribe(token: str) -> Response:
+    """The one-click POST (body List-Unsubscribe=One-Click from a mail client, or the page's button)."""
+    claim = _claim(token)
+    if claim is None:
+        return _page("Link not valid", "This unsubscribe link is not valid. Reply to the e-mail instead.", 404)
+    session = web.session()
+    services.unsubscribe_email(session, claim.contact_id, claim.email, runtime.current().clock.now())
+    session.commit()
+    return _page("Unsubscribed", "You will get no more e-mails about your request. Texts are not affected.")

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 import cadences
+import intake
 import tracked_numbers
 import voicemail
 import webhooks
@@ -69,6 +70,7 @@ def create_app(
     webhooks.init_app(app)
     voicemail.init_app(app)
     cadences.init_app(app)
+    intake.init_app(app)
     agents.init_app(app)
     crm.init_app(app)
     reconcile.init_app(app)

@@ -75,6 +75,7 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
             redis_server.start()
         env["REDIS_URL"] = redis_server.url
     upgrade(settings.database_url)
+    env["GATEWAY_INTAKE_SMTP"] = _intake_address(settings.intake_smtp, explicit="GATEWAY_INTAKE_SMTP" in os.environ)
     # Web and worker processes count into one folder, which GET /metrics sums (gunicorn.conf.py).
     metrics_dir = settings.instance_dir.resolve() / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -85,6 +86,7 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
         count = workers if workers is not None else settings.workers
         worker_command = [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", str(max(count, 1))]
         children.append(subprocess.Popen(worker_command, env=env))  # noqa: S603
+        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "intake", "smtp"], env=env))
         children.append(
             subprocess.Popen(  # noqa: S603
                 [
@@ -107,7 +109,8 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
             f"  Dashboard:   {base}/\n"
             f"  API:         {base}/api/v1/openapi.json\n"
             f"  Database:    {settings.database_url}\n"
-            f"  Redis:       {env.get('REDIS_URL')}\n\n"
+            f"  Redis:       {env.get('REDIS_URL')}\n"
+            f"  ADF e-mail:  smtp://{env['GATEWAY_INTAKE_SMTP']} (to <store-key>@any.domain)\n\n"
             f"In another terminal, load the example dealer group, play a missed call and look:\n"
             f"  {command} config apply examples/dealer-group.yaml\n"
             f"  {command} simulate call --from +12025550199 --to +12025550123 --outcome no-answer\n"
@@ -126,6 +129,23 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
                 child.kill()
         if redis_server is not None:
             redis_server.stop()
+
+
+def _intake_address(address: str, *, explicit: bool) -> str:
+    """The intake's host:port; the default port taken (another gateway?), any free loopback port."""
+    import socket
+
+    from gateway.embedded_redis import free_port
+
+    if explicit:
+        return address
+    host, _, port = address.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return f"{host}:{free_port()}"
+    return address
 
 
 def _wait(children: list[subprocess.Popen[bytes]]) -> None:
@@ -195,6 +215,48 @@ def status() -> None:
         shutdown(app)
     if not ready:
         raise SystemExit(1)
+
+
+# --- intake ------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def intake() -> None:
+    """Leads from other channels."""
+
+
+@intake.command("smtp")
+@click.option("--listen", default=None, help="host:port (default GATEWAY_INTAKE_SMTP or 127.0.0.1:2525).")
+def intake_smtp(listen: str | None) -> None:
+    """Run the SMTP server that takes ADF e-mail for <store-key>@any domain and the stores' intake_emails."""
+    from gateway.app import create_app
+    from intake.smtp import IntakeServer, parse_address
+
+    settings = settings_for_command()
+    try:
+        host, port = parse_address(listen or settings.intake_smtp)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    app = create_app(settings)
+    server = IntakeServer(app, host, port)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from None
+    click.echo(f"intake SMTP server on {host}:{port}")
+    stop = {"now": False}
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 # --- config and numbers ------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ run; a test keeps this list true):
 - voicemail_transcribed: gateway.agents.alerts.on_voicemail_transcribed,
   gateway.crm.outbox.on_voicemail_transcribed
 - agent_texted: gateway.agents.relay.on_agent_texted
+- lead_received: cadences.on_lead_received, gateway.agents.alerts.on_lead_received,
+  gateway.crm.outbox.on_lead_received
+- email_received: cadences.on_email_received
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ contact_opted_out = _signals.signal("contact-opted-out")
 voicemail_transcribed = _signals.signal("voicemail-transcribed")
 # One of our agents texted a gateway number (a reply to an alert, to relay): agent=, message=, now=
 agent_texted = _signals.signal("agent-texted")
+# A lead came in writing: a website form or an ADF prospect (gateway.inquiries.Inquiry), with its owner
+# and task already set. created= says whether it opened the lead or joined an open one:
+# lead=, inquiry=, intake_id= (the intake's record), created=, now=
+lead_received = _signals.signal("lead-received")
+# The customer e-mailed the store (a reply reaching an intake address): lead=, contact=, subject=, now=
+email_received = _signals.signal("email-received")
 
 SIGNALS = {
     "contact_unanswered": contact_unanswered,
@@ -68,4 +77,6 @@ SIGNALS = {
     "contact_opted_out": contact_opted_out,
     "voicemail_transcribed": voicemail_transcribed,
     "agent_texted": agent_texted,
+    "lead_received": lead_received,
+    "email_received": email_received,
 }

@@ -45,6 +45,7 @@ class TaskKind(StrEnum):
     CALLBACK = "callback"  # a missed or abandoned call
     REPLY = "reply"  # an inbound text
     REVIEW = "review"  # something a person must look at (plain-language opt-out, unknown outcome)
+    CALL = "call"  # a call attempt a cadence asks the owner to make, due at the step's time
 
 
 class CallOutcome(StrEnum):
@@ -108,6 +109,12 @@ class Store(Base):
     text_unverified_callers: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Played to the caller before an agent is bridged on a recorded number; None: the default wording.
     recording_disclosure: Mapped[str | None] = mapped_column(Text)
+    # Addresses whose mail is this store's ADF intake (besides <store-key>@any domain), lower-cased.
+    intake_emails: Mapped[list[Any]] = mapped_column(default=list)
+    # The From of e-mail to customers (cadence e-mail steps, the acknowledgement of a web lead).
+    email_from: Mapped[str | None] = mapped_column(String(254))
+    # Lead source -> cadence key for leads from forms and ADF; "default" for any other source.
+    lead_cadences: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -174,8 +181,19 @@ class Contact(Base):
     textable: Mapped[bool] = mapped_column(default=True)
     not_textable_reason: Mapped[str | None] = mapped_column(String(200))
     automation_paused: Mapped[bool] = mapped_column(default=False)
+    # Lower-cased; not unique: one person may reach us from two phones with one address.
+    email: Mapped[str | None] = mapped_column(String(254), index=True)
+    # E-mail opt-out (the one-click unsubscribe), kept apart from the SMS opt-out above.
+    email_opted_out: Mapped[bool] = mapped_column(default=False)
+    email_opted_out_at: Mapped[datetime | None] = mapped_column()
+    # The SMS consent a form recorded: {"granted", "text", "at", "ip", "lead", "recorded_at"}; None: none given.
+    sms_consent: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def sms_consented(self) -> bool:
+        return bool(self.sms_consent and self.sms_consent.get("granted"))
 
 
 class Lead(Base):

@@ -19,6 +19,7 @@ def lead(row: Lead) -> dict[str, Any]:
         "code": row.code,
         "phone": row.contact.phone,
         "withheld": row.contact.phone is None,
+        "email": row.contact.email,
         "store": row.store.key,
         "department": row.department,
         "source": row.source,

@@ -14,6 +14,7 @@ import click
 DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_INSTANCE_DIR = "instance"
+DEFAULT_INTAKE_SMTP = "127.0.0.1:2525"
 
 
 class SettingsError(ValueError):
@@ -50,6 +51,8 @@ class Settings:
     workers: int = 3
     # Seconds between a store's number health checks (tracked_numbers/jobs.py); 0 turns them off.
     number_check_interval: float = 86400.0
+    # host:port of the ADF e-mail intake (`gateway intake smtp`; `gateway serve` starts it).
+    intake_smtp: str = DEFAULT_INTAKE_SMTP
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -96,6 +99,16 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number (got {raw!r})") from None
 
 
+def _host_port(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name} must be host:port (got {value!r})")
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the environment of DESIGN.md. Raises SettingsError naming the variable at fault."""
     env = os.environ if environ is None else environ
@@ -138,6 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         embedded_redis_port=int(_number(env, "GATEWAY_REDIS_PORT", 6390)),
         workers=int(_number(env, "GATEWAY_WORKERS", 3)),
         number_check_interval=_number(env, "GATEWAY_NUMBER_CHECK_INTERVAL", 86400.0),
+        intake_smtp=_host_port(env, "GATEWAY_INTAKE_SMTP", DEFAULT_INTAKE_SMTP),
     )
 
 

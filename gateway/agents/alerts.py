@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from gateway import events, runtime
 from gateway.agents import priority
 from gateway.agents.click_to_call import click_to_call_url
+from gateway.inquiries import WEB_FORM, Inquiry
 from gateway.messaging.outbound import queue_text, sender_for
-from gateway.models import Agent, Call, CallOutcome, Lead, Message, Role
+from gateway.models import Agent, Call, CallOutcome, Lead, Message, Role, Task
 from gateway.phones import national
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def init_app(app: Flask) -> None:
     events.message_received.connect(on_message_received, weak=False)
     events.voicemail_transcribed.connect(on_voicemail_transcribed, weak=False)
     events.call_completed.connect(on_call_completed, weak=False)
+    events.lead_received.connect(on_lead_received, weak=False)
 
 
 def send_alert(
@@ -84,7 +86,7 @@ def managers_of(session: Session, store_id: int, department: str) -> list[Agent]
 
 def describe(lead: Lead) -> str:
     """The customer, source, store and department of a lead, for an alert."""
-    who = national(lead.contact.phone)
+    who = national(lead.contact.phone) if lead.contact.phone else (lead.contact.email or national(None))
     source = lead.source or "no source"
     return f"{who}, {source}, {lead.store.name} {lead.department}"
 
@@ -187,3 +189,54 @@ def on_call_completed(sender: Session, *, lead: Lead, call: Call, now: datetime,
         unanswered = False
     if not unanswered:
         priority.recompute(sender, lead, now)
+
+
+def inquiry_text(lead: Lead, inquiry: Inquiry, result: priority.Priority, link: str | None, created: bool) -> str:
+    head = "Web lead" if inquiry.channel == WEB_FORM else f"{inquiry.provider or inquiry.source} lead (ADF)"
+    if not created:
+        head += " (joins an open lead)"
+    name = f"{inquiry.name}, " if inquiry.name else ""
+    text = f"{head}: {name}{describe(lead)}."
+    vehicle = inquiry.vehicle_text()
+    if vehicle:
+        text += f" {_preview(vehicle, 60)}."
+    if inquiry.message:
+        text += f' "{_preview(inquiry.message, 60)}"'
+    text += f" Lead #{lead.code}, {_band(result)}."
+    if link:
+        text += f" Call: {link}"
+    elif lead.contact.email:
+        text += f" E-mail: {lead.contact.email}"
+    return text
+
+
+def on_lead_received(
+    sender: Session, *, lead: Lead, inquiry: Inquiry, intake_id: int, created: bool, now: datetime, **_: Any
+) -> None:
+    if not has_app_context():
+        return
+    result = priority.recompute(sender, lead, now)
+    for agent in _recipients(sender, lead, result):
+        send_alert(
+            sender,
+            lead=lead,
+            agent=agent,
+            body=inquiry_text(lead, inquiry, result, _link(lead, agent, now), created),
+            origin=f"alert:intake:{intake_id}:{agent.id}",
+            now=now,
+        )
+
+
+def announce_call_task(session: Session, lead: Lead, task: Task, origin: str, now: datetime) -> Message | None:
+    """A cadence's call step: the owner is told to call now, with the click-to-call link."""
+    if not has_app_context():
+        return None
+    agent = task.owner or lead.owner
+    if agent is None or not agent.active:
+        return None
+    link = _link(lead, agent, now)
+    body = f"Time to call: {describe(lead)}. Lead #{lead.code}."
+    if task.note:
+        body += f" {_preview(task.note, 120)}"
+    body += f" Call: {link}" if link else " No phone on file: reply by e-mail."
+    return send_alert(session, lead=lead, agent=agent, body=body, origin=origin, now=now)

@@ -32,6 +32,7 @@ SCHEMAS: dict[str, Any] = {
             "code": {"type": "string"},
             "phone": {"type": ["string", "null"]},
             "withheld": {"type": "boolean"},
+            "email": {"type": ["string", "null"]},
             "store": {"type": "string"},
             "department": {"type": "string"},
             "source": {"type": ["string", "null"]},

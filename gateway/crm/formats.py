@@ -51,6 +51,8 @@ class ContactType(StrEnum):
     VOICEMAIL = "voicemail"
     ANSWERED_CALL = "answered call"
     TEXT = "text"
+    WEB_FORM = "web form"
+    ADF = "ADF"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +88,13 @@ class LeadRecord:
     priority: int = 0
     # The call or text was found in the provider's log: its webhooks never reached the gateway.
     reconciled: bool = False
+    # A lead from a form or ADF: the vehicles asked about ({"year", "make", "model", "vin", "stock", "trim",
+    # "interest", "status"}), the ids the sender gave it as (source, id), what the customer wrote, and
+    # the SMS consent on record, described.
+    vehicles: tuple[Mapping[str, Any], ...] = ()
+    original_ids: tuple[tuple[str | None, str], ...] = ()
+    customer_comments: str | None = None
+    sms_consent: str | None = None
 
     def __post_init__(self) -> None:
         if self.request_date.tzinfo is None or self.request_date.utcoffset() is None:
@@ -102,15 +111,21 @@ def render_adf(record: LeadRecord) -> bytes:
         adf, "prospect", status="new" if record.event == LEAD_CREATED else "resend"
     )
     _text(prospect, "id", record.lead_code, sequence="1", source=PROVIDER_NAME)
+    for sequence, (source, value) in enumerate(record.original_ids, start=2):
+        # The ids the form or the lead's first sender gave it: a CRM matches a resend by them.
+        _text(prospect, "id", value, sequence=str(sequence), **({"source": source} if source else {}))
     _text(prospect, "requestdate", record.request_date.isoformat(timespec="seconds"))
 
     # ADF requires a vehicle with year, make and model, and a call or text rarely names one. Empty
     # elements are valid (#PCDATA) and CRMs read them as "not given"; "Unknown" would instead create
     # a vehicle of interest literally called Unknown, and a non-numeric year breaks CRMs that parse
     # it as a number. interest="buy" and status="used" are the least specific claims the DTD allows.
-    vehicle = ET.SubElement(prospect, "vehicle", interest="buy", status="used")
-    for tag in ("year", "make", "model"):
-        ET.SubElement(vehicle, tag)
+    if not record.vehicles:
+        vehicle = ET.SubElement(prospect, "vehicle", interest="buy", status="used")
+        for tag in ("year", "make", "model"):
+            ET.SubElement(vehicle, tag)
+    for asked in record.vehicles:
+        _add_vehicle(prospect, asked)
 
     customer = ET.SubElement(prospect, "customer")
     contact = ET.SubElement(customer, "contact")
@@ -143,6 +158,25 @@ def render_adf(record: LeadRecord) -> bytes:
     return (_XML_PROLOG + document + "\n").encode("utf-8")
 
 
+_INTERESTS = frozenset({"buy", "lease", "sell", "trade-in", "test-drive"})
+
+
+def _add_vehicle(prospect: ET.Element, asked: Mapping[str, Any]) -> None:
+    """A vehicle the customer named, in the DTD's order; what is unknown stays empty or out."""
+    interest = str(asked.get("interest") or "buy").lower()
+    status = str(asked.get("status") or "used").lower()
+    vehicle = ET.SubElement(
+        prospect, "vehicle",
+        interest=interest if interest in _INTERESTS else "buy",
+        status=status if status in {"new", "used"} else "used",
+    )
+    for tag in ("year", "make", "model"):
+        _text(vehicle, tag, str(asked.get(tag) or ""))
+    for tag in ("vin", "stock", "trim"):
+        if asked.get(tag):
+            _text(vehicle, tag, str(asked[tag]))
+
+
 def format_phone(number: str) -> str:
     """A North American E.164 number the way dealership CRMs expect it (202-555-0111); others as given."""
     number = _clean(number).strip()
@@ -165,6 +199,12 @@ def _comments(record: LeadRecord) -> str:
     lines = [f"Contact: {record.contact_type}", f"Store: {store}"]
     if record.source:
         lines.append(f"Source: {record.source}")
+    for source, value in record.original_ids:
+        lines.append(f"Original id: {value}" + (f" ({source})" if source else ""))
+    if record.customer_comments:
+        lines.append(f"Customer comments: {record.customer_comments}")
+    if record.sms_consent:
+        lines.append(record.sms_consent)
     if record.tracked_number:
         lines.append(f"Tracked number: {format_phone(record.tracked_number)}")
     if not record.phone:
@@ -258,6 +298,10 @@ def lead_event_data(record: LeadRecord) -> dict[str, Any]:
             "email": record.email,
         },
         "store": {"key": record.store_key, "name": record.store_name, "phone": record.store_phone},
+        "vehicles": [dict(vehicle) for vehicle in record.vehicles],
+        "original_ids": [{"source": source, "id": value} for source, value in record.original_ids],
+        "comments": record.customer_comments,
+        "sms_consent": record.sms_consent,
         "contact": {
             "type": record.contact_type,
             "at": record.request_date,

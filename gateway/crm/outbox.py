@@ -36,6 +36,7 @@ from gateway.crm.formats import (
     render_json_event,
 )
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind
+from gateway.inquiries import WEB_FORM, Inquiry
 from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
@@ -53,8 +54,10 @@ MESSAGE_SENT = "message.sent"
 VOICEMAIL_TRANSCRIBED = "voicemail.transcribed"
 TASK_CREATED = "task.created"
 TASK_COMPLETED = "task.completed"
+LEAD_RECEIVED = "lead.received"
 EVENTS = (
     LEAD_CREATED,
+    LEAD_RECEIVED,
     LEAD_UPDATED,
     CALL_COMPLETED,
     MESSAGE_RECEIVED,
@@ -88,6 +91,7 @@ def init_app(app: Flask) -> None:
     events.message_received.connect(on_message_received, weak=False)
     events.message_sent.connect(on_message_sent, weak=False)
     events.voicemail_transcribed.connect(on_voicemail_transcribed, weak=False)
+    events.lead_received.connect(on_lead_received, weak=False)
     events.task_created.connect(on_task_created, weak=False)
     events.task_completed.connect(on_task_completed, weak=False)
     register_sweeper("crm-due", enqueue_due_deliveries)
@@ -139,6 +143,7 @@ def lead_record(
         phone=contact.phone,
         first_name=contact.first_name,
         last_name=contact.last_name,
+        email=contact.email,
         source=lead.source,
         tracked_number=lead.tracked_number,
         call_outcome=call.outcome if call is not None else None,
@@ -279,6 +284,35 @@ def on_message_received(
     write_deliveries(
         session, lead, MESSAGE_RECEIVED, now, data=_json(record, message=serialize.message(message)), adf=adf
     )
+
+
+def on_lead_received(
+    session: Session, *, lead: Lead, inquiry: Inquiry, intake_id: int, now: datetime, **_: Any
+) -> None:
+    """A form or ADF lead: ADF `new` (or `resend` when it joined a lead) carrying the vehicle, what the
+    customer wrote, the original source and id and the SMS consent; and the JSON event `lead.received`."""
+    contact_type = ContactType.WEB_FORM.value if inquiry.channel == WEB_FORM else ContactType.ADF.value
+    record = _with_inquiry(lead_record(lead, LEAD_RECEIVED, contact_type, now), inquiry)
+    adf = _adf_for_contact(session, lead, LEAD_RECEIVED, record)
+    data = _json(record, inquiry=inquiry.as_data(), intake_id=intake_id)
+    write_deliveries(session, lead, LEAD_RECEIVED, now, data=data, adf=adf)
+
+
+def _with_inquiry(record: LeadRecord, inquiry: Inquiry) -> LeadRecord:
+    values = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    values.update(
+        source=inquiry.source,
+        vehicles=tuple(
+            {"year": v.year, "make": v.make, "model": v.model, "trim": v.trim, "vin": v.vin, "stock": v.stock,
+             "interest": v.interest, "status": v.status}
+            for v in inquiry.vehicles
+        ),
+        original_ids=inquiry.ids,
+        customer_comments=inquiry.message,
+        sms_consent=inquiry.sms_consent.describe() if inquiry.sms_consent is not None else None,
+        email=record.email or inquiry.email,
+    )
+    return LeadRecord(**values)
 
 
 def on_message_sent(session: Session, *, message: Message, now: datetime, **_: Any) -> None:

@@ -7,7 +7,6 @@ slow or overloaded gets retried; one that rejects the request outright goes to t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import smtplib
@@ -25,6 +24,7 @@ from email.utils import format_datetime, formataddr
 import urllib3
 from requests.utils import get_environ_proxies
 
+from gateway import mail
 from gateway.crm.formats import (
     ADF_CONTENT_TYPE,
     IDEMPOTENCY_HEADER,
@@ -39,9 +39,7 @@ logger = logging.getLogger(__name__)
 USER_AGENT = "DealerGateway/0.1 (CRM delivery)"
 # 4xx answers that mean "not now" rather than "never": request timeout, conflict, rate limit.
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
-DEFAULT_SENDER = "dealer-gateway@localhost"
-_SMTP_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
-_DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+DEFAULT_SENDER = mail.DEFAULT_SENDER
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MAX_SMTP_LINE = 998
 _SNIPPET = 300
@@ -172,41 +170,17 @@ def _describe(reason: object) -> str:
 # -------------------------------------------------------------------------------------------- SMTP
 
 
-@dataclass(frozen=True)
-class SmtpTarget:
-    """An SMTP_URL taken apart: smtp://[user:password@]host[:port][?from=address].
-
-    smtp:// is plain SMTP (port 25), smtp+starttls:// upgrades with STARTTLS (port 587), smtps://
-    is TLS from the first byte (port 465).
-    """
-
-    scheme: str
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    sender: str | None = None
+# The SMTP parts (the URL, the connection, the Message-ID) are the core mail sender's (gateway/mail.py),
+# shared with the cadences' e-mail steps; here its errors become DeliveryErrors the outbox understands.
+SmtpTarget = mail.SmtpTarget
 
 
 def parse_smtp_url(smtp_url: str) -> SmtpTarget:
     """Raises DeliveryError (not retryable) when the URL cannot name a mail server."""
-    parts = urllib.parse.urlsplit(smtp_url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SMTP_PORTS or not parts.hostname:
-        raise DeliveryError("SMTP_URL must look like smtp://host:port (or smtps://, smtp+starttls://)", False)
     try:
-        port = parts.port or _SMTP_PORTS[scheme]
-    except ValueError:
-        raise DeliveryError("SMTP_URL has an invalid port", False) from None
-    query = urllib.parse.parse_qs(parts.query)
-    return SmtpTarget(
-        scheme=scheme,
-        host=parts.hostname,
-        port=port,
-        username=urllib.parse.unquote(parts.username) if parts.username else None,
-        password=urllib.parse.unquote(parts.password) if parts.password else None,
-        sender=query["from"][0] if query.get("from") else None,
-    )
+        return mail.parse_smtp_url(smtp_url)
+    except mail.MailError as error:
+        raise DeliveryError(error.message, error.retryable, error.status) from None
 
 
 @dataclass(frozen=True)
@@ -342,31 +316,9 @@ def adf_email_message(
     return message
 
 
-def message_id_for(idempotency_key: str, sender: str = DEFAULT_SENDER) -> str:
-    """<key@sender-domain>; keys that are not a valid dot-atom are hashed first."""
-    key = idempotency_key.strip()
-    # Otherwise 128 bits of the hash: unique enough, and short enough that the header is never folded.
-    valid = _DOT_ATOM.fullmatch(key) and len(key) <= 64
-    local = key if valid else hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-    domain = sender.rpartition("@")[2].strip(">").strip()
-    if not _DOT_ATOM.fullmatch(domain):
-        domain = "dealer-gateway"
-    return f"<{local}@{domain}>"
-
-
-def _smtp_connect(target: SmtpTarget, timeout: float) -> smtplib.SMTP:
-    if target.scheme == "smtps":
-        context = ssl.create_default_context()
-        return smtplib.SMTP_SSL(target.host, target.port, timeout=timeout, context=context)
-    return smtplib.SMTP(target.host, target.port, timeout=timeout)
-
-
-def _smtp_close(client: smtplib.SMTP) -> None:
-    # The message is already accepted or refused by now: a failed QUIT must not turn into a retry.
-    try:
-        client.quit()
-    except (OSError, smtplib.SMTPException):
-        client.close()
+message_id_for = mail.message_id_for
+_smtp_connect = mail.connect
+_smtp_close = mail.close_quietly
 
 
 def _smtp_failure(where: str, code: int, text: bytes | str) -> DeliveryError:

@@ -18,7 +18,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.dealer_config.schema import AgentConfig, CadenceConfig, GatewayConfig, NumberConfig, StoreConfig
+from gateway.dealer_config.schema import (
+    AgentConfig,
+    CadenceConfig,
+    GatewayConfig,
+    NumberConfig,
+    StepConfig,
+    StoreConfig,
+)
 
 # Configuration as code spans every package's configured rows, the way create_app wires the packages
 # together, so this module is the one place in the core that writes a feature's model.
@@ -64,6 +71,9 @@ def _apply_stores(session: Session, wanted: list[StoreConfig], changes: list[str
             "crm": copy.deepcopy(store.crm),
             "text_unverified_callers": store.text_unverified_callers,
             "recording_disclosure": store.recording_disclosure,
+            "intake_emails": list(store.intake_emails),
+            "email_from": store.email_from,
+            "lead_cadences": dict(store.lead_cadences),
         }
         row = rows.get(store.key)
         if row is None:
@@ -110,10 +120,7 @@ def _apply_cadences(session: Session, wanted: list[CadenceConfig], changes: list
     rows = {row.key: row for row in session.scalars(select(CadenceDefinition))}
     for cadence in wanted:
         values = {
-            "steps": [
-                {"after": step.after_seconds, "text": step.text, "relative_to": step.relative_to}
-                for step in cadence.steps
-            ],
+            "steps": [_step(step) for step in cadence.steps],
             "trigger": copy.deepcopy(cadence.trigger),
         }
         row = rows.get(cadence.key)
@@ -126,6 +133,16 @@ def _apply_cadences(session: Session, wanted: list[CadenceConfig], changes: list
     for key in sorted(set(rows) - in_file):
         session.delete(rows[key])
         changes.append(f"removed cadence {key}")
+
+
+def _step(step: StepConfig) -> dict[str, Any]:
+    """A step as stored; text steps keep the shape they had before e-mail and call steps existed."""
+    values: dict[str, Any] = {"after": step.after_seconds, "text": step.text, "relative_to": step.relative_to}
+    if step.channel != "sms":
+        values["channel"] = step.channel
+    if step.subject is not None:
+        values["subject"] = step.subject
+    return values
 
 
 def _apply_numbers(

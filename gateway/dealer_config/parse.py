@@ -26,15 +26,18 @@ from gateway.dealer_config.schema import (
     AGENT_KEYS,
     APPOINTMENT_STATUSES,
     CADENCE_KEYS,
+    CHANNELS,
     CRM_FIELDS,
     DAYS,
     DEFAULT_AFTER_HOURS_GRACE_SECONDS,
+    DEFAULT_LEAD_CADENCE,
     DEFAULT_REGION,
     DEFAULT_RESPONSE_SLA_SECONDS,
     DEFAULT_RING_TIMEOUT_SECONDS,
     DEFAULT_ROLE,
     DEFAULT_SOURCE_WEIGHT,
     DEFAULT_STRATEGY,
+    MAX_SUBJECT_LENGTH,
     MAX_TEXT_LENGTH,
     NUMBER_KEYS,
     PROMPTS,
@@ -147,6 +150,8 @@ class _Reader:
         self.store_departments: dict[str, set[str] | None] = {}  # None: hours unreadable
         self.agent_stores: dict[str, str] = {}
         self.cadence_triggered: dict[str, bool] = {}
+        # store.lead_cadences entries, checked once the cadences are read: (cadence key, node, path).
+        self.lead_cadence_refs: list[tuple[str, Node, str]] = []
         self.first_seen: dict[tuple[str, str], int] = {}
 
     def close(self) -> None:
@@ -195,6 +200,7 @@ class _Reader:
         stores = [self.store(node, path) for node, path in self.items(top.get("stores"), "stores")]
         agents = [self.agent(node, path) for node, path in self.items(top.get("agents"), "agents")]
         cadences = [self.cadence(node, path) for node, path in self.items(top.get("cadences"), "cadences")]
+        self.check_lead_cadences()
         numbers = [self.number(node, path) for node, path in self.items(top.get("numbers"), "numbers")]
         return GatewayConfig(
             stores=[s for s in stores if s is not None],
@@ -241,7 +247,44 @@ class _Reader:
                 if "recording_disclosure" in fields
                 else None
             ),
+            intake_emails=self.intake_emails(fields.get("intake_emails"), f"{path}.intake_emails"),
+            email_from=self.email(fields["email_from"], f"{path}.email_from") if "email_from" in fields else None,
+            lead_cadences=self.lead_cadences(fields.get("lead_cadences"), f"{path}.lead_cadences"),
         )
+
+    def intake_emails(self, node: Node | None, path: str) -> list[str]:
+        addresses: list[str] = []
+        for item, item_path in self.items(node, path):
+            address = self.email(item, item_path).lower()
+            if address:
+                self.unique("intake-email", address, item, item_path, f"intake address {address!r}")
+                if address not in addresses:
+                    addresses.append(address)
+        return addresses
+
+    def lead_cadences(self, node: Node | None, path: str) -> dict[str, str]:
+        """source -> cadence key; the cadences are checked once they are read (check_lead_cadences)."""
+        fields = self.mapping(node, path, None)
+        if fields is None:
+            return {}
+        chosen: dict[str, str] = {}
+        for source, value_node in fields.items():
+            key = self.identifier(value_node, _join(path, source))
+            if key:
+                chosen[source] = key
+                self.lead_cadence_refs.append((key, value_node, _join(path, source)))
+        return chosen
+
+    def check_lead_cadences(self) -> None:
+        for key, node, path in self.lead_cadence_refs:
+            if key not in self.cadence_triggered:
+                self.report(node, path, f"unknown cadence {key!r}")
+            elif self.cadence_triggered[key]:
+                self.report(
+                    node, path,
+                    f"cadence {key!r} is started by a lead status (it has a trigger); a lead source needs "
+                    f"a cadence without one (use the key {DEFAULT_LEAD_CADENCE!r} for every other source)",
+                )
 
     def department_hours(self, node: Node | None, path: str) -> dict[str, WeekHours] | None:
         fields = self.mapping(node, path, None)
@@ -351,9 +394,23 @@ class _Reader:
         return CadenceConfig(key=key, steps=steps, trigger=trigger)
 
     def step(self, node: Node, path: str, has_trigger: bool, trigger_status: str | None) -> StepConfig | None:
-        fields = self.mapping(node, path, STEP_KEYS, required=("after", "text"))
+        channel = self.peek(node, "channel") or "sms"
+        required = ("after",) if channel == "call" else ("after", "text")
+        fields = self.mapping(node, path, STEP_KEYS, required=required)
         if fields is None:
             return None
+        channel = self.choice(fields.get("channel"), f"{path}.channel", CHANNELS, "sms")
+        subject: str | None = None
+        if channel == "email":
+            if "subject" not in fields:
+                self.report(node, f"{path}.subject", "an e-mail step needs a subject")
+            else:
+                subject = self.template(fields["subject"], f"{path}.subject", has_trigger)
+                if "\n" in subject or len(subject) > MAX_SUBJECT_LENGTH:
+                    message = f"one line of at most {MAX_SUBJECT_LENGTH} characters"
+                    self.report(fields["subject"], f"{path}.subject", message)
+        elif "subject" in fields:
+            self.report(fields["subject"], f"{path}.subject", "only e-mail steps have a subject")
         relative_to = self.choice(fields.get("relative_to"), f"{path}.relative_to", RELATIVE_TO, "start")
         if relative_to == "appointment" and trigger_status not in APPOINTMENT_STATUSES:
             self.report(
@@ -371,10 +428,10 @@ class _Reader:
                 "a negative 'after' counts back from an appointment; add relative_to: appointment",
             )
         after_is_sound = len(self.problems) == problems_before
-        text = self.template(fields.get("text"), f"{path}.text", has_trigger)
-        if "after" not in fields or "text" not in fields or not after_is_sound:
+        text = self.template(fields["text"], f"{path}.text", has_trigger) if "text" in fields else ""
+        if "after" not in fields or not after_is_sound or ("text" in required and "text" not in fields):
             return None  # no order check against a step whose time is unknown
-        return StepConfig(after_seconds=after, text=text, relative_to=relative_to)
+        return StepConfig(after_seconds=after, text=text, relative_to=relative_to, channel=channel, subject=subject)
 
     def template(self, node: Node | None, path: str, has_trigger: bool) -> str:
         text = self.text(node, path, empty_message="empty text")

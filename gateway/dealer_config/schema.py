@@ -14,6 +14,10 @@ STRATEGIES = ("simultaneous", "sequential", "round-robin")
 TRIGGER_STATUSES = ("appointment_set", "appointment_confirmed", "no_show")
 APPOINTMENT_STATUSES = ("appointment_set", "appointment_confirmed")
 RELATIVE_TO = ("start", "appointment")
+CHANNELS = ("sms", "email", "call")  # mirrors cadences.models.Channel
+# The key of store.lead_cadences that names the cadence of any source not listed.
+DEFAULT_LEAD_CADENCE = "default"
+MAX_SUBJECT_LENGTH = 200
 TEMPLATE_VARIABLES = ("first_name", "store", "agent", "source", "tracked_number", "appointment_time")
 PROMPTS = ("greeting", "voicemail", "whisper")
 CRM_FIELDS = {"adf-http": ("url",), "adf-email": ("to",), "webhook": ("url", "secret")}
@@ -34,10 +38,11 @@ TOP_KEYS = ("stores", "agents", "cadences", "numbers")
 STORE_KEYS = (
     "key", "name", "timezone", "main_line", "hours", "response_sla", "after_hours_grace", "crm",
     "text_unverified_callers", "recording_disclosure",
+    "intake_emails", "email_from", "lead_cadences",
 )
 AGENT_KEYS = ("key", "name", "phone", "email", "store", "departments", "role", "schedule")
 CADENCE_KEYS = ("key", "steps", "trigger")
-STEP_KEYS = ("after", "text", "relative_to")
+STEP_KEYS = ("after", "text", "relative_to", "channel", "subject")
 NUMBER_KEYS = (
     "number",
     "store",
@@ -70,6 +75,9 @@ class StoreConfig:
     crm: list[dict[str, str]] = field(default_factory=list)  # [{"type": "adf-http", "url": ...}, ...]
     text_unverified_callers: bool = False  # automated texts to callers whose caller ID failed verification
     recording_disclosure: str | None = None  # None: the default wording
+    intake_emails: list[str] = field(default_factory=list)  # lower-cased addresses of its ADF intake
+    email_from: str | None = None  # the From of e-mail to customers
+    lead_cadences: dict[str, str] = field(default_factory=dict)  # lead source (or "default") -> cadence key
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,10 @@ class AgentConfig:
 @dataclass(frozen=True)
 class StepConfig:
     after_seconds: int  # negative only when relative to an appointment
-    text: str
+    text: str  # the text, the e-mail's body, or the call task's note
     relative_to: str = "start"  # "start" (enrolment) | "appointment"
+    channel: str = "sms"  # "sms" | "email" | "call"
+    subject: str | None = None  # e-mail steps
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,8 @@ class _GuardInputs:
     recent: dict[str, list[datetime]] = field(default_factory=dict)
     texted_in: dict[int, datetime] = field(default_factory=dict)
     called_in: dict[str, datetime] = field(default_factory=dict)
+    # A lead's last contact from the customer: a call or a text, and also a form or an ADF request.
+    reached_out: dict[int, datetime] = field(default_factory=dict)
 
     def contact_of(self, message: Message) -> Contact | None:
         contact = self.contacts.get(message.contact_id) if message.contact_id else None
@@ -225,7 +227,8 @@ class _GuardInputs:
     def last_customer_contact(self, contact: Contact | None) -> datetime | None:
         if contact is None or contact.phone is None:
             return None
-        moments = [m for m in (self.texted_in.get(contact.id), self.called_in.get(contact.phone)) if m is not None]
+        found = (self.texted_in.get(contact.id), self.called_in.get(contact.phone), self.reached_out.get(contact.id))
+        moments = [m for m in found if m is not None]
         return max(moments) if moments else None
 
 
@@ -262,6 +265,12 @@ def _guard_inputs(session: Session, messages: Sequence[Message], now: datetime) 
     phones = {c.phone for c in contacts if c is not None and c.phone}
     if known:
         inputs.texted_in = _latest(session, Message.contact_id, Message.created_at, known, Message.direction)
+        reached = session.execute(
+            select(Lead.contact_id, func.max(Lead.last_contact_at))
+            .where(Lead.contact_id.in_(known), Lead.last_contact_at.is_not(None))
+            .group_by(Lead.contact_id)
+        )
+        inputs.reached_out = {contact_id: latest for contact_id, latest in reached if latest is not None}
     if phones:
         inputs.called_in = _latest(session, Call.from_number, Call.started_at, phones, Call.direction)
     return inputs

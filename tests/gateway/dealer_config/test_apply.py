@@ -30,6 +30,7 @@ EXAMPLE_ADDED = [
     "added agent priya",
     "added agent tomas",
     "added cadence missed-call",
+    "added cadence web-lead",
     "added cadence appointment-reminders",
     "added cadence no-show",
     "added number +12025550123",
@@ -188,7 +189,7 @@ def test_an_agent_moves_store(db: Database) -> None:
 def without_pacific(text: str) -> str:
     """The example with the west-coast store, its people and numbers, and the no-show cadence removed."""
     text = text[: text.index("  - key: pacific-toyota")] + text[text.index("agents:") :]
-    text = text[: text.index("  - {key: priya")] + text[text.index("cadences:") :]
+    text = text[: text.index("  - {key: priya")] + text[text.index("\ncadences:") + 1 :]
     text = text[: text.index("  - key: no-show")] + text[text.index("numbers:") :]
     return text[: text.index("  # Website calls")]
 
@@ -226,6 +227,7 @@ def test_what_leaves_the_file_is_retired(db: Database) -> None:
         assert session.scalars(select(CadenceDefinition.key).order_by(CadenceDefinition.key)).all() == [
             "appointment-reminders",
             "missed-call",
+            "web-lead",
         ]
         numbers = dict(session.execute(select(TrackedNumber.number, TrackedNumber.active)).all())
         assert numbers == {

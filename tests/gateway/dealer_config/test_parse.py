@@ -130,6 +130,15 @@ def test_example_file_loads_and_shows_every_feature() -> None:
         (-7200, "appointment"),
     ]
     assert cadences["no-show"].trigger == {"status": "no_show"}
+    web = cadences["web-lead"]
+    assert [(s.after_seconds, s.channel) for s in web.steps] == [
+        (0, "email"), (300, "call"), (600, "sms"), (1800, "email")
+    ]
+    assert all(s.subject for s in web.steps if s.channel == "email")
+    north = next(store for store in config.stores if store.key == "north-honda")
+    assert north.lead_cadences == {"default": "web-lead"}
+    assert north.intake_emails
+    assert north.email_from
     numbers = [n.number for n in config.numbers] + [a.phone for a in config.agents]
     numbers += [s.main_line for s in config.stores]
     assert all(n[:-2] in ("+120255501", "+131055501") for n in numbers)
@@ -228,7 +237,8 @@ def test_unknown_keys_name_the_allowed_ones() -> None:
     assert problems(text) == [
         "x.yaml:1: version: unknown key; allowed keys: stores, agents, cadences, numbers",
         "x.yaml:12: stores[1].colour: unknown key; allowed keys: key, name, timezone, main_line, hours, "
-        "response_sla, after_hours_grace, crm, text_unverified_callers, recording_disclosure",
+        "response_sla, after_hours_grace, crm, text_unverified_callers, recording_disclosure, intake_emails, "
+        "email_from, lead_cadences",
         "x.yaml:26: numbers[0].prompts.hello: unknown key; allowed keys: greeting, voicemail, whisper",
     ]
 
@@ -762,3 +772,65 @@ def test_text_unverified_callers_must_be_a_boolean_and_the_disclosure_not_empty(
         "x.yaml:11: stores[1].text_unverified_callers: expected true or false, got 'sometimes'",
         "x.yaml:12: stores[1].recording_disclosure: must not be empty",
     ]
+# -- leads from other channels ---------------------------------------------------------------------------
+
+
+def test_intake_addresses_sender_and_lead_cadences_of_a_store() -> None:
+    text = edit(
+        '      service: {mon: "07:30-18:00"}\n',
+        '      service: {mon: "07:30-18:00"}\n'
+        "    intake_emails: [Leads@North.example, web@north.example]\n"
+        "    email_from: sales@north.example\n"
+        "    lead_cadences: {Cars.com: follow-up, default: follow-up}\n",
+    )
+    north = parse_config(text, "x.yaml").stores[0]
+    assert north.intake_emails == ["leads@north.example", "web@north.example"]
+    assert north.email_from == "sales@north.example"
+    assert north.lead_cadences == {"Cars.com": "follow-up", "default": "follow-up"}
+
+
+def test_lead_cadences_must_name_a_cadence_without_a_trigger() -> None:
+    text = edit(
+        '      service: {mon: "07:30-18:00"}\n',
+        '      service: {mon: "07:30-18:00"}\n    lead_cadences: {default: nope, Web: remind}\n',
+    )
+    text = text.replace(
+        "numbers:\n",
+        "  - key: remind\n    trigger: {status: appointment_set}\n"
+        "    steps:\n      - {after: 0s, text: hi}\nnumbers:\n",
+    )
+    found = problems(text)
+    assert found[0] == "x.yaml:9: stores[0].lead_cadences.default: unknown cadence 'nope'"
+    assert "has a trigger" in found[1]
+
+
+def test_the_same_intake_address_for_two_stores_is_refused() -> None:
+    service = '      service: {mon: "07:30-18:00"}\n'
+    text = edit(service, service + "    intake_emails: [a@b.example]\n")
+    sales = '      sales: {mon: "09:00-21:00"}\n'
+    text = edit(sales, sales + "    intake_emails: [A@b.example]\n", text)
+    assert "duplicate intake address 'a@b.example'" in only_problem(text)
+
+
+def test_email_and_call_steps() -> None:
+    text = edit(
+        '      - {after: 4h, text: "Still there, {first_name}?"}\n',
+        '      - {after: 4h, channel: email, subject: "Hi {first_name}", text: "Still there?"}\n'
+        "      - {after: 5h, channel: call}\n",
+    )
+    steps = parse_config(text, "x.yaml").cadences[0].steps
+    assert [(s.channel, s.subject) for s in steps] == [("sms", None), ("email", "Hi {first_name}"), ("call", None)]
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ('{after: 4h, channel: email, text: "x"}', "an e-mail step needs a subject"),
+        ('{after: 4h, channel: fax, text: "x"}', "'fax' is not one of: sms, email, call"),
+        ('{after: 4h, subject: "s", text: "x"}', "only e-mail steps have a subject"),
+        ('{after: 4h, channel: email, subject: "{nope}", text: "x"}', "unknown variable {nope}"),
+    ],
+)
+def test_bad_channel_steps(step: str, expected: str) -> None:
+    text = edit('{after: 4h, text: "Still there, {first_name}?"}', step)
+    assert expected in only_problem(text)
