@@ -22,6 +22,7 @@ import phonenumbers
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.dealer_config.durations import format_duration, parse_duration
 from gateway.dealer_config.schema import (
     AGENT_KEYS,
     APPOINTMENT_STATUSES,
@@ -62,7 +63,6 @@ from gateway.dealer_config.schema import (
     StoreConfig,
     WeekHours,
 )
-from gateway.durations import format_duration, parse_duration
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gateway.dealer_config.durations import format_duration, parse_duration
 from gateway.dealer_config.parse import load_config, parse_config
 from gateway.dealer_config.schema import (
     DAYS,
@@ -17,7 +18,6 @@ from gateway.dealer_config.schema import (
     GatewayConfig,
     Problem,
 )
-from gateway.durations import format_duration, parse_duration
 from gateway.models import LeadStatus, RingStrategy, Role
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dealer-group.yaml"
