@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from cadences import jobs, services
 from cadences.models import StopReason
 from gateway import events
+from gateway.dashboard import timeline
 from gateway.jobs import register_sweeper
 from gateway.models import Call, Contact, Lead, Message
 
@@ -61,4 +62,6 @@ def init_app(app: Flask) -> None:
     register_sweeper("cadence-due-steps", jobs.enqueue_due_steps)
     register_sweeper("cadence-step-outcomes", jobs.sync_step_outcomes)
     app.register_blueprint(views.blueprint)
+    app.register_blueprint(views.page_blueprint)
+    timeline.add_source(views.timeline_entries)
     views.describe_api()

@@ -291,6 +291,8 @@ class Message(Base):
         Index("ix_messages_status_send_after", "status", "send_after"),
         Index("ix_messages_to_number_sent_at", "to_number", "sent_at"),
         Index("ix_messages_contact_direction_created", "contact_id", "direction", "created_at"),
+        # The workspace's inbox: one store's texts, newest first (migration 0008).
+        Index("ix_messages_store_created", "store_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -16,7 +16,8 @@ def _metadata():  # type: ignore[no-untyped-def]
     import importlib
 
     for name in ("gateway.models", "cadences.models", "voicemail.models",
-                 "gateway.crm.models", "gateway.agents.models", "gateway.messaging.models"):
+                 "gateway.crm.models", "gateway.agents.models", "gateway.messaging.models",
+                 "gateway.dashboard.models"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)
     return Base.metadata
