@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import Request, g, request
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from gateway import runtime, web
+from gateway import attempts, runtime, web
 from gateway.api.keys import find_key, store_ids
-from gateway.dashboard.models import SignInCode, SignInFailure, WorkspaceSession
+from gateway.dashboard.models import SignInCode, WorkspaceSession
 from gateway.messaging.outbound import queue_text
 from gateway.models import Agent, ApiKey, Role, Store, TrackedNumber
 from gateway.phones import InvalidPhone, mask, to_e164
@@ -38,15 +38,8 @@ SEEN_EVERY = timedelta(minutes=5)  # last_seen_at is written at most this often
 CODE_LIFETIME = timedelta(minutes=10)
 CODE_TRIES = 5
 CODES_PER_AGENT = 3  # codes texted to one person per CODE_LIFETIME
-FAILURE_WINDOW = timedelta(minutes=15)
 FAILURES_PER_ADDRESS = 10  # failed sign-ins (wrong code, unknown number or key) per window
 API_KEY_FAILURES_PER_ADDRESS = 30  # failed bearer keys on the API per window
-
-
-class TooManyAttempts(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("too many failed attempts")
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -89,28 +82,11 @@ def client_address(req: Request) -> str:
     return (req.remote_addr or "unknown")[:64]
 
 
-# --- per-address limits -----------------------------------------------------------------------------------
+# --- per-address limits (gateway/attempts.py) ----------------------------------------------------------------
 
-
-def check_failures(session: Session, address: str, kinds: tuple[str, ...], limit: int, now: datetime) -> None:
-    """Raise TooManyAttempts when the address failed `limit` times within the window."""
-    since = now - FAILURE_WINDOW
-    count, oldest = session.execute(
-        select(func.count(), func.min(SignInFailure.at)).where(
-            SignInFailure.address == address, SignInFailure.kind.in_(kinds), SignInFailure.at >= since
-        )
-    ).one()
-    if int(count or 0) >= limit:
-        release = (oldest or now) + FAILURE_WINDOW
-        raise TooManyAttempts(max(1, int((release - now).total_seconds()) + 1))
-
-
-def record_failure(session: Session, address: str, kind: str, now: datetime) -> None:
-    session.add(SignInFailure(address=address, kind=kind, at=now))
-    # Old rows are of no use to the limit: drop them now and then, as failures are written.
-    if secrets.randbelow(50) == 0:
-        session.execute(delete(SignInFailure).where(SignInFailure.at < now - FAILURE_WINDOW))
-
+check_failures = attempts.check_failures
+record_failure = attempts.record_failure
+TooManyAttempts = attempts.TooManyAttempts
 
 SIGN_IN_KINDS = ("code", "phone", "key")
 

@@ -1,4 +1,5 @@
-"""The workspace's sign-in rows: sessions kept server-side, texted sign-in codes, failed attempts.
+"""The workspace's sign-in rows: sessions kept server-side and texted sign-in codes (failed attempts are
+`gateway.models.SignInFailure`, shared with the API).
 
 Typed SQLAlchemy models only: no session, no Flask. Secrets are stored as SHA-256 digests: a copy of the
 table signs nobody in.
@@ -43,15 +44,3 @@ class SignInCode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
-
-
-class SignInFailure(Base):
-    """A failed sign-in (wrong code, unknown number, unknown key) from an address: the per-address limit."""
-
-    __tablename__ = "sign_in_failures"
-    __table_args__ = (Index("ix_sign_in_failures_address_at", "address", "at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    address: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))  # code | phone | key | api_key
-    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -62,7 +62,7 @@ class NotFoundPage(Exception):
 
 
 def zone(name: str) -> Any:
-    return present._zone(name)
+    return present.zone_info(name)
 
 
 def notice_text(code: str | None) -> str | None:

@@ -8,21 +8,10 @@ from datetime import datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.dashboard.timeline import duration_words, task_words, words
+from gateway.dashboard.timeline import STATUS_WORDS, duration_words, task_words, words
 from gateway.phones import national
 
 DEFAULT_ZONE = "America/New_York"
-
-STATUS_WORDS = {
-    "new": "new",
-    "attempting_contact": "trying to reach",
-    "contacted": "contacted",
-    "appointment_set": "appointment set",
-    "appointment_confirmed": "appointment confirmed",
-    "no_show": "no show",
-    "closed_won": "sold",
-    "closed_lost": "lost",
-}
 
 OUTCOME_WORDS = {
     "answered": "answered",
@@ -44,7 +33,7 @@ LEAK_WORDS = {
 
 
 @cache
-def _zone(name: str) -> ZoneInfo:
+def zone_info(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -55,7 +44,7 @@ def local_time(moment: datetime | None, zone: str | None, now: datetime | None =
     """'3:05 pm' today, 'Mon 23 Nov, 3:05 pm' otherwise; no seconds, in the store's zone."""
     if moment is None:
         return ""
-    tz = _zone(zone or DEFAULT_ZONE)
+    tz = zone_info(zone or DEFAULT_ZONE)
     local = moment.astimezone(tz)
     clock = f"{local.strftime('%I').lstrip('0')}:{local.strftime('%M')} {local.strftime('%p').lower()}"
     if now is not None and now.astimezone(tz).date() == local.date():
@@ -69,7 +58,7 @@ def iso_local(moment: datetime | None, zone: str | None) -> str:
     """For a datetime-local field: 2026-11-24T15:30 in the store's zone."""
     if moment is None:
         return ""
-    return moment.astimezone(_zone(zone or DEFAULT_ZONE)).strftime("%Y-%m-%dT%H:%M")
+    return moment.astimezone(zone_info(zone or DEFAULT_ZONE)).strftime("%Y-%m-%dT%H:%M")
 
 
 def parse_local(text: str, zone: str | None) -> datetime | None:
@@ -78,7 +67,7 @@ def parse_local(text: str, zone: str | None) -> datetime | None:
         naive = datetime.strptime(text.strip(), "%Y-%m-%dT%H:%M")  # noqa: DTZ007 - the zone is set next
     except ValueError:
         return None
-    return naive.replace(tzinfo=_zone(zone or DEFAULT_ZONE))
+    return naive.replace(tzinfo=zone_info(zone or DEFAULT_ZONE))
 
 
 def waited(since: datetime | None, now: datetime) -> str:

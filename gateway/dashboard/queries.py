@@ -12,6 +12,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.dashboard.auth import Viewer
+from gateway.dashboard.present import zone_info
 from gateway.dashboard.timeline import CUSTOMER_TEXT_KINDS
 from gateway.models import (
     Agent,
@@ -25,6 +26,7 @@ from gateway.models import (
     Store,
     Task,
     TaskStatus,
+    TrackedNumber,
 )
 from gateway.phones import InvalidPhone, to_e164
 
@@ -106,7 +108,7 @@ def today(session: Session, viewer: Viewer, now: datetime, zone: str) -> dict[st
             task=task,
             lead=lead,
             overdue=task.due_at < now,
-            late_response=task.kind == "reply" and lead.first_response_at is None and task.due_at < now,
+            late_response=task.kind == "reply" and task.due_at < now,
             mine=viewer.agent_id is not None and task.owner_id == viewer.agent_id,
         )
         for task, lead in rows
@@ -143,9 +145,7 @@ def today(session: Session, viewer: Viewer, now: datetime, zone: str) -> dict[st
 
 
 def _local_midnight(now: datetime, zone: str) -> datetime:
-    from gateway.dashboard.present import _zone
-
-    local = now.astimezone(_zone(zone))
+    local = now.astimezone(zone_info(zone))
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -224,8 +224,6 @@ def _search_condition(session: Session, q: str) -> Any:
 
 
 def sources(session: Session, viewer: Viewer) -> list[str]:
-    from gateway.models import TrackedNumber
-
     query = select(TrackedNumber.source).distinct().order_by(TrackedNumber.source)
     if viewer.store_ids is not None:
         query = query.where(TrackedNumber.store_id.in_(viewer.store_ids))

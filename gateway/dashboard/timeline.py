@@ -7,6 +7,7 @@ when `create_app` wires it, and the lead page asks every source for its entries.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -122,8 +123,8 @@ def core_entries(session: Session, lead: Lead) -> list[Entry]:
         entries.append(Entry(task.created_at, "task", title, details=[f"State: {state}", *details[1:]],
                              flag=None if task.status != "open" else "open"))
     for event in session.scalars(select(LeadEvent).where(LeadEvent.lead_id == lead.id).order_by(LeadEvent.id)):
-        if event.kind in {"cadence", "cadence_stopped"}:
-            continue  # the cadence source tells these with the cadence itself
+        if event.kind in TOLD_ELSEWHERE:
+            continue
         entries.append(Entry(event.at, "change", change_words(event.text)))
     for delivery in session.scalars(
         select(CrmDelivery).where(CrmDelivery.lead_id == lead.id).order_by(CrmDelivery.id)
@@ -141,8 +142,29 @@ def task_words(kind: str) -> str:
     return {"callback": "call back", "reply": "reply to a text", "review": "review"}.get(kind, words(kind))
 
 
+# Lead events another entry already tells: the cadence entry (its start, stop and end), the voicemail entry
+# (its transcript), the text itself (a reply).
+TOLD_ELSEWHERE = frozenset({"cadence-started", "cadence-stopped", "cadence-completed", "voicemail-transcript", "reply"})
+
+STATUS_WORDS = {
+    "new": "new",
+    "attempting_contact": "trying to reach",
+    "contacted": "contacted",
+    "appointment_set": "appointment set",
+    "appointment_confirmed": "appointment confirmed",
+    "no_show": "no show",
+    "closed_won": "sold",
+    "closed_lost": "lost",
+}
+_STATUS_CHANGE = re.compile(r"^Status (\w+) -> (\w+)$")
+
+
 def change_words(text: str) -> str:
-    """Status new -> attempting_contact reads as Status new -> attempting contact."""
+    """'Status new -> closed_won' reads as 'Status changed from new to sold'."""
+    match = _STATUS_CHANGE.match(text)
+    if match is not None:
+        old, new = (STATUS_WORDS.get(code, words(code)) for code in match.groups())
+        return f"Status changed from {old} to {new}"
     return text.replace("_", " ")
 
 

@@ -441,8 +441,6 @@ def kpis() -> str:
         if not match:
             raise pages.NotFoundPage("There is no such store among yours.")
         ids = {match[0].id}
-    scope_departments = viewer.departments
-    del scope_departments  # the figures are the store's, as the API gives them
     summary = metrics.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
     days = metrics.by_day(session, ids, since, until, now, offset)

@@ -86,9 +86,9 @@ def check_page(page: Any, name: str) -> None:
 def tour(page: Any, base: str, who: str, lead_id: int) -> None:
     for size in (DESKTOP, PHONE):
         page.set_viewport_size(size)
-        for path in [*PAGES, f"/leads/{lead_id}", f"/inbox?lead={lead_id}"]:
+        for path in [*PAGES, f"/leads/{lead_id}", f"/inbox?lead={lead_id}", "/kpis?from=2026-11-01&to=2026-11-24"]:
             page.goto(base + path)
-            slug = path.strip("/").replace("/", "-").replace("?", "-").replace("=", "-") or "today"
+            slug = re.sub(r"[^a-z0-9]+", "-", path.split("&")[0]).strip("-") or "today"
             check_page(page, f"{who}-{slug}")
         # Tap targets: every button and link in the main content is at least 44 px high.
         small = page.evaluate(

@@ -332,3 +332,27 @@ def test_sam_of_the_other_store_cannot_see_north_leads(client, poster, fake_twil
     sign_in_by_code(client, fake_twilio, work, SAM)
     assert client.get(f"/leads/{lead.id}").status_code == 404
     assert "(202) 555-0199" not in client.get("/").get_data(as_text=True)
+
+
+def test_unknown_api_keys_are_limited_per_address(client, db, clock):
+    for _ in range(30):
+        assert client.get("/api/v1/leads", headers={"Authorization": "Bearer gw_nope_x"}).status_code == 401
+    response = client.get("/api/v1/leads", headers={"Authorization": "Bearer gw_nope_x"})
+    assert response.status_code == 429
+    assert response.get_json()["error"]["code"] == "too_many_failed_keys"
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_in_sandbox_mode_the_code_is_logged_for_the_console(make_app, configure, caplog):
+    app = make_app(twilio_account_sid=None, twilio_auth_token=None)
+    client = app.test_client()
+    token = csrf_of(client.get("/sign-in").get_data(as_text=True))
+    with caplog.at_level("WARNING", logger="gateway.dashboard.auth"):
+        response = client.post("/sign-in", data={"csrf_token": token, "phone": ALICE})
+    assert response.status_code == 200
+    [line] = [r.getMessage() for r in caplog.records if "sign-in code" in r.getMessage()]
+    code = line.rsplit(" ", 1)[1]
+    assert len(code) == 6
+    assert "+12025550111" not in line  # the number is masked
+    response = client.post("/sign-in", data={"csrf_token": token, "phone": ALICE, "code": code})
+    assert response.status_code == 302
