@@ -283,20 +283,21 @@ def leaks_by_reason(
     return {reason or "unknown": int(count) for reason, count in session.execute(query.group_by(Lead.leak_reason))}
 
 
-def _day(column: Any, dialect: str, offset_hours: int) -> Any:
-    """The calendar day of a UTC time in a zone `offset_hours` from UTC (the viewer's store's offset now)."""
+def _day(column: Any, dialect: str, zone: str, offset_hours: int) -> Any:
+    """The calendar day of a UTC time in the store's zone (SQLite, with no zones: at its offset of now)."""
     if dialect == "postgresql":
-        return func.to_char(column + timedelta(hours=offset_hours), "YYYY-MM-DD")
+        return func.to_char(func.timezone(zone, column), "YYYY-MM-DD")
     return func.strftime("%Y-%m-%d", column, f"{offset_hours:+d} hours")
 
 
 def by_day(
-    session: Session, store_ids: set[int] | None, since: datetime, until: datetime, at: datetime, offset_hours: int
+    session: Session, store_ids: set[int] | None, since: datetime, until: datetime, at: datetime, zone: str,
+    offset_hours: int,
 ) -> dict[str, dict[str, Any]]:
     """Per calendar day: leads, SLA met and measured, calls and missed calls."""
     dialect = session.get_bind().dialect.name
     days: dict[str, dict[str, Any]] = {}
-    lead_day = _day(Lead.created_at, dialect, offset_hours)
+    lead_day = _day(Lead.created_at, dialect, zone, offset_hours)
     aggregates = _lead_aggregates(dialect, at)
     query = (
         select(lead_day, aggregates[0], aggregates[2], aggregates[3])
@@ -308,7 +309,7 @@ def by_day(
     for day, total, met, measured in session.execute(query.group_by(lead_day)):
         days[str(day)] = {"leads": int(total), "sla_met": int(met or 0), "sla_measured": int(measured or 0),
                           "calls": 0, "missed": 0}
-    call_day = _day(Call.started_at, dialect, offset_hours)
+    call_day = _day(Call.started_at, dialect, zone, offset_hours)
     calls = select(
         call_day, func.count(case((Call.outcome != CallOutcome.RINGING.value, 1))),
         func.count(case((Call.outcome.in_(UNANSWERED), 1))),

@@ -443,7 +443,7 @@ def kpis() -> str:
         ids = {match[0].id}
     summary = metrics.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
-    days = metrics.by_day(session, ids, since, until, now, offset)
+    days = metrics.by_day(session, ids, since, until, now, zone, offset)
     names = {s.id: s.name for s in all_stores}
     agent_names = {a.id: a.name for a in session.scalars(select(Agent))}
     per_store = metrics.breakdown(session, ids, since, until, now, "store")
