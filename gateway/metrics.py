@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Date, and_, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from gateway.models import Call, CallOutcome, Direction, Lead, Store, Task, TaskStatus, TrackedNumber
@@ -209,117 +209,146 @@ def _lead_row(values: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def breakdown(
-    session: Session, store_ids: set[int] | None, since: datetime, until: datetime, at: datetime, by: str
-) -> list[dict[str, Any]]:
-    """Lead and call figures per store, source or agent (`by`), with median and p90 first response."""
-    dialect = session.get_bind().dialect.name
-    group: Any = {"store": Lead.store_id, "source": Lead.source, "agent": Lead.owner_id}[by]
-
-    def scoped(query: Any, column: Any) -> Any:
-        return query if store_ids is None else query.where(column.in_(store_ids))
-
-    in_window = and_(Lead.created_at >= since, Lead.created_at < until)
-    rows: dict[Any, dict[str, Any]] = {}
-    for values in session.execute(
-        scoped(select(group, *_lead_aggregates(dialect, at)).join(Store, Store.id == Lead.store_id)
-               .where(in_window), Lead.store_id).group_by(group)
-    ):
-        rows[values[0]] = {"key": values[0], **_lead_row(values[1:])}
-
-    response = _seconds(Lead.first_response_at, Lead.created_at, dialect)
-    responded_filter = (in_window, Lead.first_response_at.is_not(None))
-    if dialect == "postgresql":
-        for key, median, p90 in session.execute(
-            scoped(select(group, func.percentile_cont(0.5).within_group(response),
-                          func.percentile_cont(0.9).within_group(response)).where(*responded_filter),
-                   Lead.store_id).group_by(group)
-        ):
-            if key in rows:
-                rows[key]["median_seconds"], rows[key]["p90_seconds"] = _round(median), _round(p90)
-    else:
-        values_by: dict[Any, list[float]] = {}
-        for key, value in session.execute(scoped(select(group, response).where(*responded_filter), Lead.store_id)):
-            if value is not None:
-                values_by.setdefault(key, []).append(float(value))
-        for key, seconds in values_by.items():
-            if key in rows:
-                rows[key]["median_seconds"] = _round(_percentile(seconds, 0.5))
-                rows[key]["p90_seconds"] = _round(_percentile(seconds, 0.9))
-
-    if by in {"store", "source"}:
-        call_group: Any = Call.store_id if by == "store" else TrackedNumber.source
-        query = select(call_group, Call.outcome, func.count()).where(
-            Call.started_at >= since, Call.started_at < until,
-            Call.direction == Direction.INBOUND.value, Call.kind == "customer",
-        )
-        if by == "source":
-            query = query.join(TrackedNumber, TrackedNumber.id == Call.tracked_number_id)
-        counts: dict[Any, dict[str, int]] = {}
-        for key, outcome, count in session.execute(scoped(query, Call.store_id).group_by(call_group, Call.outcome)):
-            counts.setdefault(key, {})[outcome] = count
-        for key, outcomes in counts.items():
-            row = rows.setdefault(key, {"key": key, **_lead_row([0] * 8)})
-            settled = sum(c for o, c in outcomes.items() if o != CallOutcome.RINGING.value)
-            missed = sum(c for o, c in outcomes.items() if o in UNANSWERED)
-            row.update(calls=sum(outcomes.values()), missed=missed, missed_rate=_ratio(missed, settled))
-    for row in rows.values():
-        row.setdefault("median_seconds", None)
-        row.setdefault("p90_seconds", None)
-        row.setdefault("calls", None)
-        row.setdefault("missed", None)
-        row.setdefault("missed_rate", None)
-    return sorted(rows.values(), key=lambda r: -int(r["leads"]))
-
-
-def leaks_by_reason(
-    session: Session, store_ids: set[int] | None, since: datetime, until: datetime
-) -> dict[str, int]:
-    query = select(Lead.leak_reason, func.count()).where(
-        Lead.created_at >= since, Lead.created_at < until, Lead.leaked_at.is_not(None)
-    )
-    if store_ids is not None:
-        query = query.where(Lead.store_id.in_(store_ids))
-    return {reason or "unknown": int(count) for reason, count in session.execute(query.group_by(Lead.leak_reason))}
-
-
 def _day(column: Any, dialect: str, zone: str, offset_hours: int) -> Any:
     """The calendar day of a UTC time in the store's zone (SQLite, with no zones: at its offset of now)."""
     if dialect == "postgresql":
-        return func.to_char(func.timezone(zone, column), "YYYY-MM-DD")
+        return cast(func.timezone(zone, column), Date)
     return func.strftime("%Y-%m-%d", column, f"{offset_hours:+d} hours")
 
 
-def by_day(
-    session: Session, store_ids: set[int] | None, since: datetime, until: datetime, at: datetime, zone: str,
+def _blank() -> dict[str, int]:
+    return dict.fromkeys(("total", "responded", "met", "measured", "leaked", "appointments", "due", "shown"), 0)
+
+
+def _row_of(counts: dict[str, int]) -> dict[str, Any]:
+    return _lead_row([counts[k] for k in ("total", "responded", "met", "measured", "leaked", "appointments", "due",
+                                          "shown")])
+
+
+def breakdowns(
+    session: Session,
+    store_ids: set[int] | None,
+    since: datetime,
+    until: datetime,
+    at: datetime,
+    zone: str,
     offset_hours: int,
-) -> dict[str, dict[str, Any]]:
-    """Per calendar day: leads, SLA met and measured, calls and missed calls."""
+) -> dict[str, Any]:
+    """The KPI page's figures per store, source, agent and day, and leaks by reason, from one grouped pass
+    over the leads, one over the calls and one for the percentiles: the expressions of compute_metrics,
+    grouped, so a breakdown's rows add up to its totals."""
     dialect = session.get_bind().dialect.name
-    days: dict[str, dict[str, Any]] = {}
     lead_day = _day(Lead.created_at, dialect, zone, offset_hours)
-    aggregates = _lead_aggregates(dialect, at)
+    keys = (Lead.store_id, Lead.source, Lead.owner_id, lead_day, Lead.leak_reason)
     query = (
-        select(lead_day, aggregates[0], aggregates[2], aggregates[3])
+        select(*keys, *_lead_aggregates(dialect, at))
         .join(Store, Store.id == Lead.store_id)
         .where(Lead.created_at >= since, Lead.created_at < until)
+        .group_by(*keys)
     )
     if store_ids is not None:
         query = query.where(Lead.store_id.in_(store_ids))
-    for day, total, met, measured in session.execute(query.group_by(lead_day)):
-        days[str(day)] = {"leads": int(total), "sla_met": int(met or 0), "sla_measured": int(measured or 0),
-                          "calls": 0, "missed": 0}
+    groups: dict[str, dict[Any, dict[str, int]]] = {"store": {}, "source": {}, "agent": {}, "day": {}}
+    leaks: dict[str, int] = {}
+    names = ("total", "responded", "met", "measured", "leaked", "appointments", "due", "shown")
+    for store_id, source, owner_id, day, leak_reason, *values in session.execute(query):
+        counts = dict(zip(names, (int(v or 0) for v in values), strict=True))
+        for by, key in (("store", store_id), ("source", source), ("agent", owner_id), ("day", str(day))):
+            bucket = groups[by].setdefault(key, _blank())
+            for name, value in counts.items():
+                bucket[name] += value
+        if counts["leaked"]:
+            reason = leak_reason or "unknown"
+            leaks[reason] = leaks.get(reason, 0) + counts["leaked"]
+
+    rows: dict[str, dict[Any, dict[str, Any]]] = {
+        by: {key: {"key": key, **_row_of(c), "median_seconds": None, "p90_seconds": None, "calls": None,
+                   "missed": None, "missed_rate": None} for key, c in found.items()}
+        for by, found in groups.items()
+    }
+    _add_percentiles(session, dialect, store_ids, since, until, rows)
+    _add_calls(session, dialect, store_ids, since, until, zone, offset_hours, rows)
+    days = {
+        day: {"leads": r["leads"], "sla_met": r["sla_met"], "sla_measured": r["sla_measured"],
+              "calls": r.get("calls") or 0, "missed": r.get("missed") or 0}
+        for day, r in rows["day"].items()
+    }
+    return {
+        "store": sorted(rows["store"].values(), key=lambda r: -int(r["leads"])),
+        "source": sorted(rows["source"].values(), key=lambda r: -int(r["leads"])),
+        "agent": sorted(rows["agent"].values(), key=lambda r: -int(r["leads"])),
+        "days": dict(sorted(days.items())),
+        "leaks": dict(sorted(leaks.items(), key=lambda item: -item[1])),
+    }
+
+
+def _add_percentiles(
+    session: Session, dialect: str, store_ids: set[int] | None, since: datetime, until: datetime,
+    rows: dict[str, dict[Any, dict[str, Any]]],
+) -> None:
+    response = _seconds(Lead.first_response_at, Lead.created_at, dialect)
+    where = [Lead.created_at >= since, Lead.created_at < until, Lead.first_response_at.is_not(None)]
+    if store_ids is not None:
+        where.append(Lead.store_id.in_(store_ids))
+    if dialect == "postgresql":
+        # One scan, three groupings: which grouping a row belongs to shows in GROUPING(...).
+        query = (
+            select(
+                Lead.store_id, Lead.source, Lead.owner_id,
+                func.grouping(Lead.store_id), func.grouping(Lead.source),
+                func.percentile_cont(0.5).within_group(response), func.percentile_cont(0.9).within_group(response),
+            )
+            .where(*where)
+            .group_by(func.grouping_sets(tuple_(Lead.store_id), tuple_(Lead.source), tuple_(Lead.owner_id)))
+        )
+        for store_id, source, owner_id, g_store, g_source, median, p90 in session.execute(query):
+            by, key = (
+                ("store", store_id) if not g_store else ("source", source) if not g_source else ("agent", owner_id)
+            )
+            if key in rows[by]:
+                rows[by][key]["median_seconds"], rows[by][key]["p90_seconds"] = _round(median), _round(p90)
+        return
+    values: dict[tuple[str, Any], list[float]] = {}
+    for store_id, source, owner_id, value in session.execute(
+        select(Lead.store_id, Lead.source, Lead.owner_id, response).where(*where)
+    ):
+        if value is None:
+            continue
+        for pair in (("store", store_id), ("source", source), ("agent", owner_id)):
+            values.setdefault(pair, []).append(float(value))
+    for (by, key), seconds in values.items():
+        if key in rows[by]:
+            rows[by][key]["median_seconds"] = _round(_percentile(seconds, 0.5))
+            rows[by][key]["p90_seconds"] = _round(_percentile(seconds, 0.9))
+
+
+def _add_calls(
+    session: Session, dialect: str, store_ids: set[int] | None, since: datetime, until: datetime, zone: str,
+    offset_hours: int, rows: dict[str, dict[Any, dict[str, Any]]],
+) -> None:
+    sources = dict(session.execute(select(TrackedNumber.id, TrackedNumber.source)).tuples().all())
     call_day = _day(Call.started_at, dialect, zone, offset_hours)
-    calls = select(
-        call_day, func.count(case((Call.outcome != CallOutcome.RINGING.value, 1))),
-        func.count(case((Call.outcome.in_(UNANSWERED), 1))),
-    ).where(
-        Call.started_at >= since, Call.started_at < until,
-        Call.direction == Direction.INBOUND.value, Call.kind == "customer",
+    query = (
+        select(Call.store_id, Call.tracked_number_id, call_day, Call.outcome, func.count())
+        .where(
+            Call.started_at >= since, Call.started_at < until,
+            Call.direction == Direction.INBOUND.value, Call.kind == "customer",
+        )
+        .group_by(Call.store_id, Call.tracked_number_id, call_day, Call.outcome)
     )
     if store_ids is not None:
-        calls = calls.where(Call.store_id.in_(store_ids))
-    for day, settled, missed in session.execute(calls.group_by(call_day)):
-        row = days.setdefault(str(day), {"leads": 0, "sla_met": 0, "sla_measured": 0, "calls": 0, "missed": 0})
-        row["calls"], row["missed"] = int(settled or 0), int(missed or 0)
-    return dict(sorted(days.items()))
+        query = query.where(Call.store_id.in_(store_ids))
+    tally: dict[tuple[str, Any], list[int]] = {}  # (grouping, key) -> [calls, settled, missed]
+    for store_id, number_id, day, outcome, count in session.execute(query):
+        settled = count if outcome != CallOutcome.RINGING.value else 0
+        missed = count if outcome in UNANSWERED else 0
+        for pair in (("store", store_id), ("source", sources.get(number_id)), ("day", str(day))):
+            totals = tally.setdefault(pair, [0, 0, 0])
+            totals[0] += count
+            totals[1] += settled
+            totals[2] += missed
+    for (by, key), (calls, settled, missed) in tally.items():
+        row = rows[by].setdefault(
+            key, {"key": key, **_row_of(_blank()), "median_seconds": None, "p90_seconds": None}
+        )
+        row.update(calls=calls if by != "day" else settled, missed=missed, missed_rate=_ratio(missed, settled))

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased, contains_eager, lazyload
 
 from gateway.dashboard.auth import Viewer
 from gateway.dashboard.present import zone_info
@@ -91,18 +91,15 @@ class Todo:
 def today(session: Session, viewer: Viewer, now: datetime, zone: str) -> dict[str, Any]:
     """Open tasks of visible leads (each a contact needing action), overdue first, with counts."""
     scope = lead_scope(viewer)
-    mine = Task.owner_id == viewer.agent_id if viewer.agent_id is not None else None
-    order: list[Any] = [case((Task.due_at < now, 0), else_=1)]
-    if mine is not None:
-        order.append(case((mine, 0), else_=1))
-    order.append(Task.due_at)
-    rows = session.execute(
-        select(Task, Lead)
-        .join(Lead, Lead.id == Task.lead_id)
-        .where(Task.status == TaskStatus.OPEN.value, *scope)
-        .order_by(*order)
-        .limit(PAGE)
-    ).all()
+    rows = [
+        (task, task.lead)
+        for task in session.scalars(
+            _tasks_with_leads()
+            .where(Task.status == TaskStatus.OPEN.value, *scope)
+            .order_by(Task.due_at)  # the earliest due first: the overdue ones, longest overdue at the top
+            .limit(PAGE)
+        )
+    ]
     todos = [
         Todo(
             task=task,
@@ -142,6 +139,11 @@ def today(session: Session, viewer: Viewer, now: datetime, zone: str) -> dict[st
             "missed_calls": int(missed_calls or 0),
         },
     }
+
+
+def _tasks_with_leads() -> Any:
+    """Tasks with their leads from one join (not a second, eager one), owners from the identity map."""
+    return select(Task).join(Task.lead).options(contains_eager(Task.lead), lazyload(Task.owner))
 
 
 def _local_midnight(now: datetime, zone: str) -> datetime:
@@ -242,41 +244,41 @@ class Thread:
 
 
 def inbox(session: Session, viewer: Viewer, now: datetime) -> list[Thread]:
-    """One thread per lead with texts in the last 30 days; the ones waiting for us first, oldest wait first."""
+    """One thread per lead with texts in the last 30 days: the ones waiting for us first (the longest wait
+    at the top), then the newest. The threads are chosen and ordered from the (store, time) index of texts
+    alone; only the page's leads and last texts are read."""
     since = now - INBOX_WINDOW
-    store_scope = [Message.store_id.in_(viewer.store_ids)] if viewer.store_ids is not None else []
-    latest = (
+    last_id = func.max(Message.id)
+    last_in = func.max(case((Message.direction == Direction.INBOUND.value, Message.id)))
+    last_out = func.coalesce(func.max(case((Message.direction == Direction.OUTBOUND.value, Message.id))), 0)
+    waiting_since = case((last_in > last_out, last_in))
+    chosen = (
         select(
-            Message.lead_id.label("lead_id"),
-            func.max(Message.id).label("last_id"),
-            func.max(case((Message.direction == Direction.INBOUND.value, Message.id))).label("last_in"),
-            func.max(case((Message.direction == Direction.OUTBOUND.value, Message.id))).label("last_out"),
+            Message.lead_id.label("lead_id"), last_id.label("last_id"), waiting_since.label("waiting_id"),
         )
         .where(
             Message.created_at >= since, Message.lead_id.is_not(None), Message.kind.in_(CUSTOMER_TEXT_KINDS),
-            or_(Message.agent_id.is_(None), Message.direction == Direction.OUTBOUND.value), *store_scope,
+            or_(Message.agent_id.is_(None), Message.direction == Direction.OUTBOUND.value),
         )
         .group_by(Message.lead_id)
-        .subquery()
+        .order_by(waiting_since.asc().nulls_last(), last_id.desc())
+        .limit(PAGE)
     )
+    if viewer.store_ids is not None:
+        chosen = chosen.where(Message.store_id.in_(viewer.store_ids))
+    if viewer.departments is not None:
+        chosen = chosen.join(Lead, Lead.id == Message.lead_id).where(Lead.department.in_(viewer.departments))
+    picked = chosen.subquery()
+    waiting_text = aliased(Message)
     rows = session.execute(
-        select(Lead, Message, latest.c.last_in, latest.c.last_out)
-        .join(latest, latest.c.lead_id == Lead.id)
-        .join(Message, Message.id == latest.c.last_id)
+        select(Lead, Message, waiting_text.created_at)
+        .join(picked, picked.c.lead_id == Lead.id)
+        .join(Message, Message.id == picked.c.last_id)
+        .outerjoin(waiting_text, waiting_text.id == picked.c.waiting_id)
         .where(*lead_scope(viewer))
-        .order_by(latest.c.last_id.desc())
-        .limit(200)
+        .order_by(picked.c.waiting_id.asc().nulls_last(), picked.c.last_id.desc())
     ).all()
-    waiting_ids = [last_in for _, _, last_in, last_out in rows if last_in and (not last_out or last_in > last_out)]
-    waited_at = dict(
-        session.execute(select(Message.id, Message.created_at).where(Message.id.in_(waiting_ids))).tuples().all()
-    ) if waiting_ids else {}
-    threads = [
-        Thread(lead, last, bool(last_in and (not last_out or last_in > last_out)), waited_at.get(last_in))
-        for lead, last, last_in, last_out in rows
-    ]
-    threads.sort(key=lambda t: (0, t.waiting_since) if t.waiting and t.waiting_since else (1, now - t.last.created_at))
-    return threads[:PAGE]
+    return [Thread(lead, last, waited is not None, waited) for lead, last, waited in rows]
 
 
 def conversation(session: Session, lead: Lead, limit: int = 100) -> list[Message]:
@@ -298,28 +300,24 @@ def conversation(session: Session, lead: Lead, limit: int = 100) -> list[Message
 
 
 def open_tasks(session: Session, viewer: Viewer, now: datetime, mine_only: bool) -> list[tuple[Task, Lead]]:
-    query = (
-        select(Task, Lead)
-        .join(Lead, Lead.id == Task.lead_id)
-        .where(Task.status == TaskStatus.OPEN.value, *lead_scope(viewer))
-    )
+    query = _tasks_with_leads().where(Task.status == TaskStatus.OPEN.value, *lead_scope(viewer))
     if mine_only and viewer.agent_id is not None:
         query = query.where(Task.owner_id == viewer.agent_id)
-    order: list[Any] = []
-    if viewer.agent_id is not None and not mine_only:
-        order.append(case((Task.owner_id == viewer.agent_id, 0), else_=1))
-    return [(t, lead) for t, lead in session.execute(query.order_by(*order, Task.due_at).limit(100)).all()]
+    return [(t, t.lead) for t in session.scalars(query.order_by(Task.due_at).limit(100))]
 
 
 def recently_done(session: Session, viewer: Viewer, now: datetime) -> list[tuple[Task, Lead]]:
     query = (
-        select(Task, Lead)
-        .join(Lead, Lead.id == Task.lead_id)
-        .where(Task.status == TaskStatus.DONE.value, Task.completed_at >= now - timedelta(days=1), *lead_scope(viewer))
+        _tasks_with_leads()
+        .where(
+            # Through the (status, due_at) index: tasks done in the last day were due in the last week.
+            Task.status == TaskStatus.DONE.value, Task.due_at >= now - timedelta(days=7),
+            Task.completed_at >= now - timedelta(days=1), *lead_scope(viewer),
+        )
         .order_by(Task.completed_at.desc())
         .limit(20)
     )
-    return [(t, lead) for t, lead in session.execute(query).all()]
+    return [(t, t.lead) for t in session.scalars(query)]
 
 
 @dataclass(frozen=True)
@@ -371,23 +369,21 @@ def call_log(session: Session, viewer: Viewer, filters: CallFilters) -> tuple[li
 
 
 def live_state(session: Session, viewer: Viewer) -> str:
-    """A fingerprint that changes when a contact, text or task the viewer may see appears or changes."""
-    store_scope_call = [Call.store_id.in_(viewer.store_ids)] if viewer.store_ids is not None else []
-    store_scope_msg = [Message.store_id.in_(viewer.store_ids)] if viewer.store_ids is not None else []
-    scope = lead_scope(viewer)
-    calls = session.scalar(select(func.max(Call.id)).where(*store_scope_call))
-    processed = session.scalar(
-        select(func.count()).select_from(Call).where(Call.processed_at.is_not(None), Call.id > (calls or 0) - 50,
-                                                     *store_scope_call)
+    """A fingerprint that changes when a contact, text or task appears: a few reads of the newest ids, each
+    the end of an index, cheap enough to ask every two seconds per open page. Calls and texts are the
+    viewer's stores'; tasks and lead events are the group's (a page refreshed for nothing costs less than
+    a scoped count on every poll)."""
+    call_scope = [Call.store_id.in_(viewer.store_ids)] if viewer.store_ids is not None else []
+    text_scope = [Message.store_id.in_(viewer.store_ids)] if viewer.store_ids is not None else []
+    calls = session.scalar(select(func.max(Call.id)).where(*call_scope)) or 0
+    # A call becomes a lead and a task when it ends: count the recent ones that have.
+    settled = session.scalar(
+        select(func.count()).select_from(Call).where(Call.id > calls - 50, Call.processed_at.is_not(None), *call_scope)
     )
-    texts = session.scalar(select(func.max(Message.id)).where(*store_scope_msg))
-    tasks = session.scalar(select(func.max(Task.id)).join(Lead, Lead.id == Task.lead_id).where(*scope))
-    open_tasks = session.scalar(
-        select(func.count()).select_from(Task).join(Lead, Lead.id == Task.lead_id)
-        .where(Task.status == TaskStatus.OPEN.value, *scope)
-    )
+    texts = session.scalar(select(func.max(Message.id)).where(*text_scope))
+    tasks = session.scalar(select(func.max(Task.id)))
     events = session.scalar(select(func.max(LeadEvent.id)))
-    return f"{calls or 0}.{processed or 0}.{texts or 0}.{tasks or 0}.{open_tasks or 0}.{events or 0}"
+    return f"{calls}.{settled or 0}.{texts or 0}.{tasks or 0}.{events or 0}"
 
 
 OPEN_STATUSES = [s.value for s in LeadStatus if s.is_open]

@@ -443,23 +443,20 @@ def kpis() -> str:
         ids = {match[0].id}
     summary = metrics.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
-    days = metrics.by_day(session, ids, since, until, now, zone, offset)
+    figures = metrics.breakdowns(session, ids, since, until, now, zone, offset)
     names = {s.id: s.name for s in all_stores}
     agent_names = {a.id: a.name for a in session.scalars(select(Agent))}
-    per_store = metrics.breakdown(session, ids, since, until, now, "store")
-    for row in per_store:
+    for row in figures["store"]:
         row["label"] = names.get(row["key"], "another store")
-    per_source = metrics.breakdown(session, ids, since, until, now, "source")
-    for row in per_source:
+    for row in figures["source"]:
         row["label"] = row["key"] or "unknown"
-    per_agent = metrics.breakdown(session, ids, since, until, now, "agent")
-    for row in per_agent:
+    for row in figures["agent"]:
         row["label"] = agent_names.get(row["key"], "no owner") if row["key"] else "no owner"
     return pages.render(
-        "kpis.html", page="kpis", zone=zone, summary=summary, days=days, per_store=per_store,
-        per_source=per_source, per_agent=per_agent,
-        leaks=metrics.leaks_by_reason(session, ids, since, until), stores=all_stores, store_key=store_key,
+        "kpis.html", page="kpis", zone=zone, summary=summary, per_store=figures["store"],
+        per_source=figures["source"], per_agent=figures["agent"], leaks=figures["leaks"],
+        stores=all_stores, store_key=store_key,
         date_from=since.astimezone(pages.zone(zone)).strftime("%Y-%m-%d"),
         date_to=(until - timedelta(seconds=1)).astimezone(pages.zone(zone)).strftime("%Y-%m-%d"),
-        error=error, charts=pages.charts(days),
+        error=error, charts=pages.charts(figures["days"]),
     )

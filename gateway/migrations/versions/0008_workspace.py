@@ -14,7 +14,7 @@ import gateway.database
 revision = "0008_workspace"
 down_revision = "0001"
 branch_labels = ("workspace",)
-depends_on = None
+depends_on = ("0005_crm",)  # it widens two of 0005's call indexes
 
 _time = gateway.database.UTCDateTime(timezone=True)
 
@@ -59,11 +59,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sign_in_failures")),
     )
     op.create_index("ix_sign_in_failures_address_at", "sign_in_failures", ["address", "at"])
-    # The inbox and the "today" page read one store's texts and open tasks newest first.
-    op.create_index("ix_messages_store_created", "messages", ["store_id", "created_at"])
+    # The inbox reads one store's recent texts by lead, from the index alone on PostgreSQL.
+    op.create_index(
+        "ix_messages_store_created", "messages", ["store_id", "created_at"],
+        postgresql_include=["id", "lead_id", "direction", "kind", "agent_id"],
+    )
+
+
+    # The KPI page counts calls by source too: the tracked number joins the covering indexes of 0005.
+    if op.get_bind().dialect.name == "postgresql":
+        for name, columns, include in _CALL_INDEXES:
+            op.drop_index(name, table_name="calls")
+            op.create_index(name, "calls", columns, postgresql_include=[*include, "tracked_number_id"])
+
+
+_CALL_INDEXES = (
+    ("ix_calls_store_started", ["store_id", "started_at"], ["outcome", "direction", "kind"]),
+    ("ix_calls_started_covering", ["started_at"], ["store_id", "outcome", "direction", "kind"]),
+)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for name, columns, include in _CALL_INDEXES:
+            op.drop_index(name, table_name="calls")
+            op.create_index(name, "calls", columns, postgresql_include=include)
     op.drop_index("ix_messages_store_created", table_name="messages")
     op.drop_index("ix_sign_in_failures_address_at", table_name="sign_in_failures")
     op.drop_table("sign_in_failures")
