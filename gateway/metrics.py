@@ -326,7 +326,8 @@ def _add_calls(
     session: Session, dialect: str, store_ids: set[int] | None, since: datetime, until: datetime, zone: str,
     offset_hours: int, rows: dict[str, dict[Any, dict[str, Any]]],
 ) -> None:
-    sources = dict(session.execute(select(TrackedNumber.id, TrackedNumber.source)).tuples().all())
+    numbers = session.execute(select(TrackedNumber.id, TrackedNumber.source))
+    sources = {number_id: source for number_id, source in numbers}
     call_day = _day(Call.started_at, dialect, zone, offset_hours)
     query = (
         select(Call.store_id, Call.tracked_number_id, call_day, Call.outcome, func.count())
