@@ -200,7 +200,9 @@ def test_a_refused_reply_says_why_in_words(client, poster, fake_twilio, work, db
     with db.session() as session:
         session.get(Lead, lead.id).contact.opted_out = True
     sign_in_by_code(client, fake_twilio, work, ALICE)
-    response = post_form(client, "/inbox", f"/leads/{lead.id}/reply", {"body": "Hello?", "next": f"/inbox?lead={lead.id}"})
+    response = post_form(
+        client, "/inbox", f"/leads/{lead.id}/reply", {"body": "Hello?", "next": f"/inbox?lead={lead.id}"}
+    )
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "Not sent" in page or "opted out" in page
     with db.session() as session:
