@@ -181,8 +181,9 @@ def _bars(values: Sequence[tuple[str, float | None]], height: int = 120, width: 
     bars = []
     for index, (label, value) in enumerate(values):
         h = 0.0 if not top or value is None else (value / top) * (height - 16)
+        bar = min(max(1.0, slot * 0.76), 48.0)
         bars.append({
-            "x": round(index * slot + slot * 0.12, 1), "w": round(max(1.0, slot * 0.76), 1),
+            "x": round(index * slot + (slot - bar) / 2, 1), "w": round(bar, 1),
             "y": round(height - h, 1), "h": round(h, 1), "label": label, "value": value,
         })
     return {"bars": bars, "width": width, "height": height, "top": top,
