@@ -247,7 +247,7 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_from_number_started", "from_number", "started_at"),
         # GET /api/v1/metrics and the KPI page: calls of one store, or of every store, in a time window, by
-        # outcome and source (migrations 0005, 0008).
+        # outcome and source (migrations 0005, 0009).
         Index(
             "ix_calls_store_started", "store_id", "started_at",
             postgresql_include=["outcome", "direction", "kind", "tracked_number_id"],
@@ -295,7 +295,7 @@ class Message(Base):
         Index("ix_messages_status_send_after", "status", "send_after"),
         Index("ix_messages_to_number_sent_at", "to_number", "sent_at"),
         Index("ix_messages_contact_direction_created", "contact_id", "direction", "created_at"),
-        # The workspace's inbox: one store's recent texts by lead, read from the index alone (migration 0008).
+        # The workspace's inbox: one store's recent texts by lead, read from the index alone (migration 0009).
         Index(
             "ix_messages_store_created", "store_id", "created_at",
             postgresql_include=["id", "lead_id", "direction", "kind", "agent_id"],

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from gateway import web
 from gateway.api import blueprint, now, visible_store_ids
-from gateway.metrics import DEFAULT_PERIOD, MAX_PERIOD, compute_metrics
+from gateway.kpis import DEFAULT_PERIOD, MAX_PERIOD, compute_metrics
 from gateway.models import Store
 from gateway.web import ApiError
 

@@ -15,7 +15,8 @@ from flask import Blueprint, Flask, Response, jsonify, redirect, request, url_fo
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from gateway import metrics, runtime, web
+from gateway import kpis as figures_of
+from gateway import runtime, web
 from gateway.agents import click_to_call
 from gateway.dashboard import auth, pages, queries
 from gateway.dashboard.auth import TooManyAttempts, Viewer
@@ -428,11 +429,14 @@ def kpis() -> str:
     now = _now()
     zone = queries.zone_of(session, viewer)
     until = _date_arg("to", zone, end=True) or now
-    since = _date_arg("from", zone) or until - metrics.DEFAULT_PERIOD
+    since = _date_arg("from", zone) or until - figures_of.DEFAULT_PERIOD
     error = None
-    if since >= until or until - since > metrics.MAX_PERIOD:
-        error = f"Pick a start before the end, at most {metrics.MAX_PERIOD.days} days apart; showing the last 30 days."
-        until, since = now, now - metrics.DEFAULT_PERIOD
+    if since >= until or until - since > figures_of.MAX_PERIOD:
+        error = (
+            f"Pick a start before the end, at most {figures_of.MAX_PERIOD.days} days apart; "
+            "showing the last 30 days."
+        )
+        until, since = now, now - figures_of.DEFAULT_PERIOD
     ids: set[int] | None = set(viewer.store_ids) if viewer.store_ids is not None else None
     store_key = (request.args.get("store") or "")[:64]
     all_stores = queries.stores(session, viewer)
@@ -441,9 +445,9 @@ def kpis() -> str:
         if not match:
             raise pages.NotFoundPage("There is no such store among yours.")
         ids = {match[0].id}
-    summary = metrics.compute_metrics(session, ids, since, until, now)
+    summary = figures_of.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
-    figures = metrics.breakdowns(session, ids, since, until, now, zone, offset)
+    figures = figures_of.breakdowns(session, ids, since, until, now, zone, offset)
     names = {s.id: s.name for s in all_stores}
     agent_names = {a.id: a.name for a in session.scalars(select(Agent))}
     for row in figures["store"]:

@@ -1,4 +1,4 @@
-"""How the stores answer their customers, computed by the database in a few aggregates: the figures of
+"""Key figures: how the stores answer their customers, computed by the database in a few aggregates: the figures of
 `GET /api/v1/metrics` and of the workspace's KPI page, from one set of queries so they always agree.
 
 Leads are counted by when they were created, calls by when they started, inside [since, until).
