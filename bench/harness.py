@@ -64,11 +64,15 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def gunicorn(self, app: str, port: int, workers: int = 2, threads: int = 4,
+    def gunicorn(self, app: str, port: int, workers: int | None = None, threads: int | None = None,
                  env: dict[str, str] | None = None) -> None:
+        """gunicorn with the project's gunicorn.conf.py (the production settings); `workers` and `threads`
+        override them when given."""
+        overrides = ["--workers", str(workers)] if workers else []
+        overrides += ["--threads", str(threads)] if threads else []
         self.spawn(
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", str(threads), "--log-level", "error", app,
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+            *overrides, "--log-level", "error", app,
             env=env,
         )
         wait_http(f"http://127.0.0.1:{port}/healthz" if app == "wsgi:app" else f"http://127.0.0.1:{port}/")
@@ -123,3 +127,18 @@ def gateway_stack(config: str, database_url: str | None = None, fake_twilio: boo
     finally:
         stack.stop()
         redis.stop()
+
+
+def wait_workers(redis_url: str, count: int, timeout: float = 120.0) -> None:
+    """Until `count` RQ workers have registered (each registers once its app is loaded and it listens)."""
+    from redis import Redis
+
+    client = Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while len(client.smembers("rq:workers")) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} workers registered after {timeout:.0f} s")
+            time.sleep(0.2)
+    finally:
+        client.close()

@@ -19,6 +19,7 @@ import argparse
 import http.client
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -131,8 +132,11 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="run the gateway on a throwaway PostgreSQL")
     parser.add_argument("--hours", choices=("open", "closed"), default="open",
                         help="stores open around the clock (ring plans) or closed (voicemail)")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn processes for both apps")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per process for both apps")
+    parser.add_argument("--web-workers", type=int, default=None,
+                        help="gunicorn processes for both apps (default: gunicorn.conf.py's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="gunicorn threads per process for both apps (default: gunicorn.conf.py's)")
+    parser.add_argument("--rounds", type=int, default=3, help="closed-loop rounds of both apps, alternating")
     args = parser.parse_args()
     if not args.postgres:
         measure(args, None)
@@ -163,13 +167,22 @@ def measure(args: argparse.Namespace, database_url: str | None) -> None:
         with open(bodies_file, "w") as handle:
             handle.writelines(f"{sig}\t{body}\n" for sig, body in closed)
         kind = "PostgreSQL" if database_url else "SQLite"
-        print(f"closed loop, wrk -t2 -c{args.connections} -d{args.seconds}s, "
-              f"gunicorn gthread {args.web_workers}x{args.threads}, {kind}, stores {args.hours}:")
-        bare = run_wrk(bare_port, bodies_file, args.seconds, args.connections)
-        print(f"  bare Flask fixed TwiML:      {bare:8.0f} requests/s", flush=True)
-        gateway = run_wrk(gateway_port, bodies_file, args.seconds, args.connections)
-        print(f"  signed incoming-call webhook:{gateway:8.0f} requests/s", flush=True)
-        print(f"  ratio: {gateway / bare:.2f} (target >= 0.5)")
+        shape = f"{args.web_workers}x{args.threads}" if args.web_workers or args.threads else "gunicorn.conf.py"
+        print(f"closed loop, wrk -t2 -c{args.connections} -d{args.seconds}s, gunicorn {shape}, {kind}, "
+              f"stores {args.hours}, {args.rounds} round(s), a fresh call in every request:")
+        ratios = []
+        for number in range(1, args.rounds + 1):
+            bare = run_wrk(bare_port, bodies_file, args.seconds, args.connections)
+            gateway = run_wrk(gateway_port, bodies_file, args.seconds, args.connections)
+            ratios.append(gateway / bare)
+            print(f"  round {number}: bare Flask fixed TwiML {bare:8.0f} requests/s, signed incoming-call webhook "
+                  f"{gateway:8.0f} requests/s, ratio {gateway / bare:.2f}", flush=True)
+            bodies_file = str(stack.folder / f"bodies-{number}.tsv")
+            with open(bodies_file, "w") as handle:
+                fresh_calls = signed_bodies(base, token, 60_000, f"r{number}")
+                handle.writelines(f"{sig}\t{body}\n" for sig, body in fresh_calls)
+        print(f"  ratio median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f}; "
+              "target >= 0.5)")
         print(f"open loop at {args.rate} requests/s offered for {args.seconds}s:")
         fresh = signed_bodies(base, token, args.rate * args.seconds, "b")
         for name, port in (("bare Flask", bare_port), ("gateway webhook", gateway_port)):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
 from sqlalchemy.orm import Session
 
 from cadences import services
 from gateway import runtime
-from gateway.jobs import SESSION_QUEUE_KEY, enqueue_after_commit
+from gateway.jobs import SESSION_REDIS_KEY, Lane, enqueue_after_commit, make_queue
 from gateway.messaging.outbound import send_messages
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ def send_texts(groups: list[list[int]]) -> None:
 
 
 def _queue_is_full(session: Session) -> bool:
-    queue: Queue | None = session.info.get(SESSION_QUEUE_KEY)
-    if queue is None:
+    redis: Redis | None = session.info.get(SESSION_REDIS_KEY)
+    if redis is None:
         return False
     try:
-        return int(queue.count) > MAX_WAITING_JOBS
+        return int(make_queue(redis, Lane.DEFAULT).count) > MAX_WAITING_JOBS
     except RedisError:
         return False  # the enqueue after commit will notice and leave the steps to a later sweep
 

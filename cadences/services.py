@@ -578,6 +578,8 @@ def _text_for(
         kind="cadence",
         now=now,
         automated=True,
+        # The first step answers the missed call or text; the later ones are follow-ups.
+        answers_contact=step.step_index == 0,
         lead=lead,
         contact=contact,
         origin=f"{ORIGIN_PREFIX}{step.id}",

@@ -17,11 +17,11 @@ import cadences
 import tracked_numbers
 import voicemail
 import webhooks
-from gateway import agents, api, crm, dashboard, messaging, runtime, web
+from gateway import agents, api, crm, dashboard, messaging, metrics, runtime, web
 from gateway.calls import failsafe, hotpath, owners
 from gateway.clock import Clock, SystemClock
 from gateway.database import Database
-from gateway.jobs import SESSION_QUEUE_KEY, make_queue
+from gateway.jobs import SESSION_REDIS_KEY
 from gateway.logs import configure_logging
 from gateway.provider import Provider, make_provider
 from gateway.settings import Settings, load_settings
@@ -49,7 +49,7 @@ def create_app(
     redis = redis or Redis.from_url(
         settings.redis_address, socket_connect_timeout=0.5, socket_timeout=5, health_check_interval=30
     )
-    database.sessions.configure(info={SESSION_QUEUE_KEY: make_queue(redis)})
+    database.sessions.configure(info={SESSION_REDIS_KEY: redis})
     app.extensions[runtime.EXTENSION] = runtime.Runtime(
         settings=settings,
         database=database,
@@ -72,10 +72,7 @@ def create_app(
     agents.init_app(app)
     crm.init_app(app)
     dashboard.init_app(app)
-
-    @app.get("/healthz")
-    def health() -> Response:
-        return Response("ok\n", mimetype="text/plain")
+    metrics.init_app(app)
 
     return app
 

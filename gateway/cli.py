@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def db_upgrade() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server binds to.")
 @click.option("--port", default=8000, show_default=True, type=int, envvar="PORT")
 @click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
-@click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 1).")
+@click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 3).")
 def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
     """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web and worker."""
     from gateway.database import upgrade
@@ -70,11 +71,16 @@ def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
             redis_server.start()
         env["REDIS_URL"] = redis_server.url
     upgrade(settings.database_url)
+    # Web and worker processes count into one folder, which GET /metrics sums (gunicorn.conf.py).
+    metrics_dir = settings.instance_dir.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     children: list[subprocess.Popen[bytes]] = []
     try:
         count = workers if workers is not None else settings.workers
-        for _ in range(max(count, 1)):
-            children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env))
+        worker_command = [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", str(max(count, 1))]
+        children.append(subprocess.Popen(worker_command, env=env))  # noqa: S603
         children.append(
             subprocess.Popen(  # noqa: S603
                 [
@@ -135,20 +141,56 @@ def _wait(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 @main.command()
-@click.option("--burst", is_flag=True, help="Work what is queued, then stop.")
-def worker(burst: bool) -> None:
-    """Run an RQ worker with the scheduler and the sweep."""
+@click.option("--burst", is_flag=True, help="Work what is queued, then stop (one process, every lane).")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=None,
+    help="Worker processes (default: GATEWAY_WORKERS, else 3): one for urgent work only, one for urgent "
+    "and default, the rest for every lane.",
+)
+@click.option("--lanes", default=None, hidden=True, help="One process for these lanes, e.g. urgent,default.")
+@click.option("--sweep/--no-sweep", default=True, hidden=True)
+def worker(burst: bool, concurrency: int | None, lanes: str | None, sweep: bool) -> None:
+    """Run RQ workers on the urgent, default and crm lanes, with the scheduler and the sweep."""
     import gc
 
-    from gateway.app import create_app
-    from gateway.worker import run_worker
+    from gateway.jobs import LANES, Lane
+    from gateway.worker import run_pool, run_worker
 
-    app = create_app(settings_for_command())
+    settings = settings_for_command()
+    count = concurrency or settings.workers
+    if not burst and lanes is None and count > 1:
+        raise SystemExit(run_pool(count))
+    try:
+        chosen = tuple(Lane(name.strip()) for name in lanes.split(",")) if lanes else LANES
+    except ValueError:
+        raise click.BadParameter(f"lanes are {', '.join(LANES)}", param_hint="--lanes") from None
+    from gateway.app import create_app
+
+    app = create_app(settings)
     # A job loads and drops thousands of rows' objects: everything alive at start-up (modules, the app)
     # leaves the collector's view, and young objects are collected less often.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    run_worker(app, burst=burst)
+    run_worker(app, lanes=chosen, burst=burst, sweep=sweep)
+
+
+@main.command()
+def status() -> None:
+    """The lanes, the CRM outbox, the failsafe spool and the readiness checks, on one screen."""
+    from gateway.app import create_app
+    from gateway.metrics import readiness, status_report
+    from gateway.runtime import runtime_of, shutdown
+
+    app = create_app(settings_for_command())
+    current = runtime_of(app)
+    try:
+        for line in status_report(current):
+            click.echo(line)
+        ready = readiness(current).ready
+    finally:
+        shutdown(app)
+    if not ready:
+        raise SystemExit(1)
 
 
 # --- config and numbers ------------------------------------------------------------------------------------------

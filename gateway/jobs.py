@@ -2,6 +2,12 @@
 
 The database is the source of truth. A job only carries ids; the row it works on says whether there is
 still something to do. Redis can be flushed or down: the sweep finds due rows again and enqueues them.
+
+Work goes to one of three lanes (RQ queues), by urgency, and every worker takes the most urgent first:
+`urgent` (what answers a customer's contact now: a missed contact's first text, the owner's alert,
+answers to a text or keyword, the reply relay, sign-in codes), `default` (follow-up steps, escalation,
+voicemail work, replays, the sweep's catch-up) and `crm` (deliveries). `gateway worker` keeps a process
+that takes only urgent work, so a backlog in another lane never delays it (gateway/worker.py).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from redis import Redis
@@ -21,10 +28,19 @@ from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = "gateway"
-SESSION_QUEUE_KEY = "gateway.queue"
+SESSION_REDIS_KEY = "gateway.redis"
 _PENDING_KEY = "gateway.pending_jobs"
 RETRY = Retry(max=3, interval=[10, 60, 300])
+
+
+class Lane(StrEnum):
+    URGENT = "urgent"
+    DEFAULT = "default"
+    CRM = "crm"
+
+
+# Most urgent first: the order a worker that takes several lanes looks in.
+LANES = (Lane.URGENT, Lane.DEFAULT, Lane.CRM)
 
 
 @dataclass(frozen=True)
@@ -33,21 +49,22 @@ class PendingJob:
     args: tuple[Any, ...] = ()
     job_id: str | None = None
     retry: bool = True
+    lane: Lane = Lane.DEFAULT
 
 
 def enqueue_after_commit(
-    session: Session, func: Callable[..., Any], *args: Any, job_id: str | None = None
+    session: Session, func: Callable[..., Any], *args: Any, lane: Lane = Lane.DEFAULT, job_id: str | None = None
 ) -> None:
     """Queue a job that is sent to Redis only once this session's transaction has committed."""
-    session.info.setdefault(_PENDING_KEY, []).append(PendingJob(func, tuple(args), job_id))
+    session.info.setdefault(_PENDING_KEY, []).append(PendingJob(func, tuple(args), job_id, lane=lane))
 
 
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
     pending: list[PendingJob] = session.info.pop(_PENDING_KEY, [])
-    queue: Queue | None = session.info.get(SESSION_QUEUE_KEY)
-    if pending and queue is not None:
-        enqueue(queue, pending)
+    redis: Redis | None = session.info.get(SESSION_REDIS_KEY)
+    if pending and redis is not None:
+        enqueue(redis, pending)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -55,30 +72,34 @@ def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
-def enqueue(queue: Queue, jobs: list[PendingJob]) -> bool:
-    """Send jobs to Redis in one round trip. False when Redis is unreachable: the sweep will catch up."""
+def enqueue(redis: Redis, jobs: list[PendingJob]) -> bool:
+    """Send jobs to their lanes in one round trip. False when Redis is unreachable: the sweep will catch up."""
     try:
-        queue.enqueue_many(
-            [
-                Queue.prepare_data(
-                    job.func,
-                    args=job.args,
-                    job_id=job.job_id,
-                    retry=RETRY if job.retry else None,
-                    result_ttl=60,
-                    failure_ttl=7 * 24 * 3600,
-                )
-                for job in jobs
-            ]
-        )
+        with redis.pipeline() as pipe:
+            for lane in LANES:
+                batch = [job for job in jobs if job.lane == lane]
+                if batch:
+                    make_queue(redis, lane).enqueue_many([_prepared(job) for job in batch], pipeline=pipe)
+            pipe.execute()
         return True
     except RedisError as error:
         log.warning("redis unavailable, %d job(s) left for the sweep: %s", len(jobs), error)
         return False
 
 
-def make_queue(redis: Redis) -> Queue:
-    return Queue(QUEUE_NAME, connection=redis)
+def _prepared(job: PendingJob) -> Any:
+    return Queue.prepare_data(
+        job.func,
+        args=job.args,
+        job_id=job.job_id,
+        retry=RETRY if job.retry else None,
+        result_ttl=60,
+        failure_ttl=7 * 24 * 3600,
+    )
+
+
+def make_queue(redis: Redis, lane: Lane = Lane.DEFAULT) -> Queue:
+    return Queue(lane.value, connection=redis)
 
 
 # --- the sweep ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gateway.database import Base, utcnow
@@ -312,6 +312,9 @@ class Message(Base):
     # customer | cadence | alert | relay | api | help | keyword
     kind: Mapped[str] = mapped_column(String(16), default="customer")
     automated: Mapped[bool] = mapped_column(default=False)
+    # It answers the customer's own call or text (a cadence's first step, a person's reply): only such a
+    # text may go at once in quiet hours, within compliance.REPLY_GRACE of that contact.
+    answers_contact: Mapped[bool] = mapped_column(default=False, server_default=false())
     from_number: Mapped[str] = mapped_column(String(32))
     to_number: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text, default="")

@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -26,6 +27,11 @@ ERROR_OPTED_OUT = 21610  # "Attempt to send to unsubscribed recipient"
 ERROR_NOT_MOBILE = 21614  # "'To' number is not a valid mobile number"
 ERROR_LANDLINE = 30006  # "Landline or unreachable carrier"
 NOT_TEXTABLE_CODES = frozenset({ERROR_NOT_MOBILE, ERROR_LANDLINE})
+
+# The call statuses after which nothing about a call changes any more.
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# The API's largest page: a long gap to reconcile takes as few requests as it can.
+LIST_PAGE_SIZE = 1000
 
 
 class ProviderError(Exception):
@@ -65,6 +71,38 @@ class NumberUrls:
     status_callback: str
 
 
+@dataclass(frozen=True)
+class ProviderCall:
+    """A call as the provider's Calls resource shows it. Times are aware UTC; duration is whole seconds
+    and, like end_time, only known once a call has completed."""
+
+    sid: str
+    from_number: str
+    to_number: str
+    status: str
+    direction: str
+    start_time: datetime | None
+    end_time: datetime | None
+    duration: int | None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_CALL_STATUSES
+
+
+@dataclass(frozen=True)
+class ProviderMessage:
+    """A text as the provider's Messages resource shows it; date_sent is aware UTC."""
+
+    sid: str
+    from_number: str
+    to_number: str
+    body: str
+    direction: str
+    date_sent: datetime | None
+    num_media: int
+
+
 class Provider(Protocol):
     sandbox: bool
 
@@ -80,14 +118,29 @@ class Provider(Protocol):
 
     def update_number(self, sid: str, urls: NumberUrls) -> None: ...
 
+    def list_calls(self, to: str, started_after: datetime) -> list[ProviderCall]: ...
+
+    def list_inbound_messages(self, to: str, sent_after: datetime) -> list[ProviderMessage]: ...
+
+    def fetch_call(self, sid: str) -> ProviderCall | None: ...
+
 
 class TwilioProvider:
     sandbox = False
 
-    def __init__(self, account_sid: str, auth_token: str, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        base_url: str,
+        timeout: float = 10.0,
+        *,
+        list_page_size: int = LIST_PAGE_SIZE,
+    ) -> None:
         self._client = Client(account_sid, auth_token, http_client=PooledHttpClient(base_url, timeout))
         # The SDK builds every REST URL from this base; tests point it at a local fake of the API.
         self._client.api.base_url = base_url
+        self._list_page_size = list_page_size
 
     def _call(self, what: str, action: Any) -> Any:
         try:
@@ -97,7 +150,7 @@ class TwilioProvider:
                 f"{what}: {error.msg}", code=error.code, status=error.status
             ) from None
         except TwilioException as error:
-            raise ProviderError(f"{what}: {error}") from None
+            raise _refused_page(what, error) or ProviderError(f"{what}: {error}") from None
         except (OSError, urllib3.exceptions.HTTPError) as error:  # connection refused, timeout, DNS
             raise ProviderError(f"{what}: {error}") from None
 
@@ -154,6 +207,113 @@ class TwilioProvider:
             ),
         )
 
+    def list_calls(self, to: str, started_after: datetime) -> list[ProviderCall]:
+        """Every call to `to` that started at or after `started_after` (aware), oldest first, all pages read.
+
+        The API takes the time in whole seconds, so the watermark counts from the start of its second: a
+        call listed once may be listed again, and callers tell calls apart by SID. What the API returns
+        from before that second is left out here, so the answer does not depend on how finely it filters.
+        """
+        since = _whole_second(started_after, "started_after")
+        calls = self._call(
+            "list calls",
+            lambda: self._client.calls.list(
+                to=to, start_time_after=since, page_size=self._list_page_size
+            ),
+        )
+        found = [_provider_call(call) for call in reversed(calls)]  # the API lists newest first
+        return [call for call in found if call.start_time is not None and call.start_time >= since]
+
+    def list_inbound_messages(self, to: str, sent_after: datetime) -> list[ProviderMessage]:
+        """Every text received on `to` at or after `sent_after` (aware), oldest first, all pages read.
+
+        The same whole-second watermark as `list_calls`; texts the account sent are left out.
+        """
+        since = _whole_second(sent_after, "sent_after")
+        messages = self._call(
+            "list texts",
+            lambda: self._client.messages.list(
+                to=to, date_sent_after=since, page_size=self._list_page_size
+            ),
+        )
+        found = [_provider_message(message) for message in reversed(messages)]
+        return [
+            message
+            for message in found
+            if message.direction == "inbound" and message.date_sent is not None and message.date_sent >= since
+        ]
+
+    def fetch_call(self, sid: str) -> ProviderCall | None:
+        """The call as the provider has it now, or None when the provider has no call with that SID."""
+        try:
+            call = self._call("fetch call", lambda: self._client.calls(sid).fetch())
+        except ProviderError as error:
+            if error.status == 404:
+                return None
+            raise
+        return _provider_call(call)
+
+
+def _whole_second(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    # The SDK writes the time as given with a "Z" after it: it has to be UTC already.
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _aware_or_none(value: object) -> datetime | None:
+    # The SDK hands back the raw text when a date does not parse; such a time is as good as unknown.
+    return value.astimezone(UTC) if isinstance(value, datetime) and value.tzinfo is not None else None
+
+
+def _whole_number(value: object) -> int | None:
+    try:
+        return int(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _provider_call(call: Any) -> ProviderCall:
+    return ProviderCall(
+        sid=str(call.sid),
+        from_number=call._from or "",  # the SDK names a call's "from" `_from`
+        to_number=call.to or "",
+        status=str(call.status or ""),
+        direction=str(call.direction or ""),
+        start_time=_aware_or_none(call.start_time),
+        end_time=_aware_or_none(call.end_time),
+        duration=_whole_number(call.duration),
+    )
+
+
+def _provider_message(message: Any) -> ProviderMessage:
+    return ProviderMessage(
+        sid=str(message.sid),
+        from_number=message.from_ or "",
+        to_number=message.to or "",
+        body=message.body or "",
+        direction=str(message.direction or ""),
+        date_sent=_aware_or_none(message.date_sent),
+        num_media=_whole_number(message.num_media) or 0,
+    )
+
+
+def _refused_page(what: str, error: TwilioException) -> ProviderError | None:
+    """The provider's error for a list page the API answered with an error; None for other failures.
+
+    The SDK raises those as TwilioException("Unable to fetch page", response), not TwilioRestException:
+    the status and Twilio's code are read from the response, so a 401 is not taken for a retryable outage.
+    """
+    response = error.args[1] if len(error.args) > 1 else None
+    if not isinstance(response, Response):
+        return None
+    try:
+        body = json.loads(response.text)
+        code, message = int(body["code"]), str(body["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = None, f"HTTP {response.status_code}"
+    return ProviderError(f"{what}: {message}", code=code, status=int(response.status_code))
+
 
 @dataclass
 class SandboxProvider:
@@ -183,6 +343,15 @@ class SandboxProvider:
 
     def update_number(self, sid: str, urls: NumberUrls) -> None:
         raise ProviderError("sandbox mode: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to sync numbers")
+
+    def list_calls(self, to: str, started_after: datetime) -> list[ProviderCall]:
+        return []  # nothing reaches a sandbox but the simulator's webhooks: there is nothing to reconcile
+
+    def list_inbound_messages(self, to: str, sent_after: datetime) -> list[ProviderMessage]:
+        return []
+
+    def fetch_call(self, sid: str) -> ProviderCall | None:
+        return None
 
 
 def make_provider(settings: Settings) -> Provider:

@@ -30,6 +30,7 @@ class Settings:
     twilio_auth_token: str | None = None
     twilio_api_base_url: str = DEFAULT_TWILIO_API_BASE_URL
     smtp_url: str | None = None
+    metrics_token: str | None = None
     instance_dir: Path = field(default_factory=lambda: Path(DEFAULT_INSTANCE_DIR))
     # Which side answers STOP/START/HELP: "provider" (Twilio's default on long codes) or "gateway".
     keyword_replies: str = "provider"
@@ -44,7 +45,7 @@ class Settings:
     # Where the embedded Redis server listens when REDIS_URL is not set.
     embedded_redis_port: int = 6390
     # Number of RQ worker processes `gateway serve` starts.
-    workers: int = 1
+    workers: int = 3
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -57,6 +58,11 @@ class Settings:
     def webhook_auth_token(self) -> str:
         """The secret webhooks are signed with: the account's auth token, or SECRET_KEY in sandbox mode."""
         return self.twilio_auth_token or self.secret_key
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the failsafe keeps webhooks the database could not take while Redis was down too."""
+        return self.instance_dir / "spool"
 
     @property
     def redis_address(self) -> str:
@@ -116,12 +122,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         twilio_api_base_url=_url(env, "TWILIO_API_BASE_URL", DEFAULT_TWILIO_API_BASE_URL)
         or DEFAULT_TWILIO_API_BASE_URL,
         smtp_url=_url(env, "SMTP_URL", None),
+        metrics_token=env.get("GATEWAY_METRICS_TOKEN") or None,
         instance_dir=instance_dir,
         keyword_replies=keyword_replies,
         sweep_interval=_number(env, "GATEWAY_SWEEP_INTERVAL", 2.0),
         api_rate_limit=int(_number(env, "GATEWAY_API_RATE_LIMIT", 600)),
         embedded_redis_port=int(_number(env, "GATEWAY_REDIS_PORT", 6390)),
-        workers=int(_number(env, "GATEWAY_WORKERS", 1)),
+        workers=int(_number(env, "GATEWAY_WORKERS", 3)),
     )
 
 

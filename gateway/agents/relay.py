@@ -95,6 +95,7 @@ def relay(session: Session, agent: Agent, message: Message, now: datetime) -> Me
         from_=sender,
         body=target.body,
         kind="relay",
+        answers_contact=True,  # a person wrote it
         now=now,
         lead=lead,
         agent=agent,

@@ -26,13 +26,12 @@ from gateway import runtime
 from gateway.calls.hotpath import RingingCall
 from gateway.calls.routes import Route, load_route, main_lines, route_cache
 from gateway.calls.services import CallEnded, IncomingCall, finish_call, get_call, record_incoming
-from gateway.jobs import PendingJob, enqueue, make_queue, register_sweeper
+from gateway.jobs import PendingJob, enqueue, register_sweeper
 from gateway.phones import caller_number
 
 log = logging.getLogger(__name__)
 
 FAILSAFE_FILE = "failsafe-main-lines.json"
-SPOOL_DIR = "spool"
 
 
 def init_app(app: Flask) -> None:
@@ -81,13 +80,13 @@ def spool(kind: str, data: dict[str, Any], now: datetime) -> None:
     """Keep a webhook the database could not take: an RQ job when Redis is up, else a file on disk."""
     current = runtime.current()
     args = (kind, data, now.isoformat())
-    if enqueue(make_queue(current.redis), [PendingJob(replay_job, args)]):
+    if enqueue(current.redis, [PendingJob(replay_job, args)]):
         return
     _write_spool_file(kind, data, now.isoformat())
 
 
 def _write_spool_file(kind: str, data: dict[str, Any], received_at: str) -> None:
-    folder = runtime.current().settings.instance_dir / SPOOL_DIR
+    folder = runtime.current().settings.spool_dir
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{received_at.replace(':', '').replace('+', 'p')}-{secrets.token_hex(4)}.json"
     temporary = folder / (name + ".tmp")
@@ -109,7 +108,7 @@ def replay_job(kind: str, data: dict[str, Any], received_at: str) -> None:
 
 def replay_spool(session: Session, now: datetime) -> None:
     """The sweep: replay kept webhooks in the order they arrived; one that fails stays for next time."""
-    folder = runtime.current().settings.instance_dir / SPOOL_DIR
+    folder = runtime.current().settings.spool_dir
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*.json")):

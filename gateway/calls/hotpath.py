@@ -44,6 +44,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from gateway.calls import rows
+from gateway.metrics import HOTPATH_COMMIT_SECONDS
 from gateway.runtime import on_shutdown, process, runtime_of
 
 log = logging.getLogger(__name__)
@@ -463,8 +464,10 @@ class HotPath:
                 log.info("hot path: database healthy, calls are logged as they are answered")
 
     def _transaction(self, batch: list[_Pending[Any]]) -> None:
+        started = time.perf_counter()
         with self._interprocess:
             self._transaction_locked(batch)
+        HOTPATH_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def _transaction_locked(self, batch: list[_Pending[Any]]) -> None:
         connection = self._connected()

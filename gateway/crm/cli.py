@@ -65,11 +65,11 @@ def replay(ids: tuple[int, ...], replay_all: bool) -> None:
     # The worker sends them: through Redis at once, or through the sweep if Redis is not reachable.
     from redis import Redis
 
-    from gateway.jobs import SESSION_QUEUE_KEY, make_queue
+    from gateway.jobs import SESSION_REDIS_KEY
 
     database = Database(settings.database_url)
     redis = Redis.from_url(settings.redis_address, socket_connect_timeout=0.5, socket_timeout=5)
-    database.sessions.configure(info={SESSION_QUEUE_KEY: make_queue(redis)})
+    database.sessions.configure(info={SESSION_REDIS_KEY: redis})
     try:
         with database.session() as session:
             rows = replay_deliveries(session, None if replay_all else list(ids), SystemClock().now())

@@ -4,11 +4,10 @@ The rows are written by subscribers of `gateway.events`, in the transaction of t
 lead and its CRM deliveries commit together or not at all. Each row holds the body rendered at event
 time (ADF/XML or a JSON event), an idempotency key, and its place in a stream (one lead, one
 destination) that is delivered strictly in order: a delivery waits while an older one of its stream is
-unfinished. Retryable failures back off exponentially (30 s, 1 min, 2 min ... at most 1 h) for 24 h;
-then, or at once for a refusal, the row is a dead letter, listed by `gateway crm deadletters` and the
-API and replayed by `gateway crm replay`. A sweep finds due rows again, so a flushed Redis loses none.
-The subscribers that write the outbox and the delivery loop that empties it are one module (a little
-over 600 lines): the order kept within a stream depends on both.
+unfinished. gateway/crm/delivery.py sends them; retryable failures back off exponentially (30 s,
+1 min, 2 min ... at most 1 h) for 24 h; then, or at once for a refusal, the row is a dead letter, listed
+by `gateway crm deadletters` and the API and replayed by `gateway crm replay`. A sweep finds due rows
+again, so a flushed Redis loses none.
 """
 
 from __future__ import annotations
@@ -17,15 +16,15 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, has_app_context
 from sqlalchemy import event, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from gateway import events, runtime, serialize
+from gateway.crm.delivery import DEFAULT_CLAIM_TIMEOUT, RETRY_WINDOW, deliver_due_job, setting, unblocked
 from gateway.crm.formats import (
     ADF_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -36,22 +35,13 @@ from gateway.crm.formats import (
     render_adf,
     render_json_event,
 )
-from gateway.crm.models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
-from gateway.crm.transport import DeliveryError, post_adf, post_json, send_adf_email
-from gateway.database import required
-from gateway.jobs import enqueue_after_commit, register_sweeper
+from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind
+from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
 
 log = logging.getLogger(__name__)
 
-RETRY_WINDOW = timedelta(hours=24)
-FIRST_BACKOFF = 30.0
-MAX_BACKOFF = 3600.0
-# Defaults of the settings read from Settings.extra: the HTTP/SMTP timeout of one attempt, and how long
-# a claimed delivery may go unanswered before the sweep decides its worker died and sends it again.
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_CLAIM_TIMEOUT = 300.0
 # The sweep hands a due row to Redis again only if it did not do so this recently.
 REQUEUE_AFTER = timedelta(seconds=30)
 SWEEP_LIMIT = 1000
@@ -110,20 +100,13 @@ def init_app(app: Flask) -> None:
 def _setting(name: str, default: float) -> float:
     if not has_app_context():
         return default
-    value = runtime.current().settings.extra.get(name, default)
-    return float(value)
+    return setting(runtime.current(), name, default)
 
 
 def _base_url() -> str:
     if not has_app_context():
         return DEFAULT_PUBLIC_BASE_URL
     return runtime.current().settings.public_base_url
-
-
-def backoff(attempts: int) -> timedelta:
-    """The wait after the `attempts`-th failed attempt: 30 s, 1 min, 2 min, 4 min ... at most 1 h."""
-    seconds = FIRST_BACKOFF * 2 ** max(attempts - 1, 0) if attempts < 20 else MAX_BACKOFF
-    return timedelta(seconds=min(seconds, MAX_BACKOFF))
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -231,8 +214,7 @@ def write_deliveries(
         rows.append(row)
     if rows:
         session.flush()
-        for row in rows:
-            enqueue_after_commit(session, deliver_job, row.id)
+        request_delivery(session)
     return rows
 
 
@@ -366,148 +348,20 @@ def _forget_new_leads(session: Session) -> None:
 
 # ------------------------------------------------------------------------------------------- delivery
 
-
-@dataclass(frozen=True)
-class _Attempt:
-    """What the send needs, copied out of the session so no transaction stays open during I/O."""
-
-    id: int
-    kind: str
-    target: str
-    payload: bytes
-    idempotency_key: str
-    store_name: str
-    secret: str | None
+_DELIVERY_REQUESTED = "gateway.crm.delivery_requested"
 
 
-def deliver_job(delivery_id: int) -> None:
-    deliver(delivery_id)
+def request_delivery(session: Session) -> None:
+    """Once this transaction commits, a worker delivers what is due (gateway/crm/delivery.py)."""
+    if not session.info.get(_DELIVERY_REQUESTED):
+        session.info[_DELIVERY_REQUESTED] = True
+        enqueue_after_commit(session, deliver_due_job, lane=Lane.CRM)
 
 
-def _unblocked() -> Any:
-    """No older delivery of the same stream is unfinished (correlated on the row being updated)."""
-    older = aliased(CrmDelivery)
-    return ~(
-        select(older.id)
-        .where(older.stream == CrmDelivery.stream, older.id < CrmDelivery.id, older.status.in_(UNFINISHED))
-        .exists()
-    )
-
-
-def deliver(delivery_id: int) -> str:
-    """Claim, send, record. Returns the delivery's status afterwards ("skipped": not its turn)."""
-    current = runtime.current()
-    now = current.clock.now()
-    with current.database.session() as session:
-        claimed = session.execute(
-            update(CrmDelivery)
-            .where(
-                CrmDelivery.id == delivery_id,
-                CrmDelivery.status == DeliveryStatus.PENDING.value,
-                CrmDelivery.next_attempt_at <= now,
-                _unblocked(),
-            )
-            .values(
-                status=DeliveryStatus.DELIVERING.value,
-                claimed_at=now,
-                attempts=CrmDelivery.attempts + 1,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if not getattr(claimed, "rowcount", 0):
-            return "skipped"
-        row = required(session.get(CrmDelivery, delivery_id), f"crm delivery {delivery_id}")
-        store = required(session.get(Store, row.store_id), f"store {row.store_id}")
-        attempt = _Attempt(
-            id=row.id,
-            kind=row.kind,
-            target=row.target,
-            payload=row.payload,
-            idempotency_key=row.idempotency_key,
-            store_name=store.name,
-            secret=_secret(store, row),
-        )
-    try:
-        _send(attempt, now)
-    except DeliveryError as error:
-        return _record(delivery_id, now, error)
-    return _record(delivery_id, now, None)
-
-
-def _secret(store: Store, row: CrmDelivery) -> str | None:
-    """The webhook secret as configured now (a rotated secret signs retries), matched by URL."""
-    if row.kind != DestinationKind.WEBHOOK.value:
-        return None
-    entries = [e for e in (store.crm or []) if isinstance(e, dict)]
-    for entry in entries:
-        if entry.get("type") == row.kind and _target(entry) == row.target and entry.get("secret"):
-            return str(entry["secret"])
-    return None
-
-
-def _send(attempt: _Attempt, now: datetime) -> None:
-    current = runtime.current()
-    timeout = _setting("crm_timeout", DEFAULT_TIMEOUT)
-    if attempt.kind == DestinationKind.ADF_HTTP.value:
-        post_adf(attempt.target, attempt.payload, attempt.idempotency_key, timeout)
-    elif attempt.kind == DestinationKind.ADF_EMAIL.value:
-        smtp_url = current.settings.smtp_url
-        if not smtp_url:
-            raise DeliveryError("SMTP_URL is not set, so ADF e-mail cannot be sent; set it and replay", False)
-        send_adf_email(smtp_url, attempt.target, attempt.store_name, attempt.payload, attempt.idempotency_key, timeout)
-    elif attempt.kind == DestinationKind.WEBHOOK.value:
-        if attempt.secret is None:
-            raise DeliveryError("the webhook destination (or its secret) is no longer configured", False)
-        post_json(
-            attempt.target, attempt.payload, attempt.secret, attempt.idempotency_key, timeout,
-            now=int(now.timestamp()),
-        )
-    else:
-        raise DeliveryError(f"unknown CRM destination type {attempt.kind!r}", False)
-
-
-def _record(delivery_id: int, now: datetime, error: DeliveryError | None) -> str:
-    current = runtime.current()
-    with current.database.session() as session:
-        row = required(session.get(CrmDelivery, delivery_id), f"crm delivery {delivery_id}")
-        row.claimed_at = None
-        row.updated_at = now
-        if error is None:
-            row.status = DeliveryStatus.DELIVERED.value
-            row.delivered_at = now
-            row.last_error = None
-        else:
-            row.last_error = str(error)[:2000]
-            if error.retryable and now < row.retry_until:
-                row.status = DeliveryStatus.PENDING.value
-                row.next_attempt_at = min(now + backoff(row.attempts), row.retry_until)
-            else:
-                row.status = DeliveryStatus.DEAD.value
-            log.warning(
-                "crm delivery %s (%s, attempt %s) failed: %s -> %s",
-                row.id, row.kind, row.attempts, error, row.status,
-            )
-        if row.status in {DeliveryStatus.DELIVERED.value, DeliveryStatus.DEAD.value}:
-            _enqueue_next_in_stream(session, row, now)
-        return row.status
-
-
-def _enqueue_next_in_stream(session: Session, row: CrmDelivery, now: datetime) -> None:
-    """The stream's next delivery was waiting for this one: send it now rather than at the next sweep."""
-    following = session.scalar(
-        select(CrmDelivery)
-        .where(
-            CrmDelivery.stream == row.stream,
-            CrmDelivery.id > row.id,
-            CrmDelivery.status.in_(UNFINISHED),
-        )
-        .order_by(CrmDelivery.id)
-        .limit(1)
-    )
-    if following is not None and following.status == DeliveryStatus.PENDING.value and following.next_attempt_at <= now:
-        following.queued_at = now
-        enqueue_after_commit(session, deliver_job, following.id)
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_request(session: Session) -> None:
+    session.info.pop(_DELIVERY_REQUESTED, None)
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
@@ -523,7 +377,7 @@ def enqueue_due_deliveries(session: Session, now: datetime) -> None:
                 CrmDelivery.next_attempt_at <= now,
                 (CrmDelivery.queued_at.is_(None)) | (CrmDelivery.queued_at <= now - REQUEUE_AFTER)
                 | (CrmDelivery.queued_at < CrmDelivery.next_attempt_at),
-                _unblocked(),
+                unblocked(),
             )
             .order_by(CrmDelivery.id)
             .limit(SWEEP_LIMIT)
@@ -531,8 +385,7 @@ def enqueue_due_deliveries(session: Session, now: datetime) -> None:
     )
     if not ids:
         return
-    for delivery_id in ids:
-        enqueue_after_commit(session, deliver_job, delivery_id)
+    request_delivery(session)
     session.execute(
         update(CrmDelivery)
         .where(CrmDelivery.id.in_(ids))
@@ -560,7 +413,7 @@ def release_stuck_deliveries(session: Session, now: datetime) -> None:
             row.status = DeliveryStatus.PENDING.value
             row.next_attempt_at = now
             row.queued_at = now
-            enqueue_after_commit(session, deliver_job, row.id)
+            request_delivery(session)
         else:
             row.status = DeliveryStatus.DEAD.value
         log.warning("crm delivery %s was stuck delivering -> %s", row.id, row.status)
@@ -616,7 +469,8 @@ def replay(session: Session, ids: Sequence[int] | None, now: datetime) -> list[C
         row.retry_until = now + RETRY_WINDOW
         row.queued_at = now
         row.updated_at = now
-        enqueue_after_commit(session, deliver_job, row.id)
+    if rows:
+        request_delivery(session)
     session.flush()
     return rows
 

@@ -8,20 +8,22 @@ slow or overloaded gets retried; one that rejects the request outright goes to t
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import re
 import smtplib
+import socket
 import ssl
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
-from typing import Any
+
+import urllib3
+from requests.utils import get_environ_proxies
 
 from gateway.crm.formats import (
     ADF_CONTENT_TYPE,
@@ -88,14 +90,26 @@ def post_json(
     _post(url, body, headers, timeout)
 
 
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib would turn a redirected POST into a GET and drop the lead; a redirect is an error here."""
+class _Pools:
+    """Keep-alive connection pools, per proxy (from the environment, as urllib would use) and host."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._direct = urllib3.PoolManager(num_pools=64, maxsize=16, block=False, retries=False)
+        self._proxies: dict[str, urllib3.ProxyManager] = {}
+
+    def for_url(self, url: str) -> urllib3.PoolManager:
+        proxy = get_environ_proxies(url).get(urllib.parse.urlsplit(url).scheme)
+        if not proxy:
+            return self._direct
+        with self._lock:
+            manager = self._proxies.get(proxy)
+            if manager is None:
+                manager = self._proxies[proxy] = urllib3.ProxyManager(proxy, maxsize=16, retries=False)
+            return manager
 
 
-_OPENER = urllib.request.build_opener(_RefuseRedirects)
+_POOLS = _Pools()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
@@ -104,43 +118,54 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Non
         raise DeliveryError(f"not an http(s) URL: {parts.scheme or '?'}://{parts.hostname or '?'}", False)
     # Errors name the host only: a CRM URL may carry a token in its path or query.
     where = f"POST to {parts.hostname}"
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-        url, data=body, method="POST", headers={"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
-    )
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            response.read(_SNIPPET)
-            status = response.status
-    except urllib.error.HTTPError as error:
-        with error:
-            detail = _error_snippet(error)
-        retryable = error.code >= 500 or error.code in RETRYABLE_STATUSES
-        if 300 <= error.code < 400:
-            detail = f"redirected to {error.headers.get('Location', '?')}; update the destination URL"
-        message = f"{where}: HTTP {error.code} {error.reason}{detail}"
-        raise DeliveryError(message, retryable, status=error.code) from None
-    except urllib.error.URLError as error:
-        raise DeliveryError(f"{where}: {_describe(error.reason)}", True) from None
-    except (OSError, http.client.HTTPException) as error:
-        # Read timeouts, resets and garbled answers: the CRM may be fine on the next attempt.
+        response = _POOLS.for_url(url).request(
+            "POST",
+            url,
+            body=body,
+            headers={"User-Agent": USER_AGENT, "Accept": "*/*", **headers},
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            redirect=False,
+            retries=False,
+            preload_content=False,
+        )
+    except urllib3.exceptions.HTTPError as error:
+        # Timeouts, refusals, resets and garbled answers: the CRM may be fine on the next attempt.
         raise DeliveryError(f"{where}: {_describe(error)}", True) from None
-    logger.debug("crm delivery accepted", extra={"host": parts.hostname, "status": status})
-
-
-def _error_snippet(error: urllib.error.HTTPError) -> str:
     try:
-        text = error.read(_SNIPPET).decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException):
+        status = response.status
+        if status < 300:
+            response.read(_SNIPPET)
+            logger.debug("crm delivery accepted", extra={"host": parts.hostname, "status": status})
+            return
+        detail = _error_snippet(response)
+        if 300 <= status < 400:
+            detail = f"; redirected to {response.headers.get('Location', '?')}; update the destination URL"
+        retryable = status >= 500 or status in RETRYABLE_STATUSES
+        raise DeliveryError(f"{where}: HTTP {status} {response.reason or ''}".rstrip() + detail, retryable, status)
+    except urllib3.exceptions.HTTPError as error:
+        raise DeliveryError(f"{where}: {_describe(error)}", True) from None
+    finally:
+        response.release_conn()
+
+
+def _error_snippet(response: urllib3.BaseHTTPResponse) -> str:
+    try:
+        text = response.read(_SNIPPET).decode("utf-8", "replace")
+    except (OSError, urllib3.exceptions.HTTPError):
         return ""
     text = _CONTROL.sub(" ", text).strip()
     return f": {text}" if text else ""
 
 
 def _describe(reason: object) -> str:
-    if isinstance(reason, TimeoutError):
-        return "timed out"
-    if isinstance(reason, ConnectionRefusedError):
+    # urllib3's NewConnectionError is a ConnectTimeoutError too: ask about the refusal first.
+    if isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
         return "connection refused"
+    if isinstance(reason, TimeoutError | urllib3.exceptions.TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(reason, urllib3.exceptions.ProtocolError):
+        return "the connection broke off"
     return str(reason) or type(reason).__name__
 
 
@@ -184,6 +209,16 @@ def parse_smtp_url(smtp_url: str) -> SmtpTarget:
     )
 
 
+@dataclass(frozen=True)
+class AdfEmail:
+    """One ADF document to e-mail: to whom, for which store, the XML and its idempotency key."""
+
+    to: str
+    store_name: str
+    body: bytes
+    idempotency_key: str
+
+
 def send_adf_email(
     smtp_url: str,
     to: str,
@@ -194,47 +229,98 @@ def send_adf_email(
     *,
     sender: str | None = None,
 ) -> None:
-    """E-mail an ADF document to a CRM's lead address. Raises DeliveryError.
+    """E-mail one ADF document to a CRM's lead address. Raises DeliveryError."""
+    [error] = send_adf_emails(smtp_url, [AdfEmail(to, store_name, body, idempotency_key)], timeout, sender=sender)
+    if error is not None:
+        raise error
 
-    The message is plain text holding only the XML (what CRM lead parsers read); its Message-ID is
-    derived from `idempotency_key`, so a retried delivery repeats it and the receiver can drop the copy.
-    The sender is `sender`, else the URL's ?from=, else the SMTP user when it is an address.
+
+def send_adf_emails(
+    smtp_url: str, emails: Sequence[AdfEmail], timeout: float, *, sender: str | None = None
+) -> list[DeliveryError | None]:
+    """E-mail ADF documents over one SMTP session; for each, None (accepted) or why not.
+
+    Each message is plain text holding only the XML (what CRM lead parsers read); its Message-ID is
+    derived from the idempotency key, so a retried delivery repeats it and the receiver can drop the copy.
+    The sender is `sender`, else the URL's ?from=, else the SMTP user when it is an address. A refused
+    recipient fails that message only; a session that breaks fails the messages not yet accepted.
     """
-    target = parse_smtp_url(smtp_url)
-    from_address = sender or target.sender or _address_like(target.username) or DEFAULT_SENDER
-    to = to.strip()
-    if not to or any(c.isspace() for c in to):
-        raise DeliveryError("the ADF e-mail destination is not an address", False)
     try:
-        message = adf_email_message(from_address, to, store_name, body, idempotency_key)
-    except ValueError as error:  # a header the e-mail policy refuses
-        raise DeliveryError(f"cannot build the ADF e-mail: {error}", False) from None
-
+        target = parse_smtp_url(smtp_url)
+    except DeliveryError as error:
+        return [error for _ in emails]
+    from_address = sender or target.sender or _address_like(target.username) or DEFAULT_SENDER
+    results: list[DeliveryError | None] = [None] * len(emails)
+    messages: list[tuple[int, EmailMessage, str]] = []
+    for index, email in enumerate(emails):
+        to = email.to.strip()
+        if not to or any(c.isspace() for c in to):
+            results[index] = DeliveryError("the ADF e-mail destination is not an address", False)
+            continue
+        try:
+            messages.append(
+                (index, adf_email_message(from_address, to, email.store_name, email.body, email.idempotency_key), to)
+            )
+        except ValueError as error:  # a header the e-mail policy refuses
+            results[index] = DeliveryError(f"cannot build the ADF e-mail: {error}", False)
+    if not messages:
+        return results
     where = f"SMTP to {target.host}:{target.port}"
     try:
         client = _smtp_connect(target, timeout)
     except smtplib.SMTPResponseException as error:
-        raise _smtp_failure(where, error.smtp_code, error.smtp_error) from None
+        failure = _smtp_failure(where, error.smtp_code, error.smtp_error)
+        return _fail_rest(results, messages, failure)
     except (OSError, smtplib.SMTPException) as error:
-        raise DeliveryError(f"{where}: {_describe(error)}", True) from None
+        return _fail_rest(results, messages, DeliveryError(f"{where}: {_describe(error)}", True))
     try:
         if target.scheme == "smtp+starttls":
             client.starttls(context=ssl.create_default_context())
         if target.username:
             client.login(target.username, target.password or "")
-        client.send_message(message, from_addr=from_address, to_addrs=[to])
-    except smtplib.SMTPRecipientsRefused as error:
-        code, text = next(iter(error.recipients.values()), (550, b"recipient refused"))
-        raise _smtp_failure(where, code, text) from None
     except smtplib.SMTPResponseException as error:
-        raise _smtp_failure(where, error.smtp_code, error.smtp_error) from None
+        _smtp_close(client)
+        return _fail_rest(results, messages, _smtp_failure(where, error.smtp_code, error.smtp_error))
     except smtplib.SMTPNotSupportedError as error:
-        raise DeliveryError(f"{where}: {error}", False) from None
+        _smtp_close(client)
+        return _fail_rest(results, messages, DeliveryError(f"{where}: {error}", False))
     except (OSError, smtplib.SMTPException) as error:
-        raise DeliveryError(f"{where}: {_describe(error)}", True) from None
+        _smtp_close(client)
+        return _fail_rest(results, messages, DeliveryError(f"{where}: {_describe(error)}", True))
+    try:
+        for position, (index, message, to) in enumerate(messages):
+            try:
+                client.send_message(message, from_addr=from_address, to_addrs=[to])
+            except smtplib.SMTPRecipientsRefused as error:
+                code, text = next(iter(error.recipients.values()), (550, b"recipient refused"))
+                results[index] = _smtp_failure(where, code, text)
+            except smtplib.SMTPResponseException as error:
+                results[index] = _smtp_failure(where, error.smtp_code, error.smtp_error)
+                if error.smtp_code in {421, 554}:  # the server is closing the session
+                    closing = DeliveryError(f"{where}: the server closed the session", True)
+                    return _fail_rest(results, messages[position + 1 :], closing)
+            except (OSError, smtplib.SMTPException) as error:
+                return _fail_rest(results, messages[position:], DeliveryError(f"{where}: {_describe(error)}", True))
+            else:
+                continue
+            try:
+                client.rset()
+            except (OSError, smtplib.SMTPException) as error:
+                broken = DeliveryError(f"{where}: {_describe(error)}", True)
+                return _fail_rest(results, messages[position + 1 :], broken)
     finally:
         _smtp_close(client)
-    logger.debug("adf e-mail accepted", extra={"host": target.host})
+    logger.debug("adf e-mails sent", extra={"host": target.host, "count": len(messages)})
+    return results
+
+
+def _fail_rest(
+    results: list[DeliveryError | None], messages: Sequence[tuple[int, EmailMessage, str]], failure: DeliveryError
+) -> list[DeliveryError | None]:
+    for index, _message, _to in messages:
+        if results[index] is None:
+            results[index] = failure
+    return results
 
 
 def adf_email_message(

@@ -7,7 +7,7 @@ Decisions written down here so they are not rediscovered:
 - Keywords are matched on the whole body after NFKC normalisation (full-width letters become plain
   ones), with invisible format characters removed and whitespace and punctuation stripped from both
   ends: "stop", " Stop! ", "STOP." and a full-width "STOP" are all STOP; "STOP PLEASE" is not a
-  keyword (it is a plain-language revocation, see `is_plain_revocation`).
+  keyword (it is a revocation in the customer's own words: gateway/messaging/revocation.py).
 - `count_segments` counts what the provider bills: GSM-7 septets (an extension character such as
   "€" costs two) or UTF-16 code units (an emoji costs two). That same count is the one held against
   the 1,600-character body limit, since the provider counts a multi-unit character more than once.
@@ -17,17 +17,17 @@ Decisions written down here so they are not rediscovered:
 - Keyword confirmations (the reply to STOP itself) go at once: they pass the opt-out, quiet-hours
   and cap checks, never the textable or body checks. An answer within `REPLY_GRACE` of the
   customer's own call or text skips quiet hours but not the Florida/Oklahoma/Maryland cap on
-  automated texts.
+  automated texts, and only for a text that is that answer (`answers_contact`: a cadence's first step,
+  a text a person wrote); every later automated step waits for the recipient's window.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +35,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import geocoder
 from phonenumbers import timezone as phone_timezone
+
+from gateway.messaging import revocation, state_windows
 
 MAX_BODY_CHARACTERS = 1600
 REPLY_GRACE = timedelta(minutes=5)
@@ -58,10 +60,6 @@ _KEYWORDS: dict[str, Keyword] = {
     **dict.fromkeys(("help", "info"), Keyword.HELP),
 }
 
-# Typographic quotes that NFKC leaves alone but people type on phones.
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
-
-
 def _normalise(body: str) -> str:
     """NFKC, without invisible format characters (zero-width spaces, BOMs, direction marks)."""
     text = unicodedata.normalize("NFKC", body)
@@ -83,64 +81,10 @@ def classify_keyword(body: str) -> Keyword | None:
     return _KEYWORDS.get(text[start:end].casefold())
 
 
-# Plain-language requests to stop. Each pattern is searched within one clause of the message
-# (clauses end at sentence punctuation), lower-cased, with typographic apostrophes made plain.
-_TARGET = (
-    r"(?:text\w*|txt\w*|messag\w*|msgs?|sms|spam\w*|contact\w*|call\w*|e-?mail\w*|bother\w*|"
-    r"harass\w*|offers?|promo\w*|ads|marketing)"
-)
-_REVOCATION_PATTERNS = [
-    re.compile(p)
-    for p in (
-        # "stop", "please stop", "stop it", "stop please", "unsubscribe", "opt out" as a clause of its own
-        r"^(?:(?:please|pls|plz|ok|okay|just|so)\s+)*"
-        r"(?:stop|stop\s*all|unsubscribe|opt\s*-?\s*out)"
-        r"(?:\s+(?:please|pls|plz|now|it|this|that|thanks|thank\s+you|ty|immediately|asap|already))*$",
-        # "stop texting me", "quit messaging", "stop sending me texts" (not "don't stop texting me")
-        r"(?<!n't )(?<!nt )(?<!not )(?<!never )\b(?:stop|quit|cease)\s+(?:all\s+)?"
-        r"(?:(?:the|these|those|your|with\s+the)\s+)?(?:sending\s+(?:me\s+|us\s+)?(?:(?:the|these|your)\s+)?)?"
-        + _TARGET
-        + r"(?!\w)",
-        # "don't text me", "do not contact me", "never call this number", "please don't text"
-        r"\b(?:do\s+not|don't|dont|never)\s+(?:ever\s+)?"
-        r"(?:text|txt|message|msg|sms|contact|call|e-?mail|bother|harass)\w*"
-        r"(?:\s+(?:me|us|this\s+(?:number|phone|line))\b(?!\s+back)(?:\s+(?:again|anymore|any\s+more))?|"
-        r"\s+(?:again|anymore|any\s+more)\b|$)",
-        # "remove me from your list", "delete my number", "take me off your list"
-        r"\b(?:remove|delete|erase)\s+(?:me|my\s+(?:number|phone|info\w*|contact\w*|name|details))"
-        r"(?:\s+(?:from|off|out\s+of)\b|$)",
-        r"\btake\s+(?:me|my\s+(?:number|phone|info\w*|name))\s+(?:off|out\s+of)\b",
-        r"\bunsubscribe\b",
-        # "opt me out", "opt out of texts", but not "opt out of the service contract"
-        r"\bopt(?:ing)?\s*-?\s*(?:me\s+)?out\b(?!\s+of\b)",
-        r"\bopt(?:ing)?\s*-?\s*(?:me\s+)?out\s+of\s+(?:all\s+)?(?:(?:the|your|these|this)\s+)?"
-        r"(?:text\w*|txt\w*|messag\w*|sms|list|mailing\w*|marketing|promo\w*)",
-        r"\bleave\s+me\s+alone\b",
-        r"\bno\s+more\s+" + _TARGET,
-        r"\b(?:don't|dont|do\s+not)\s+want\s+(?:(?:any\s*more|more|any|your|these|the|those)\s+)?" + _TARGET,
-        r"\blose\s+(?:my|this)\s+number\b",
-        # "wrong number", "you have the wrong number", "sorry, wrong person"
-        r"^(?:(?:sorry|hi|hello|hey)\s+)?(?:this\s+is\s+|you\s+have\s+|you've\s+got\s+|you\s+got\s+|u\s+have\s+)?"
-        r"(?:(?:a|the)\s+)?wrong\s+(?:number|person|phone)\b",
-    )
-]
-# Clause boundaries: sentence punctuation, brackets, quotes, emoji, and a dash standing alone.
-# "&" is not a boundary, so "Stop & Shop" stays one clause and is not read as "stop".
-_CLAUSE_BREAK = re.compile(r"[^\w\s'&@$%#+/-]+|\s-+\s|\n")
-
-
 def is_plain_revocation(body: str) -> bool:
-    """True for a text that asks, in ordinary words, to stop being texted ("please stop texting me").
-
-    Meant for bodies that are not keywords; errs toward True, since a wrongly flagged message costs a
-    person a look while a missed revocation keeps texting someone who asked us to stop.
-    """
-    text = _normalise(body).translate(_APOSTROPHES).casefold()
-    for clause in _CLAUSE_BREAK.split(text):
-        words = " ".join(clause.split())
-        if words and any(pattern.search(words) for pattern in _REVOCATION_PATTERNS):
-            return True
-    return False
+    """True for a text that asks, in ordinary words, to stop being texted ("please stop texting me"),
+    clearly or not: gateway/messaging/revocation.py holds the phrases and tells the two apart."""
+    return revocation.classify(body) is not None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,8 +120,11 @@ def help_text(store_name: str, store_phone_national: str) -> str:
     return f"{name}: for help call {store_phone_national}. Msg & data rates may apply. Reply STOP to opt out."
 
 
-def opt_out_confirmation(store_name: str) -> str:
-    """The one text after STOP: confirms, and says how to undo it. No marketing."""
+def opt_out_confirmation(store_name: str, language: Literal["en", "es"] = "en") -> str:
+    """The one text after STOP: confirms, and says how to undo it. No marketing. In Spanish for a
+    customer who asked in Spanish ("alto", "no me envíes mensajes")."""
+    if language == "es":
+        return f"{_plain(store_name)}: Listo, ya no le enviaremos mensajes. Responda START para volver a recibirlos."
     return (
         f"{_plain(store_name)}: You are unsubscribed and will get no more texts from us. "
         "Reply START to resubscribe."
@@ -257,17 +204,6 @@ _AREA_CODE_PRIMARY_ZONE = {
     "986": "America/Boise",  # southern Idaho
     "775": "America/Los_Angeles",  # northern Nevada; only West Wendover keeps Mountain time
 }
-# The states with a stricter window, by every area code they have; the library agrees today (see
-# the tests) but a table keeps the rule right whatever the installed data version says.
-_STRICT_STATE_AREA_CODES = {
-    **dict.fromkeys(
-        ["239", "305", "321", "324", "352", "386", "407", "448", "561", "645", "656", "689",
-         "727", "728", "754", "772", "786", "813", "850", "863", "904", "941", "954"],
-        "FL",
-    ),
-    **dict.fromkeys(["405", "539", "572", "580", "918"], "OK"),
-    **dict.fromkeys(["227", "240", "301", "410", "443", "667"], "MD"),
-}  # fmt: skip
 _US_STATES = {
     "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
     "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
@@ -359,8 +295,8 @@ def recipient_state(e164: str) -> str | None:
     if number is None or number.country_code != 1:
         return None
     area_code = _area_code(number)
-    if area_code in _STRICT_STATE_AREA_CODES:
-        return _STRICT_STATE_AREA_CODES[area_code]
+    if area_code in state_windows.AREA_CODE_STATES:
+        return state_windows.AREA_CODE_STATES[area_code]
     # Not `description_for_number`: that answers "" for a number the library thinks unassigned,
     # while its area code still says where it is.
     description = geocoder.description_for_valid_number(number, "en")
@@ -373,25 +309,18 @@ def recipient_state(e164: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------
 # Quiet hours and caps
 
-STRICT_STATES = frozenset({"FL", "OK", "MD"})
+STRICT_STATES = frozenset({"FL", "OK", "MD"})  # the states that also cap automated texts at 3 a day
+
+# The hours texts may go, by state (gateway/messaging/state_windows.py has the table and the statutes).
+SendWindow = state_windows.Window
+DEFAULT_WINDOW = state_windows.FEDERAL
+STRICT_WINDOW = state_windows.STATE_WINDOWS["FL"]
 
 
-@dataclass(frozen=True, slots=True)
-class SendWindow:
-    """Local hours texts may go, [start, end), and the cap on automated texts per rolling 24 h."""
-
-    start: time
-    end: time
-    daily_automated_cap: int | None
-
-
-DEFAULT_WINDOW = SendWindow(time(8, 0), time(21, 0), None)
-STRICT_WINDOW = SendWindow(time(8, 0), time(20, 0), 3)
-
-
-def window_for(e164: str) -> SendWindow:
-    """08:00-21:00; 08:00-20:00 and at most 3 automated texts a day for Florida, Oklahoma, Maryland."""
-    return STRICT_WINDOW if recipient_state(e164) in STRICT_STATES else DEFAULT_WINDOW
+def window_for(e164: str, automated: bool = True) -> SendWindow:
+    """The federal 08:00-21:00, or the recipient's state's window (automated texts; for texts a person
+    writes only Florida's, Oklahoma's and Maryland's)."""
+    return state_windows.window_for(recipient_state(e164), automated=automated)
 
 
 def _as_zone(zone: str | tzinfo) -> str:
@@ -405,18 +334,27 @@ def _require_aware(moment: datetime, name: str) -> None:
 
 def _next_opening(zone: ZoneInfo, window: SendWindow, now: datetime) -> datetime | None:
     local = now.astimezone(zone)
-    if window.start <= local.time() < window.end:
-        return None
-    day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
-    # Built from the local wall clock, not by adding hours, so DST changes land on 08:00 local.
-    return datetime.combine(day, window.start, tzinfo=zone).astimezone(ZoneInfo("UTC"))
+    for offset in range(8):
+        day = local.date() + timedelta(days=offset)
+        hours = window.hours_on(day)
+        if hours is None:
+            continue  # closed all day (a Sunday in some states)
+        if offset == 0 and local.time() >= hours[0]:
+            if local.time() < hours[1]:
+                return None
+            continue
+        # Built from the local wall clock, not by adding hours, so DST changes land on the local opening.
+        return datetime.combine(day, hours[0], tzinfo=zone).astimezone(ZoneInfo("UTC"))
+    raise ValueError("a send window must open on at least one day of the week")
 
 
-def next_allowed_at(e164: str, now_utc: datetime, fallback_zone: str | tzinfo) -> datetime | None:
+def next_allowed_at(
+    e164: str, now_utc: datetime, fallback_zone: str | tzinfo, automated: bool = True
+) -> datetime | None:
     """None when `now_utc` is inside the recipient's window; else the next opening, in UTC."""
     _require_aware(now_utc, "now_utc")
     zone = recipient_zone(e164, _as_zone(fallback_zone))
-    return _next_opening(zone, window_for(e164), now_utc)
+    return _next_opening(zone, window_for(e164, automated), now_utc)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -441,6 +379,9 @@ class OutboundCheck:
     automated: bool
     automated_sent_last_24h: int | Sequence[datetime] = 0
     customer_contacted_at: datetime | None = None  # the customer's latest call or text
+    # The text answers that contact (a cadence's first step, a person's reply): only such a text may go
+    # in quiet hours, and only within REPLY_GRACE of the contact. A later cadence step never is one.
+    answers_contact: bool = False
     is_keyword_reply: bool = False  # the confirmation of the customer's own STOP/START/HELP
     opted_out_at: datetime | None = None  # for the reason a person reads
 
@@ -510,11 +451,12 @@ def check_outbound(request: OutboundCheck) -> GuardDecision:
         return GuardDecision(True, None, None, None, segments)
 
     zone = recipient_zone(request.to_number, request.fallback_zone)
-    window = window_for(request.to_number)
+    window = window_for(request.to_number, request.automated)
     cap = window.daily_automated_cap
     release = _cap_release(request, cap) if request.automated and cap is not None else None
     answering = (
-        request.customer_contacted_at is not None
+        request.answers_contact
+        and request.customer_contacted_at is not None
         and request.now - request.customer_contacted_at <= REPLY_GRACE
     )
     opening = None if answering else _next_opening(zone, window, request.now)
@@ -524,8 +466,8 @@ def check_outbound(request: OutboundCheck) -> GuardDecision:
         return GuardDecision(
             False,
             "quiet_hours",
-            f"It is {_local(request.now, zone)} for the customer ({zone.key}); texts may go between "
-            f"{window.start:%H:%M} and {window.end:%H:%M} their time, so this one waits until "
+            f"It is {_local(request.now, zone)} for the customer ({zone.key}); "
+            f"{window.describe(request.now.astimezone(zone).date())}, so this one waits until "
             f"{_local(send_after, zone)}.",
             send_after,
             segments,

@@ -16,9 +16,11 @@ Decisions written down here so they are not rediscovered:
   Opt-Out on long codes): the provider already confirmed STOP/START and answered HELP, so the gateway
   records and sends nothing, never a second confirmation. "gateway": the gateway answers through the
   send guard (kinds "keyword" and "help", which pass the guard even right after a STOP).
-- A plain-language request ("please stop texting me") is not a keyword: the contact's automated texts
-  are paused (the guard refuses them with `automation_paused`), the owner gets a review task instead
-  of a reply task, and the owner is still told of the text.
+- A clear request in the customer's own words ("please stop texting me", "alto") opts out as STOP does
+  and is confirmed once by the gateway (gateway/messaging/own_words.py). A request that is not clear ("stop
+  texting me so late", "wrong number") is not a keyword: the contact's automated texts are paused
+  (the guard refuses them with `automation_paused`), the owner gets a review task instead of a reply
+  task, and the owner is still told of the text.
 - Status callbacks are kept in a ledger keyed by (SID, status): a replay changes nothing. A callback
   for a SID no message has yet (the provider answered the send faster than the send job committed)
   stays in the ledger and is applied when the SID is recorded, or by the sweep.
@@ -48,6 +50,7 @@ from gateway.leads import (
     open_or_join_lead,
     record_event,
 )
+from gateway.messaging import own_words
 from gateway.messaging.guard import (
     Keyword,
     classify_keyword,
@@ -59,6 +62,7 @@ from gateway.messaging.guard import (
 )
 from gateway.messaging.models import MessageStatusCallback
 from gateway.messaging.outbound import PROVIDER_STATUSES, apply_early_callbacks, apply_status, queue_text
+from gateway.messaging.revocation import classify as classify_revocation
 from gateway.models import Agent, Contact, Direction, Lead, Message, MessageStatus, Store, TaskKind
 from gateway.phones import mask, national
 
@@ -177,6 +181,17 @@ def receive_text(
     if keyword is not None and not answer:
         lead = apply_keyword(session, contact, message, keyword, origin, now, keyword_replies=keyword_replies)
         return Received(False, message.id, lead.id if lead else None, keyword)
+    found = classify_revocation(message.body) if keyword is None else None
+    if found is not None and found.clear:
+        done = own_words.opt_out(session, contact, message, found, origin, now)
+        if done.confirm:  # the provider answers only its own keywords: the one confirmation is ours
+            store = required(session.get(Store, origin.store_id), f"store {origin.store_id}")
+            queue_text(
+                session, to=message.from_number, from_=message.to_number,
+                body=opt_out_confirmation(store.name, found.language), kind="keyword", now=now,
+                lead=done.lead, contact=contact, store_id=origin.store_id, origin=f"keyword-reply:{message.id}",
+            )
+        return Received(False, message.id, done.lead.id if done.lead else None, Keyword.OPT_OUT, revocation=True)
     lead, revocation = _customer_text(session, contact, message, origin, now)
     return Received(False, message.id, lead.id, keyword, revocation=revocation)
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from gateway import events, runtime
 from gateway.database import insert_many_ignoring_conflict, required
-from gateway.jobs import enqueue_after_commit, register_sweeper
+from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
 from gateway.leads import ensure_task, follow_up_due, record_event
 from gateway.messaging.guard import CAP_PERIOD, GuardDecision, OutboundCheck, check_outbound, count_segments
 from gateway.messaging.models import MessageStatusCallback
@@ -124,6 +124,7 @@ class Text(TypedDict, total=False):
     body: Required[str]
     kind: Required[str]
     automated: bool
+    answers_contact: bool
     lead: Lead | None
     contact: Contact | None
     agent: Agent | None
@@ -147,7 +148,7 @@ def queue_text(session: Session, *, now: datetime, enqueue: bool = True, **text:
     session.flush()
     send_after = values["send_after"]
     if enqueue and (send_after is None or send_after <= now):
-        enqueue_after_commit(session, send_messages_job, [message.id])
+        enqueue_after_commit(session, send_messages_job, [message.id], lane=Lane.URGENT)
     return message
 
 
@@ -164,6 +165,7 @@ def text_values(*, now: datetime, **text: Unpack[Text]) -> dict[str, Any]:
         "direction": Direction.OUTBOUND.value,
         "kind": text["kind"],
         "automated": text.get("automated", False),
+        "answers_contact": text.get("answers_contact", False),
         "from_number": text["from_"],
         "to_number": text["to"],
         "body": body,
@@ -194,7 +196,7 @@ def queue_texts(
             if row["origin"] in inserted and (row["send_after"] is None or row["send_after"] <= now)
         ]
         for start in range(0, len(due), SEND_BATCH):
-            enqueue_after_commit(session, send_messages_job, due[start : start + SEND_BATCH])
+            enqueue_after_commit(session, send_messages_job, due[start : start + SEND_BATCH], lane=Lane.URGENT)
     return {origin: message for origin, message in messages.items() if origin is not None}
 
 
@@ -309,6 +311,7 @@ def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> GuardDecis
             automated=message.automated,
             automated_sent_last_24h=inputs.recent.get(message.to_number, []) if message.automated else [],
             customer_contacted_at=inputs.last_customer_contact(contact),
+            answers_contact=message.answers_contact,
             is_keyword_reply=message.kind in KEYWORD_REPLY_KINDS,
             opted_out_at=contact.opted_out_at if contact else None,
         )

@@ -50,7 +50,7 @@ def reply_to_customer(
         raise ReplyError("no_sender", "The lead's store has no tracked number to text from.")
     message = queue_text(
         session, to=phone, from_=sender, body=body, kind=kind, now=now, lead=lead, agent=agent,
-        media_urls=list(media_urls), origin=origin,
+        media_urls=list(media_urls), origin=origin, answers_contact=True,  # a person wrote it
     )
     decision = check(session, message, now)
     if not decision.allowed:

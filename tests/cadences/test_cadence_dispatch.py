@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from cadences import jobs, services
 from cadences.models import CadenceStep, EnrolmentStatus, StepStatus
-from gateway.jobs import QUEUE_NAME
+from gateway.jobs import Lane
 from gateway.models import Message, MessageStatus
 from gateway.simulator import new_sid
 from tests.cadences.helpers import FIRST_TEXT, cadence_messages, only_lead
@@ -45,7 +45,7 @@ def test_first_text_is_queued_by_the_call_settlement_itself_not_by_the_sweep(mis
     assert message.status == MessageStatus.PENDING.value
     assert message.origin is not None
     assert message.origin.startswith("cadence-step:")
-    assert Queue(QUEUE_NAME, connection=redis).count >= 1
+    assert Queue(Lane.URGENT.value, connection=redis).count >= 1  # the first text is urgent work
     work(sweep=False)
     assert [m["Body"] for m in texts()] == [FIRST_TEXT]
 

@@ -11,13 +11,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from tests.fakes.twilio_api import FakeTwilio, segments
@@ -262,6 +262,357 @@ def test_wait_for_calls(fake: FakeTwilio, client: Client) -> None:
     worker.start()
     assert len(fake.wait_for_calls(1)) == 1
     worker.join()
+
+
+# -- listing calls and texts, and seeding what never reached a webhook -----------------------------------
+
+TRACKED = "+12025550150"
+OTHER_TRACKED = "+12025550151"
+MORNING = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)  # 09:00 in New York
+
+
+def list_path(kind: str, **query: str) -> str:
+    """A list request's path and query; keys like "StartTime>" cannot be Python names, so pass a dict."""
+    return f"/2010-04-01/Accounts/{ACCOUNT_SID}/{kind}.json?{urlencode(query)}"
+
+
+def list_raw(fake: FakeTwilio, kind: str, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    status, body, _ = raw_request(fake.base_url, "GET", list_path(kind, **query), (ACCOUNT_SID, AUTH_TOKEN))
+    return status, body
+
+
+def test_calls_list_newest_first_by_start_time_whatever_the_order_they_were_added(
+    fake: FakeTwilio, client: Client
+) -> None:
+    middle = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(minutes=5))
+    oldest = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING)
+    newest = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(minutes=9))
+
+    assert [c.sid for c in client.calls.list()] == [newest, middle, oldest]
+
+
+def test_an_inbound_call_looks_like_twilios(fake: FakeTwilio, client: Client) -> None:
+    number_sid = fake.add_number(TRACKED)
+    sid = fake.add_inbound_call(
+        from_=CUSTOMER, to=TRACKED, sid="CA" + "ab" * 16, status="completed", start_time=MORNING, duration=42
+    )
+
+    (call,) = client.calls.list()
+
+    assert call.sid == sid == "CA" + "ab" * 16
+    # The SDK keeps a call's "from" as `_from` (a message's as `from_`).
+    assert (call.direction, call.status, call._from, call.to) == ("inbound", "completed", CUSTOMER, TRACKED)
+    assert (call.start_time, call.end_time) == (MORNING, MORNING + timedelta(seconds=42))
+    assert call.duration == "42"
+    assert call.date_created == MORNING
+    assert call.phone_number_sid == number_sid
+
+
+@pytest.mark.parametrize("status", ["busy", "failed", "no-answer", "canceled"])
+def test_a_call_that_did_not_complete_has_no_end_time_or_duration(
+    fake: FakeTwilio, client: Client, status: str
+) -> None:
+    sid = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status=status, start_time=MORNING)
+
+    call = client.calls(sid).fetch()
+
+    assert (call.status, call.start_time, call.end_time, call.duration) == (status, MORNING, None, None)
+
+
+def test_fetch_shows_the_status_a_call_moved_to(fake: FakeTwilio, client: Client) -> None:
+    sid = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="ringing", start_time=MORNING)
+    assert (client.calls(sid).fetch().status, client.calls(sid).fetch().end_time) == ("ringing", None)
+
+    fake.set_call_status(sid, "in-progress")
+    assert client.calls(sid).fetch().status == "in-progress"
+
+    fake.set_call_status(sid, "completed", duration=95)
+    call = client.calls(sid).fetch()
+    assert (call.status, call.duration) == ("completed", "95")
+    assert call.end_time == MORNING + timedelta(seconds=95)
+
+
+def test_a_created_call_moved_on_gets_a_start_time(fake: FakeTwilio, client: Client) -> None:
+    call = client.calls.create(to=CUSTOMER, from_=DEALER, url="https://gateway.example/voice")
+    assert call.start_time is None
+
+    fake.set_call_status(call.sid, "no-answer")
+
+    fetched = client.calls(call.sid).fetch()
+    assert fetched.status == "no-answer"
+    assert fetched.start_time is not None
+
+
+def test_calls_filter_by_to_from_and_status(fake: FakeTwilio, client: Client) -> None:
+    answered = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="completed", start_time=MORNING)
+    missed = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="no-answer", start_time=MORNING)
+    elsewhere = fake.add_inbound_call(from_="+12025550177", to=OTHER_TRACKED, start_time=MORNING)
+
+    assert {c.sid for c in client.calls.list(to=TRACKED)} == {answered, missed}
+    assert {c.sid for c in client.calls.list(from_="+12025550177")} == {elsewhere}
+    assert [c.sid for c in client.calls.list(to=TRACKED, status="no-answer")] == [missed]
+    assert client.calls.list(to="+12025550199") == []
+
+
+def test_calls_filter_by_start_time_as_the_sdk_sends_it(fake: FakeTwilio, client: Client) -> None:
+    early = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING)
+    on_the_dot = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(hours=1))
+    late = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(hours=2))
+    queued = client.calls.create(to=CUSTOMER, from_=TRACKED, url="https://gateway.example/voice").sid
+
+    watermark = MORNING + timedelta(hours=1)
+    after = client.calls.list(to=TRACKED, start_time_after=watermark)
+    before = client.calls.list(to=TRACKED, start_time_before=watermark)
+    between = client.calls.list(start_time_after=MORNING, start_time_before=MORNING + timedelta(hours=2))
+
+    assert [c.sid for c in after] == [late, on_the_dot]  # "on or after"
+    assert [c.sid for c in before] == [early]  # "before"
+    assert [c.sid for c in between] == [on_the_dot, early]
+    assert queued not in {c.sid for c in client.calls.list(start_time_after=MORNING)}  # no start_time yet
+    assert queued in {c.sid for c in client.calls.list()}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"StartTime": "2026-11-24"}, {"nov24_early", "nov24_late"}),
+        ({"StartTime": "2026-11-25T01:00:00Z"}, {"nov25"}),  # a moment names its UTC day
+        ({"StartTime>": "2026-11-25"}, {"nov25"}),
+        ({"StartTime<": "2026-11-24"}, {"nov23"}),  # before the day: the day itself is out
+        ({"StartTime>": "Tue, 24 Nov 2026 09:00:00 -0500"}, {"nov24_late", "nov25"}),
+        ({"StartTime>": "2026-11-24 14:00:01.000"}, {"nov24_late", "nov25"}),
+        ({"StartTime<": "11/24/2026 09:00:00 EST"}, {"nov23", "nov24_early"}),
+        ({"EndTime>": "2026-11-25"}, {"nov25"}),
+    ],
+)
+def test_call_time_filters_take_the_formats_of_the_reference(
+    fake: FakeTwilio, query: dict[str, str], expected: set[str]
+) -> None:
+    sids = {
+        "nov23": fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING - timedelta(days=1)),
+        "nov24_early": fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING - timedelta(hours=1)),
+        "nov24_late": fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(hours=3)),
+        "nov25": fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(days=1)),
+    }
+
+    status, body = list_raw(fake, "Calls", query)
+
+    assert status == 200
+    assert {sid for sid in (c["sid"] for c in body["calls"])} == {sids[name] for name in expected}
+
+
+def test_an_inbound_text_looks_like_twilios(fake: FakeTwilio, client: Client) -> None:
+    plain = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="Is the Civic still there?",
+                                     date_sent=MORNING)
+    picture = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="", date_sent=MORNING, num_media=2)
+
+    message = client.messages(plain).fetch()
+    assert re.fullmatch(r"SM[0-9a-f]{32}", plain)
+    assert (message.direction, message.status) == ("inbound", "received")
+    assert (message.from_, message.to, message.body) == (CUSTOMER, TRACKED, "Is the Civic still there?")
+    assert message.date_sent == message.date_created == MORNING
+    assert re.fullmatch(r"MM[0-9a-f]{32}", picture)
+    assert client.messages(picture).fetch().num_media == "2"
+
+
+def test_messages_list_newest_first_and_filter_by_to_and_date_sent(fake: FakeTwilio, client: Client) -> None:
+    second = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="b", date_sent=MORNING + timedelta(minutes=1))
+    first = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="a", date_sent=MORNING)
+    other = fake.add_inbound_message(from_=CUSTOMER, to=OTHER_TRACKED, body="c", date_sent=MORNING)
+    reply = client.messages.create(to=CUSTOMER, from_=TRACKED, body="Yes!").sid  # not sent yet: no date_sent
+
+    assert [m.sid for m in client.messages.list(to=TRACKED)] == [second, first]
+    assert [m.sid for m in client.messages.list(from_=TRACKED)] == [reply]
+    assert [m.sid for m in client.messages.list(to=TRACKED, date_sent_after=MORNING + timedelta(seconds=30))] == [
+        second
+    ]
+    assert {m.sid for m in client.messages.list(date_sent_after=MORNING)} == {first, second, other}
+    # "on and before": the moment named is in
+    assert {m.sid for m in client.messages.list(date_sent_before=MORNING)} == {first, other}
+
+
+def test_date_sent_before_a_day_keeps_that_whole_day(fake: FakeTwilio) -> None:
+    that_day = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="late", date_sent=MORNING + timedelta(hours=8))
+    next_day = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="next", date_sent=MORNING + timedelta(days=1))
+
+    _, before = list_raw(fake, "Messages", {"DateSent<": "2026-11-24"})
+    _, on = list_raw(fake, "Messages", {"DateSent": "2026-11-25"})
+    _, after = list_raw(fake, "Messages", {"DateSent>": "Wed, 25 Nov 2026 00:00:00 -0000"})
+
+    assert [m["sid"] for m in before["messages"]] == [that_day]
+    assert [m["sid"] for m in on["messages"]] == [next_day]
+    assert [m["sid"] for m in after["messages"]] == [next_day]
+
+
+def test_the_sdk_follows_next_page_uri_across_pages(fake: FakeTwilio, client: Client) -> None:
+    sids = [
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(minutes=n))
+        for n in range(7)
+    ]
+    texts = [
+        fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body=str(n), date_sent=MORNING + timedelta(minutes=n))
+        for n in range(5)
+    ]
+
+    first = client.calls.page(to=TRACKED, start_time_after=MORNING, page_size=3)
+    assert [c.sid for c in first] == sids[:-4:-1]  # one page holds three
+    assert first.next_page_url is not None
+
+    listed = client.calls.list(to=TRACKED, start_time_after=MORNING, page_size=3)
+    streamed = list(client.messages.stream(to=TRACKED, date_sent_after=MORNING, page_size=2))
+
+    assert [c.sid for c in listed] == sids[::-1]
+    assert [m.sid for m in streamed] == texts[::-1]
+
+
+def test_list_pages_carry_twilios_paging_fields(fake: FakeTwilio) -> None:
+    sids = [
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(minutes=n))
+        for n in range(5)
+    ][::-1]
+    query = {"To": TRACKED, "StartTime>": "2026-11-24", "PageSize": "2"}
+
+    _, first = list_raw(fake, "Calls", query)
+    _, second = list_raw(fake, "Calls", dict(parse_qsl(urlsplit(first["next_page_uri"]).query)))
+    _, third = list_raw(fake, "Calls", dict(parse_qsl(urlsplit(second["next_page_uri"]).query)))
+    _, back = list_raw(fake, "Calls", dict(parse_qsl(urlsplit(third["previous_page_uri"]).query)))
+
+    base = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json?To=%2B12025550150&StartTime%3E=2026-11-24&PageSize=2"
+    assert first["first_page_uri"] == first["uri"] == base + "&Page=0"
+    assert first["next_page_uri"] == base + f"&Page=1&PageToken=PA{sids[1]}"
+    assert first["previous_page_uri"] is None
+    assert (first["page"], first["page_size"], first["start"], first["end"]) == (0, 2, 0, 1)
+    assert second["uri"] == first["next_page_uri"]
+    assert second["previous_page_uri"] == base + f"&Page=0&PageToken=PB{sids[2]}"
+    assert (second["page"], second["start"], second["end"]) == (1, 2, 3)
+    assert [c["sid"] for c in first["calls"] + second["calls"] + third["calls"]] == sids
+    assert third["next_page_uri"] is None
+    assert (third["page"], third["start"], third["end"]) == (2, 4, 4)
+    assert [c["sid"] for c in back["calls"]] == sids[2:4]
+
+
+def test_a_page_token_holds_its_place_when_newer_calls_arrive(fake: FakeTwilio, client: Client) -> None:
+    sids = [
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(minutes=n))
+        for n in range(4)
+    ][::-1]
+
+    first = client.calls.page(page_size=2)
+    fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=MORNING + timedelta(hours=1))
+    second = first.next_page()
+
+    assert [c.sid for c in first] + [c.sid for c in second] == sids
+
+
+def test_page_size_defaults_to_50_and_goes_up_to_1000(fake: FakeTwilio) -> None:
+    for n in range(51):
+        fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body=str(n), date_sent=MORNING + timedelta(seconds=n))
+
+    _, default = list_raw(fake, "Messages", {})
+    _, largest = list_raw(fake, "Messages", {"PageSize": "1000"})
+
+    assert (len(default["messages"]), default["page_size"]) == (50, 50)
+    assert default["next_page_uri"] is not None
+    assert (len(largest["messages"]), largest["page_size"], largest["next_page_uri"]) == (51, 1000, None)
+
+
+@pytest.mark.parametrize(
+    ("kind", "query"),
+    [
+        ("Calls", {"PageSize": "0"}),
+        ("Calls", {"PageSize": "1001"}),
+        ("Messages", {"PageSize": "ten"}),
+        ("Messages", {"Page": "-1"}),
+        ("Calls", {"PageToken": "PACA" + "0" * 32}),  # no such record
+        ("Calls", {"PageToken": "XX"}),
+        ("Calls", {"Status": "answered"}),
+        ("Calls", {"StartTime>": "yesterday"}),
+        ("Calls", {"StartTime<": "2026-13-01"}),
+        ("Calls", {"StartTime": "11/24/2026 09:00:00 CET"}),
+        ("Messages", {"DateSent>": "24/11/2026"}),
+        ("Messages", {"DateSent<": "2026-02-30"}),
+    ],
+)
+def test_bad_list_parameters_get_twilios_400(fake: FakeTwilio, kind: str, query: dict[str, str]) -> None:
+    status, body = list_raw(fake, kind, query)
+
+    assert status == 400
+    assert (body["status"], body["code"]) == (400, 20001)
+    assert body["more_info"] == "https://www.twilio.com/docs/errors/20001"
+    assert body["message"]
+
+
+def test_the_sdk_raises_on_a_refused_list(client: Client) -> None:
+    # A list page that is not 200 is the SDK's TwilioException("Unable to fetch page", response).
+    with pytest.raises(TwilioException) as raised:
+        client.calls.list(status="answered")
+
+    assert raised.value.args[1].status_code == 400
+
+
+def test_seeds_refuse_what_twilio_would_never_show(fake: FakeTwilio) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, start_time=datetime(2026, 11, 24, 9))  # noqa: DTZ001
+    with pytest.raises(ValueError, match="SID"):
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, sid="SM" + "0" * 32)
+    with pytest.raises(ValueError, match="status"):
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="answered")
+    with pytest.raises(ValueError, match="duration"):
+        fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="busy", duration=3)
+    with pytest.raises(ValueError, match=r"E\.164"):
+        fake.add_inbound_message(from_=CUSTOMER, to="12025550150", body="hi")
+    sid = fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="hi")
+    with pytest.raises(ValueError, match="already exists"):
+        fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="again", sid=sid)
+    with pytest.raises(KeyError):
+        fake.set_call_status("CA" + "0" * 32, "completed")
+
+
+def test_a_refused_status_change_leaves_the_call_as_it_was(fake: FakeTwilio, client: Client) -> None:
+    sid = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="in-progress", start_time=MORNING)
+
+    with pytest.raises(ValueError, match="duration"):
+        fake.set_call_status(sid, "no-answer", duration=-1)
+
+    assert client.calls(sid).fetch().status == "in-progress"
+
+
+def test_seeded_records_are_api_resources_not_creates_and_reset_forgets_them(
+    fake: FakeTwilio, client: Client
+) -> None:
+    fake.add_inbound_call(from_=CUSTOMER, to=TRACKED)
+    fake.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="hi")
+
+    assert (fake.calls, fake.messages) == ([], [])
+    assert len(client.calls.list()) == len(client.messages.list()) == 1
+    fake.reset()
+    assert client.calls.list() == client.messages.list() == []
+
+
+def test_seeds_and_status_changes_over_the_http_controls(fake: FakeTwilio, client: Client) -> None:
+    def control(action: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, body, _ = raw_request(fake.base_url, "POST", f"/_fake/{action}", form=urlencode(form))
+        return status, body
+
+    status, call = control("inbound_call", {"From": CUSTOMER, "To": TRACKED, "Status": "ringing",
+                                            "StartTime": "2026-11-24T14:00:00Z"})
+    assert status == 201
+    status, text = control("inbound_message", {"From": CUSTOMER, "To": TRACKED, "Body": "Still for sale?",
+                                               "DateSent": "Tue, 24 Nov 2026 14:01:00 +0000", "NumMedia": "1"})
+    assert status == 201
+    assert control("call_status", {"Sid": call["sid"], "Status": "completed", "Duration": "31"})[0] == 200
+
+    fetched = client.calls(call["sid"]).fetch()
+    assert (fetched.direction, fetched.status, fetched.duration) == ("inbound", "completed", "31")
+    assert fetched.start_time == MORNING
+    (message,) = client.messages.list(to=TRACKED, date_sent_after=MORNING)
+    assert (message.sid, message.body, message.num_media) == (text["sid"], "Still for sale?", "1")
+
+    assert control("call_status", {"Sid": "CA" + "0" * 32, "Status": "completed"})[0] == 404
+    status, error = control("inbound_call", {"From": CUSTOMER, "To": TRACKED, "StartTime": "soon"})
+    assert (status, error["code"]) == (400, 20001)
+    assert control("inbound_call", {"From": CUSTOMER, "To": TRACKED, "Status": "busy", "Duration": "4"})[0] == 400
+    assert control("inbound_message", {"To": TRACKED, "Body": "no sender"})[0] == 400
 
 
 # -- incoming phone numbers -------------------------------------------------------------------------

@@ -12,19 +12,44 @@ Resources, validation codes and the error body follow Twilio's OpenAPI descripti
 Messages, Calls and IncomingPhoneNumbers (create, fetch, list with paging, update). Requests are checked
 with HTTP Basic auth against the account SID and auth token given to the fake.
 
-Tests steer it from Python (`fail_next`, `set_error_for_recipient`, `set_latency`, `set_down`, `reset`).
-When it runs as a separate process (`python -m tests.fakes.twilio_api --port 0`, which prints its base URL
-on one line), the same controls are plain HTTP under `/_fake/`, without auth:
+Lists page as Twilio pages them: `PageSize` (default 50, 1..1000), `Page`, and the `PageToken` that
+`next_page_uri` and `previous_page_uri` carry (PA<sid>/PB<sid>: the page after/before that record), with
+`first_page_uri`, `uri`, `page`, `page_size`, `start` and `end`; the SDK's `list()` and `stream()` follow
+`next_page_uri`. Calls and Messages list newest first (calls by start_time, else date_created; messages by
+date_sent, else date_created). Their filters:
+
+    Calls     To, From, Status, ParentCallSid; StartTime, StartTime>, StartTime<; EndTime, EndTime>, EndTime<
+    Messages  To, From; DateSent, DateSent>, DateSent<
+
+A time is a UTC day (`2019-06-11`) or a moment: ISO 8601 as the SDK sends it (`2019-06-11T22:05:25Z`),
+RFC 2822 (`Wed, 19 Jun 2019 22:04:00 -0000`) or `06/11/2019 22:05:25 MST`. `X` keeps that UTC day;
+`X>` keeps that day or moment and later; `X<` keeps what is earlier ("started before"), except that
+`DateSent<` also keeps the day or moment itself ("on and before"), as the reference words each. A record
+without that time (a queued call has no start_time, an unsent text no date_sent) fails a time filter. A bad
+PageSize, Page, PageToken, Status or time is Twilio's 400 with code 20001.
+
+Tests steer it from Python (`fail_next`, `set_error_for_recipient`, `set_latency`, `set_down`, `reset`),
+and seed what the provider has that the gateway never heard of: a call or a text whose webhook was lost
+(`add_inbound_call`, `add_inbound_message`) and a call's later status (`set_call_status`; a fetch of the
+call by SID shows it). When it runs as a separate process (`python -m tests.fakes.twilio_api --port 0`,
+which prints its base URL on one line), the same controls are plain HTTP under `/_fake/`, without auth:
 
     GET  /_fake/messages?since=N   {"total": n, "items": [records from index N]}
     GET  /_fake/calls?since=N      the same for calls
     GET  /_fake/numbers            {"items": [IncomingPhoneNumber resources]}
     POST /_fake/numbers            PhoneNumber, FriendlyName -> {"sid": ...}
+    POST /_fake/inbound_call       From, To, Sid, Status, StartTime, Duration -> 201 {"sid": ...}
+    POST /_fake/inbound_message    From, To, Body, Sid, DateSent, NumMedia -> 201 {"sid": ...}
+    POST /_fake/call_status        Sid, Status, Duration (404 for an unknown Sid)
     POST /_fake/fail_next          Kind, Status, Code, Message, Count
     POST /_fake/recipient_error    To, Code, Status, Message, Kind
     POST /_fake/latency            Seconds
     POST /_fake/down               Down=true|false
     POST /_fake/reset
+
+Only From and To are required by the two seeds; left out, Sid is a new one, Status is completed and
+StartTime or DateSent is now (given, either takes any form a time filter takes). A bad value answers 400
+with Twilio's error body.
 """
 
 from __future__ import annotations
@@ -32,6 +57,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import bisect
 import contextlib
 import functools
 import hmac
@@ -47,8 +73,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import UTC, date, datetime, timedelta, timezone
+from email.utils import format_datetime, parsedate_to_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -66,6 +92,9 @@ KINDS = ("messages", "calls", "numbers")
 MAX_BODY_LENGTH = 1600
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+CALL_STATUSES = ("queued", "ringing", "in-progress", "completed", "busy", "failed", "no-answer", "canceled")
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 # Form parameters the API accepts more than once; the fake records them as lists.
 REPEATABLE = frozenset(
@@ -105,6 +134,11 @@ _RESOURCE_PATHS = (
 )
 _RECORDING_MEDIA = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Recordings/(?P<sid>RE[0-9a-f]+)\.mp3")
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SLASHED_TIME = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4}) (\d{1,2}):(\d{2}):(\d{2})(?: ([A-Z]{2,4}))?")
+_ZONE_HOURS = {
+    "UTC": 0, "GMT": 0, "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+}
 
 # IncomingPhoneNumber fields a POST may change (form name -> resource field is CamelCase -> snake_case).
 _NUMBER_UPDATABLE = frozenset(
@@ -320,6 +354,88 @@ class FakeTwilio:
                 raise TimeoutError(f"expected at least {n} {kind} within {timeout}s, got {len(records())}")
             return [dict(record) for record in records()]
 
+    # -- records made on the provider's side ----------------------------------------------------------------
+    # Calls and texts that reached the account without the gateway seeing a webhook for them: only listing
+    # the provider's Calls and Messages finds them. They are API resources only, not `calls` / `messages`.
+
+    def add_inbound_call(
+        self,
+        *,
+        from_: str,
+        to: str,
+        sid: str | None = None,
+        status: str = "completed",
+        start_time: datetime | None = None,
+        duration: int | None = None,
+    ) -> str:
+        """Seed a call a customer placed to `to` (the account's number); returns its SID.
+
+        `start_time` (aware; default now) is also its date_created. A "completed" call ends `duration`
+        seconds (default 0) after it started; the other final statuses (busy, failed, no-answer, canceled)
+        have no end_time or duration, as the API shows them; queued, ringing and in-progress calls have
+        not ended. ValueError for a bad SID, a SID already used, a bad status or a duration out of place.
+        """
+        if not from_:
+            raise ValueError("from_ is required (a withheld caller is 'anonymous')")
+        if not _is_phone_number(to):
+            raise ValueError(f"{to!r} is not an E.164 phone number")
+        started = _aware(start_time or _now(), "start_time")
+        sid = _given_sid(("CA",), sid)
+        with self._lock:
+            if sid in self._state.call_resources:
+                raise ValueError(f"a call {sid} already exists")
+            resource = self._call_resource(sid, caller=from_, to=to, own_number=to, now=started)
+            resource.update(direction="inbound", start_time=_rfc2822(started))
+            _move_call(resource, status, duration, started)
+            self._state.call_resources[sid] = resource
+        return sid
+
+    def set_call_status(self, sid: str, status: str, duration: int | None = None) -> None:
+        """Move a call (seeded or created) to `status`, e.g. to a final one with its talk time in seconds.
+
+        The same rules as `add_inbound_call`; a completed call ends `duration` seconds after it started
+        (a call that had not started starts now). KeyError for an unknown SID.
+        """
+        now = _now()
+        with self._lock:
+            resource = self._state.call_resources.get(sid)
+            if resource is None:
+                raise KeyError(sid)
+            changed = dict(resource)
+            _move_call(changed, status, duration, now)  # on a copy: a refused change leaves the call as it was
+            resource.update(changed)
+
+    def add_inbound_message(
+        self,
+        *,
+        from_: str,
+        to: str,
+        body: str,
+        sid: str | None = None,
+        date_sent: datetime | None = None,
+        num_media: int = 0,
+    ) -> str:
+        """Seed a text a customer sent to `to` (the account's number), status "received"; returns its SID.
+
+        `date_sent` (aware; default now) is also its date_created. A SID is "SM" + 32 hex digits, or "MM"
+        for a text with media (a new one starts "MM" when `num_media` > 0). ValueError for a bad or used SID.
+        """
+        if not from_:
+            raise ValueError("from_ is required")
+        if not _is_phone_number(to):
+            raise ValueError(f"{to!r} is not an E.164 phone number")
+        if num_media < 0:
+            raise ValueError("num_media cannot be negative")
+        sent = _aware(date_sent or _now(), "date_sent")
+        sid = _given_sid(("MM", "SM") if num_media else ("SM", "MM"), sid)
+        resource = self._message_resource(sid, sender=from_, to=to, body=body, num_media=num_media, now=sent)
+        resource.update(direction="inbound", status="received", date_sent=_rfc2822(sent))
+        with self._lock:
+            if sid in self._state.message_resources:
+                raise ValueError(f"a message {sid} already exists")
+            self._state.message_resources[sid] = resource
+        return sid
+
     # -- failure injection --------------------------------------------------------------------------------
 
     def fail_next(
@@ -388,7 +504,7 @@ class FakeTwilio:
         return 200, audio, "audio/mpeg"
 
     def reset(self) -> None:
-        """Forget created messages and calls and every injected failure, latency and outage; keep numbers."""
+        """Forget messages and calls (created or seeded), injected failures, latency and outage; keep numbers."""
         with self._lock:
             numbers = self._state.numbers
             self._state = _State(numbers=numbers)
@@ -494,8 +610,23 @@ class FakeTwilio:
             raise
         now = _now()
         sid = _sid("SM")
+        resource = self._message_resource(sid, sender=sender, to=to, body=body, num_media=len(media), now=now)
+        resource.update(
+            messaging_service_sid=service,
+            # A Messaging Service first accepts the message, then picks a sender and queues it.
+            status="queued" if sender else "accepted",
+        )
+        with self._changed:
+            self._state.message_resources[sid] = resource
+            self._state.messages.append(_record(form, sid, now))
+            self._changed.notify_all()
+        return 201, resource, []
+
+    def _message_resource(
+        self, sid: str, *, sender: str | None, to: str, body: str, num_media: int, now: datetime
+    ) -> Json:
         uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json"
-        resource: Json = {
+        return {
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
             "body": body,
@@ -506,23 +637,17 @@ class FakeTwilio:
             "error_code": None,
             "error_message": None,
             "from": sender,
-            "messaging_service_sid": service,
-            "num_media": str(len(media)),
+            "messaging_service_sid": None,
+            "num_media": str(num_media),
             "num_segments": str(segments(body)),
             "price": None,
             "price_unit": "USD",
             "sid": sid,
-            # A Messaging Service first accepts the message, then picks a sender and queues it.
-            "status": "queued" if sender else "accepted",
+            "status": "queued",
             "subresource_uris": {"media": uri.removesuffix(".json") + "/Media.json"},
             "to": to,
             "uri": uri,
         }
-        with self._changed:
-            self._state.message_resources[sid] = resource
-            self._state.messages.append(_record(form, sid, now))
-            self._changed.notify_all()
-        return 201, resource, []
 
     def _fetch_message(self, request: Request, sid: str) -> Answer:
         with self._lock:
@@ -532,10 +657,17 @@ class FakeTwilio:
             return 200, _copy(resource), []
 
     def _list_messages(self, request: Request, _: str) -> Answer:
+        # "<" takes in the whole day or moment named ("on and before"), unlike the Calls filters.
+        sent = _time_filter(request.query, "DateSent", before_is_inclusive=True)
+        _paging(request.query)  # a bad PageSize is refused before anything is read
         with self._lock:
-            resources = list(reversed(self._state.message_resources.values()))  # newest first, as Twilio
-        selected = [r for r in resources if _matches(r, request.query, {"To": "to", "From": "from"})]
-        return 200, self._page(request, "messages", selected), []
+            resources = [_copy(r) for r in self._state.message_resources.values()]
+        ordered = _newest_first(resources, ("date_sent", "date_created"))
+
+        def keep(resource: Json) -> bool:
+            return _matches(resource, request.query, {"To": "to", "From": "from"}) and sent(resource["date_sent"])
+
+        return 200, self._page(request, "messages", ordered, keep), []
 
     # Calls
 
@@ -566,48 +698,52 @@ class FakeTwilio:
             raise
         now = _now()
         sid = _sid("CA")
-        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}.json"
-        base = uri.removesuffix(".json")
         with self._changed:
-            number_sid = next(
-                (sid for sid, n in self._state.numbers.items() if n["phone_number"] == caller), None
-            )
-            resource: Json = {
-                "account_sid": self.account_sid,
-                "annotation": None,
-                "answered_by": None,
-                "api_version": API_VERSION,
-                "caller_name": None,
-                "date_created": _rfc2822(now),
-                "date_updated": _rfc2822(now),
-                "direction": "outbound-api",
-                "duration": None,
-                "end_time": None,
-                "forwarded_from": None,
-                "from": caller,
-                "from_formatted": _national(caller),
-                "group_sid": None,
-                "parent_call_sid": None,
-                "phone_number_sid": number_sid,
-                "price": None,
-                "price_unit": "USD",
-                "queue_time": "0",
-                "sid": sid,
-                "start_time": None,
-                "status": "queued",
-                "subresource_uris": {
-                    name: f"{base}/{name.title().replace('_', '')}.json"
-                    for name in ("notifications", "recordings", "payments", "events", "siprec", "streams")
-                },
-                "to": to,
-                "to_formatted": _national(to),
-                "trunk_sid": None,
-                "uri": uri,
-            }
+            resource = self._call_resource(sid, caller=caller, to=to, own_number=caller, now=now)
             self._state.call_resources[sid] = resource
             self._state.calls.append(_record(form, sid, now))
             self._changed.notify_all()
         return 201, resource, []
+
+    def _call_resource(self, sid: str, *, caller: str, to: str, own_number: str, now: datetime) -> Json:
+        """A queued outbound-api call; the caller holds the lock (`own_number` names the account's number)."""
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}.json"
+        base = uri.removesuffix(".json")
+        number_sid = next(
+            (sid for sid, n in self._state.numbers.items() if n["phone_number"] == own_number), None
+        )
+        return {
+            "account_sid": self.account_sid,
+            "annotation": None,
+            "answered_by": None,
+            "api_version": API_VERSION,
+            "caller_name": None,
+            "date_created": _rfc2822(now),
+            "date_updated": _rfc2822(now),
+            "direction": "outbound-api",
+            "duration": None,
+            "end_time": None,
+            "forwarded_from": None,
+            "from": caller,
+            "from_formatted": _national(caller),
+            "group_sid": None,
+            "parent_call_sid": None,
+            "phone_number_sid": number_sid,
+            "price": None,
+            "price_unit": "USD",
+            "queue_time": "0",
+            "sid": sid,
+            "start_time": None,
+            "status": "queued",
+            "subresource_uris": {
+                name: f"{base}/{name.title().replace('_', '')}.json"
+                for name in ("notifications", "recordings", "payments", "events", "siprec", "streams")
+            },
+            "to": to,
+            "to_formatted": _national(to),
+            "trunk_sid": None,
+            "uri": uri,
+        }
 
     def _fetch_call(self, request: Request, sid: str) -> Answer:
         with self._lock:
@@ -617,11 +753,25 @@ class FakeTwilio:
             return 200, _copy(resource), []
 
     def _list_calls(self, request: Request, _: str) -> Answer:
+        status = _one(request.query, "Status")
+        if status and status not in CALL_STATUSES:
+            raise ApiError(400, 20001, f"Invalid Status: {status}. Must be one of {', '.join(CALL_STATUSES)}")
+        started = _time_filter(request.query, "StartTime", before_is_inclusive=False)
+        ended = _time_filter(request.query, "EndTime", before_is_inclusive=False)
+        _paging(request.query)
         with self._lock:
-            resources = list(reversed(self._state.call_resources.values()))
-        fields = {"To": "to", "From": "from", "Status": "status"}
-        selected = [r for r in resources if _matches(r, request.query, fields)]
-        return 200, self._page(request, "calls", selected), []
+            resources = [_copy(r) for r in self._state.call_resources.values()]
+        ordered = _newest_first(resources, ("start_time", "date_created"))
+        fields = {"To": "to", "From": "from", "Status": "status", "ParentCallSid": "parent_call_sid"}
+
+        def keep(resource: Json) -> bool:
+            return (
+                _matches(resource, request.query, fields)
+                and started(resource["start_time"])
+                and ended(resource["end_time"])
+            )
+
+        return 200, self._page(request, "calls", ordered, keep), []
 
     def _update_call(self, request: Request, sid: str) -> Answer:
         status = _one(request.form, "Status")
@@ -649,14 +799,13 @@ class FakeTwilio:
         wanted = _one(request.query, "PhoneNumber")
         digits = re.sub(r"\D", "", wanted or "")
         with self._lock:
-            resources = list(self._state.numbers.values())
-        selected = [
-            _copy(r)
-            for r in resources
-            if _matches(r, request.query, {"FriendlyName": "friendly_name", "Origin": "origin"})
-            and digits in r["phone_number"]
-        ]
-        return 200, self._page(request, "incoming_phone_numbers", selected), []
+            resources = [_copy(r) for r in self._state.numbers.values()]
+
+        def keep(resource: Json) -> bool:
+            fields = {"FriendlyName": "friendly_name", "Origin": "origin"}
+            return _matches(resource, request.query, fields) and digits in resource["phone_number"]
+
+        return 200, self._page(request, "incoming_phone_numbers", resources, keep), []
 
     def _fetch_number(self, request: Request, sid: str) -> Answer:
         self._injected_failure("numbers", None)
@@ -757,22 +906,27 @@ class FakeTwilio:
 
     # Paging, as Twilio does it: PageSize and Page, plus an opaque PageToken the next_page_uri carries.
 
-    def _page(self, request: Request, key: str, items: list[Json]) -> Json:
-        try:
-            size = int(_one(request.query, "PageSize") or DEFAULT_PAGE_SIZE)
-            page = int(_one(request.query, "Page") or 0)
-        except ValueError:
-            raise ApiError(400, 20001, "PageSize and Page must be integers") from None
-        if not 1 <= size <= MAX_PAGE_SIZE or page < 0:
-            raise ApiError(400, 20001, f"PageSize must be 1..{MAX_PAGE_SIZE} and Page at least 0")
-        start = page * size
+    def _page(self, request: Request, key: str, ordered: list[Json], keep: Callable[[Json], bool]) -> Json:
+        """One page of the records in `ordered` (a snapshot of the list's whole order) that `keep` accepts."""
+        size, page = _paging(request.query)
         token = _one(request.query, "PageToken") or ""
-        sids = [item["sid"] for item in items]
-        # PA<sid>: the page after that record; PB<sid>: the page before it. Stable while records are added.
-        if token[:2] in ("PA", "PB") and token[2:] in sids:
-            index = sids.index(token[2:])
-            start = index + 1 if token.startswith("PA") else max(0, index - size)
-        chunk = items[start : start + size]
+        positions = [position for position, item in enumerate(ordered) if keep(item)]
+        first, stop = page * size, page * size + size
+        if token:
+            # PA<sid>: the page after that record; PB<sid>: the page before it. The anchor is a place in the
+            # unfiltered order, so a page stays put when records are added or one leaves the filter.
+            anchor = next(
+                (position for position, item in enumerate(ordered) if item["sid"] == token[2:]), None
+            )
+            if token[:2] not in ("PA", "PB") or anchor is None:
+                raise ApiError(400, 20001, f"Invalid PageToken: {token}")
+            if token.startswith("PA"):
+                first = bisect.bisect_right(positions, anchor)
+                stop = first + size
+            else:
+                stop = bisect.bisect_left(positions, anchor)
+                first = max(0, stop - size)
+        chunk = [ordered[position] for position in positions[first:stop]]
         filters = [
             (name, value)
             for name, values in request.query.items()
@@ -786,12 +940,13 @@ class FakeTwilio:
                 params.append(("PageToken", page_token))
             return f"{request.path}?{urlencode(params)}"
 
-        has_next = start + size < len(items)
+        has_next = bool(chunk) and stop < len(positions)
+        start = page * size  # as Twilio reports it: the page number times its size
         return {
             key: chunk,
-            "end": start + len(chunk) - 1 if chunk else 0,
+            "end": start + max(len(chunk) - 1, 0),
             "first_page_uri": uri(0),
-            "next_page_uri": uri(page + 1, "PA" + chunk[-1]["sid"]) if has_next and chunk else None,
+            "next_page_uri": uri(page + 1, "PA" + chunk[-1]["sid"]) if has_next else None,
             "page": page,
             "page_size": size,
             "previous_page_uri": uri(page - 1, "PB" + chunk[0]["sid"]) if page > 0 and chunk else None,
@@ -838,6 +993,33 @@ class FakeTwilio:
             if action == "numbers":
                 sid = self.add_number(_required(form, "PhoneNumber"), _one(form, "FriendlyName"))
                 return 201, {"sid": sid}, []
+            if action == "inbound_call":
+                sid = self.add_inbound_call(
+                    from_=_required(form, "From"),
+                    to=_required(form, "To"),
+                    sid=_one(form, "Sid") or None,
+                    status=_one(form, "Status") or "completed",
+                    start_time=_form_time(form, "StartTime"),
+                    duration=_form_int(form, "Duration"),
+                )
+                return 201, {"sid": sid}, []
+            if action == "inbound_message":
+                sid = self.add_inbound_message(
+                    from_=_required(form, "From"),
+                    to=_required(form, "To"),
+                    body=_one(form, "Body") or "",
+                    sid=_one(form, "Sid") or None,
+                    date_sent=_form_time(form, "DateSent"),
+                    num_media=_form_int(form, "NumMedia") or 0,
+                )
+                return 201, {"sid": sid}, []
+            if action == "call_status":
+                sid = _required(form, "Sid")
+                try:
+                    self.set_call_status(sid, _required(form, "Status"), _form_int(form, "Duration"))
+                except KeyError:
+                    raise _not_found(f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}.json") from None
+                return 200, {"ok": True}, []
             if action == "fail_next":
                 self.fail_next(
                     _required(form, "Kind"),
@@ -999,6 +1181,11 @@ def _rfc2822(moment: datetime) -> str:
     return format_datetime(moment.replace(microsecond=0))  # "Thu, 24 Aug 2023 05:01:45 +0000"
 
 
+@functools.lru_cache(maxsize=65536)  # a list sorts and filters on these; times repeat to the second
+def _parse_rfc2822(text: str) -> datetime:
+    return parsedate_to_datetime(text)
+
+
 def _sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
@@ -1015,12 +1202,159 @@ def _required(values: Form, name: str) -> str:
     return value
 
 
+def _form_time(form: Form, name: str) -> datetime | None:
+    value = _one(form, name)
+    return parse_time(value)[0] if value else None
+
+
+def _form_int(form: Form, name: str) -> int | None:
+    value = _one(form, name)
+    return int(value) if value else None
+
+
 def _record(form: Form, sid: str | None, now: datetime) -> Json:
     record: Json = {name: list(values) if name in REPEATABLE else values[-1] for name, values in form.items()}
     if sid is not None:
         record["sid"] = sid
     record["created_at"] = now
     return record
+
+
+def _paging(query: Form) -> tuple[int, int]:
+    """PageSize and Page of a list request, checked as Twilio checks them."""
+    try:
+        size = int(_one(query, "PageSize") or DEFAULT_PAGE_SIZE)
+        page = int(_one(query, "Page") or 0)
+    except ValueError:
+        raise ApiError(400, 20001, "PageSize and Page must be integers") from None
+    if not 1 <= size <= MAX_PAGE_SIZE or page < 0:
+        raise ApiError(400, 20001, f"PageSize must be 1..{MAX_PAGE_SIZE} and Page at least 0")
+    return size, page
+
+
+def parse_time(value: str) -> tuple[datetime, bool]:
+    """A date filter's value as aware UTC, and whether it named a whole day rather than a moment.
+
+    Accepted, as the API accepts them: ``2019-06-11`` (a UTC day); ISO 8601 such as ``2019-06-11T22:05:25Z``
+    (what the SDK sends) or ``2019-06-11 22:05:25.000``; RFC 2822 such as ``Wed, 19 Jun 2019 22:04:00 -0000``;
+    and ``06/11/2019 22:05:25 MST`` with a US zone abbreviation. A time without a zone is UTC (GMT).
+    ValueError for anything else.
+    """
+    text = value.strip()
+    if _DAY.fullmatch(text):
+        day = date.fromisoformat(text)
+        return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+    moment: datetime | None = None
+    slashed = _SLASHED_TIME.fullmatch(text)
+    if slashed is not None:
+        month, day_of_month, year, hour, minute, second, zone = slashed.groups()
+        if (zone or "UTC") not in _ZONE_HOURS:
+            raise ValueError(f"unknown time zone {zone!r} in {value!r}")
+        offset = timezone(timedelta(hours=_ZONE_HOURS[zone or "UTC"]))
+        moment = datetime(
+            int(year), int(month), int(day_of_month), int(hour), int(minute), int(second), tzinfo=offset
+        )
+    else:
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(text)
+        if moment is None:
+            with contextlib.suppress(ValueError, TypeError, IndexError):
+                moment = parsedate_to_datetime(text)
+    if moment is None:
+        raise ValueError(f"{value!r} is neither a date nor a date and time")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC), False
+
+
+def _time_filter(query: Form, name: str, *, before_is_inclusive: bool) -> Callable[[str | None], bool]:
+    """The test that `name`, `name>` and `name<` in a list query put on one RFC 2822 field of a record.
+
+    `name` keeps the UTC day named (or the day of the moment named); `name>` keeps that day or moment and
+    later; `name<` keeps what is earlier, and with `before_is_inclusive` the day or moment itself too.
+    A record without the time fails every such filter. A value that is not a time is Twilio's 400.
+    """
+    tests: list[Callable[[datetime], bool]] = []
+
+    def moment(parameter: str) -> tuple[datetime, bool] | None:
+        value = _one(query, parameter)
+        if not value:
+            return None
+        try:
+            return parse_time(value)
+        except ValueError:
+            raise ApiError(400, 20001, f"Invalid value for {parameter}: {value}") from None
+
+    on, after, before = moment(name), moment(name + ">"), moment(name + "<")
+    if on is not None:
+        day = on[0].date()
+        tests.append(lambda found: found.date() == day)
+    if after is not None:
+        since = after[0]
+        tests.append(lambda found: found >= since)
+    if before is not None:
+        until, whole_day = before
+        if before_is_inclusive and whole_day:
+            tests.append(lambda found: found < until + timedelta(days=1))
+        elif before_is_inclusive:
+            tests.append(lambda found: found <= until)
+        else:
+            tests.append(lambda found: found < until)
+
+    def check(value: str | None) -> bool:
+        if not tests:
+            return True
+        if not value:
+            return False
+        found = _parse_rfc2822(value)
+        return all(test(found) for test in tests)
+
+    return check
+
+
+def _newest_first(resources: list[Json], fields: tuple[str, ...]) -> list[Json]:
+    """Newest first by the first of `fields` a record has (RFC 2822); among equals, the later added first."""
+
+    def moment(resource: Json) -> datetime:
+        value = next((resource[name] for name in fields if resource.get(name)), None)
+        return _parse_rfc2822(value) if value else datetime.min.replace(tzinfo=UTC)
+
+    ranked = sorted(enumerate(resources), key=lambda pair: (moment(pair[1]), pair[0]), reverse=True)
+    return [resource for _, resource in ranked]
+
+
+def _aware(moment: datetime, name: str) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def _given_sid(prefixes: tuple[str, ...], sid: str | None) -> str:
+    """`sid` when it has the shape of a Twilio SID with one of `prefixes`, a new SID when it is None."""
+    if sid is None:
+        return _sid(prefixes[0])
+    if not (sid[:2] in prefixes and re.fullmatch(r"[0-9a-fA-F]{32}", sid[2:])):
+        raise ValueError(f"{sid!r} is not a SID: {' or '.join(prefixes)} and 32 hexadecimal digits")
+    return sid
+
+
+def _move_call(resource: Json, status: str, duration: int | None, now: datetime) -> None:
+    """Put a call resource in `status`, with the times and duration the API shows for it."""
+    if status not in CALL_STATUSES:
+        raise ValueError(f"status must be one of {CALL_STATUSES}, not {status!r}")
+    if duration is not None and (status != "completed" or duration < 0):
+        raise ValueError("only a completed call has a duration, and it is not negative")
+    if status not in ("queued", "ringing") and resource["start_time"] is None:
+        resource["start_time"] = _rfc2822(now)
+    resource["status"] = status
+    # The API leaves end_time and duration empty for calls that are ongoing or did not complete.
+    resource["end_time"] = resource["duration"] = None
+    if status == "completed":
+        seconds = duration or 0
+        started = _parse_rfc2822(resource["start_time"])
+        resource["duration"] = str(seconds)
+        resource["end_time"] = _rfc2822(started + timedelta(seconds=seconds))
+    resource["date_updated"] = _rfc2822(now)
 
 
 def _copy(resource: Json) -> Json:

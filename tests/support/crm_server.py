@@ -1,12 +1,15 @@
 """A dealership CRM on loopback for the outbox tests: takes ADF and JSON leads, or fails on demand.
 
 Modes: "ok" (200, deduplicating by Idempotency-Key as real CRMs do), "error" (500), "reject" (400),
-"slow" (answers only after `slow_seconds`, with a 504, so the sender has timed out by then).
+"slow" (answers only after `slow_seconds`, with a 504, so the sender has timed out by then), "hang"
+(takes the request and never answers, until `stop()`). `latency` delays every answer by up to that many
+seconds, at random, so concurrent deliveries finish in any order; `delay` by exactly that many.
 `stop()` closes the port (connections refused); `start()` opens the same port again.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +61,9 @@ class FakeCrm:
     def __init__(self, secret: str | None = None, now: Any = None) -> None:
         self.mode = "ok"
         self.slow_seconds = 1.0
+        self.latency = 0.0
+        self.delay = 0.0
+        self._released = threading.Event()
         self.secret = secret
         # Signature checks use this clock (the gateway signs with its clock, which tests move).
         self.now = now or (lambda: int(time.time()))
@@ -71,6 +77,7 @@ class FakeCrm:
         self.port = 0
 
     def start(self) -> FakeCrm:
+        self._released.clear()
         self._server = _Server(("127.0.0.1", self.port), self)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -78,6 +85,7 @@ class FakeCrm:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -97,6 +105,15 @@ class FakeCrm:
     def handle(self, path: str, headers: Message, body: bytes) -> int:
         with self._lock:
             mode = self.mode
+            latency = self.latency
+            delay = self.delay
+        if delay:
+            time.sleep(delay)
+        if latency:
+            time.sleep(random.uniform(0, latency))
+        if mode == "hang":
+            self._released.wait(60)
+            return 504
         if mode == "slow":
             time.sleep(self.slow_seconds)
             status = 504

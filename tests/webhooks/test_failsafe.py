@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import func, select
 
-from gateway.calls.failsafe import SPOOL_DIR, write_main_lines
+from gateway.calls.failsafe import write_main_lines
 from gateway.models import Call, Lead, Task
 from gateway.simulator import new_sid, play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS
@@ -73,11 +73,11 @@ def test_database_and_redis_down_spool_to_disk_and_the_sweep_replays(settings, m
     response = client.post("/webhooks/voice/incoming", params)
     assert "+12025550100" in response.get_data(as_text=True)
     client.post("/webhooks/voice/status", {**params, "CallStatus": "completed", "CallDuration": "40"})
-    spooled = list((settings.instance_dir / SPOOL_DIR).glob("*.json"))
+    spooled = list(settings.spool_dir.glob("*.json"))
     assert len(spooled) == 2
 
     work()  # the sweep finds the spool
-    assert list((settings.instance_dir / SPOOL_DIR).glob("*.json")) == []
+    assert list(settings.spool_dir.glob("*.json")) == []
     assert counts(db) == (1, 1, 1)
     work()  # replaying again doubles nothing
     assert counts(db) == (1, 1, 1)

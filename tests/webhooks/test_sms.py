@@ -319,7 +319,7 @@ def test_concurrent_deliveries_of_one_text_are_handled_once(app, settings, db):
     def post() -> None:
         client = SignedClient(app.test_client(), settings.public_base_url, settings.webhook_auth_token)
         barrier.wait()
-        codes.append(text(client, "STOP PLEASE", sid=sid)[1].status_code)
+        codes.append(text(client, "not interested, stop", sid=sid)[1].status_code)
 
     threads = [threading.Thread(target=post) for _ in range(6)]
     for thread in threads:
@@ -331,6 +331,29 @@ def test_concurrent_deliveries_of_one_text_are_handled_once(app, settings, db):
     assert count(db, Lead) == 1
     assert count(db, Task) == 1
     assert count(db, LeadEvent, LeadEvent.kind == "automation-paused") == 1
+
+
+@pytest.mark.usefixtures("configured")
+def test_concurrent_deliveries_of_an_opt_out_in_own_words_confirm_it_once(app, settings, db, work, fake_twilio):
+    sid = new_sid("SM")
+    barrier = threading.Barrier(6)
+    codes: list[int] = []
+
+    def post() -> None:
+        client = SignedClient(app.test_client(), settings.public_base_url, settings.webhook_auth_token)
+        barrier.wait()
+        codes.append(text(client, "STOP PLEASE", sid=sid)[1].status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 6
+    assert count(db, Message, Message.direction == "inbound") == 1
+    assert count(db, Message, Message.kind == "keyword") == 1
+    work()
+    assert len([m for m in fake_twilio.messages if m["To"] == CUSTOMER]) == 1
 
 
 # --- Redis down -------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from sqlalchemy import select
 
 from gateway import events
 from gateway.cli import main
+from gateway.crm.delivery import DEFAULT_CLAIM_TIMEOUT, backoff
 from gateway.crm.formats import ADF_DTD_PATH, IDEMPOTENCY_HEADER
 from gateway.crm.models import CrmDelivery, DeliveryStatus
-from gateway.crm.outbox import DEFAULT_CLAIM_TIMEOUT, REQUEUE_AFTER, backoff
+from gateway.crm.outbox import REQUEUE_AFTER
 from gateway.leads import Origin, contact_for_phone, open_or_join_lead, set_status
 from gateway.models import Call, CallOutcome, Contact, Direction, Lead, LeadStatus, Message, Store
 from gateway.simulator import new_sid, play_call

@@ -676,7 +676,9 @@ def test_florida_closes_at_eight() -> None:
 )
 def test_reply_grace(contacted_ago: timedelta, allowed: bool) -> None:
     late = _utc(NEW_YORK, *DAY, 22, 0)
-    decision = check_outbound(_check(now=late, customer_contacted_at=late - contacted_ago))
+    decision = check_outbound(
+        _check(now=late, customer_contacted_at=late - contacted_ago, answers_contact=True)
+    )
     if allowed:
         assert decision.allowed is True
     else:
@@ -757,6 +759,7 @@ def test_reply_grace_does_not_lift_the_cap() -> None:
             to_number=FLORIDA,
             now=now,
             customer_contacted_at=now - timedelta(minutes=1),
+            answers_contact=True,
             automated_sent_last_24h=3,
         )
     )
@@ -767,9 +770,46 @@ def test_reply_grace_does_not_lift_the_cap() -> None:
 def test_reply_grace_lifts_florida_quiet_hours() -> None:
     now = _utc(NEW_YORK, *DAY, 20, 30)
     decision = check_outbound(
-        _check(to_number=FLORIDA, now=now, customer_contacted_at=now - timedelta(seconds=40))
+        _check(
+            to_number=FLORIDA, now=now, customer_contacted_at=now - timedelta(seconds=40), answers_contact=True
+        )
     )
     assert decision.allowed is True
+
+
+@pytest.mark.parametrize("automated", [True, False])
+def test_reply_grace_is_only_for_the_answer_itself(automated: bool) -> None:
+    # 06:10 in Chicago, the customer called 6 s ago: a cadence's later step is a follow-up, not the answer,
+    # and waits for 08:00 however recent the call.
+    now = _utc(CHICAGO, *DAY, 6, 10)
+    decision = check_outbound(
+        _check(
+            to_number="+13125550123",
+            now=now,
+            automated=automated,
+            customer_contacted_at=now - timedelta(seconds=6),
+            answers_contact=False,
+        )
+    )
+    _assert_deferred(decision, "quiet_hours", _utc(CHICAGO, *DAY, 8, 0))
+    answer = check_outbound(
+        _check(
+            to_number="+13125550123",
+            now=now,
+            automated=automated,
+            customer_contacted_at=now - timedelta(seconds=6),
+            answers_contact=True,
+        )
+    )
+    assert answer.allowed is True
+
+
+def test_an_answer_with_no_recent_contact_waits() -> None:
+    now = _utc(NEW_YORK, *DAY, 22, 0)
+    decision = check_outbound(
+        _check(now=now, customer_contacted_at=now - timedelta(minutes=6), answers_contact=True)
+    )
+    _assert_deferred(decision, "quiet_hours", _utc(NEW_YORK, 2026, 6, 11, 8, 0))
 
 
 def test_the_guard_needs_an_aware_time() -> None:

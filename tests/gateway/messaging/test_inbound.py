@@ -98,8 +98,11 @@ def test_every_opt_out_keyword_in_every_form_opts_out(twilio, db, clock, work, f
 
 
 @pytest.mark.usefixtures("configured")
-@pytest.mark.parametrize("body", ["STOP PLEASE", "please stop texting me", "Don't text me again", "stop it"])
-def test_plain_language_is_not_a_keyword_but_pauses_automation(twilio, db, work, fake_twilio, body):
+# Clear requests ("please stop texting me", "STOP PLEASE") opt out: tests/gateway/messaging/test_own_words.py.
+@pytest.mark.parametrize(
+    "body", ["not interested, stop", "stop texting me so late", "Don't text me before 9", "wrong number"]
+)
+def test_an_unclear_request_is_not_a_keyword_but_pauses_automation(twilio, db, work, fake_twilio, body):
     text(twilio, body)
     customer = contact(db)
     assert not customer.opted_out
@@ -125,7 +128,7 @@ def test_a_revocation_ends_the_cadence_but_a_person_may_answer(
     work()
     assert len(to_customer(fake_twilio)) == 1  # the cadence's first text
     clock.advance(timedelta(minutes=1))
-    text(twilio, "please don't text me anymore")
+    text(twilio, "please don't text me after 8pm")
     clock.advance(timedelta(days=2))
     work()
     assert len(to_customer(fake_twilio)) == 1

@@ -31,6 +31,10 @@ def local(zone: ZoneInfo, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, 11, day, hour, minute, tzinfo=zone).astimezone(UTC)
 
 
+# Texts a person writes (as the API and the reply relay mark them): they may answer the customer at once.
+PERSON_KINDS = frozenset({"api", "relay"})
+
+
 def queue(db, clock, to, body="Hi from North Honda!", *, automated=False, kind="api", media=(), **changes) -> int:
     with db.session() as session:
         contact = contact_for_phone(session, to)
@@ -38,7 +42,7 @@ def queue(db, clock, to, body="Hi from North Honda!", *, automated=False, kind="
             setattr(contact, name, value)
         message = queue_text(
             session, to=to, from_=SIMULTANEOUS, body=body, kind=kind, now=clock.now(), automated=automated,
-            contact=contact, media_urls=media,
+            contact=contact, media_urls=media, answers_contact=kind in PERSON_KINDS,
         )
         return message.id
 

@@ -1,0 +1,38 @@
+"""gunicorn's settings for the gateway in production: `gunicorn wsgi:app` in the project folder reads
+this file (and `gateway serve` runs gunicorn there). Command-line options override it.
+
+- Two processes of four threads each (`gthread`): the incoming-call webhook mostly waits (on Redis, on
+  the hot path's writer), so threads answer more calls per core than more processes would, and two
+  processes keep a call answered while one is busy. `WEB_CONCURRENCY` changes the process count.
+- Prometheus: every process writes its counters to one folder (`PROMETHEUS_MULTIPROC_DIR`, by default
+  the instance folder's `metrics/`), so `GET /metrics` sums them; a process that exits is marked dead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = 4
+# The provider gives up on a webhook after 15 s; a request still running after 30 is stuck.
+timeout = 30
+graceful_timeout = 10
+
+_METRICS = "PROMETHEUS_MULTIPROC_DIR"
+if not os.environ.get(_METRICS):
+    # Started on its own (not by `gateway serve`, which prepares the folder for web and workers alike):
+    # a fresh folder for this server's processes.
+    _folder = Path(os.environ.get("GATEWAY_INSTANCE_DIR", "instance")).resolve() / "metrics"
+    shutil.rmtree(_folder, ignore_errors=True)
+    _folder.mkdir(parents=True, exist_ok=True)
+    os.environ[_METRICS] = str(_folder)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

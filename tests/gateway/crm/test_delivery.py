@@ -1,0 +1,191 @@
+"""Delivery at volume: batches sent concurrently, order kept within a stream, a hanging CRM held apart,
+a worker that dies mid-batch, and the lanes that keep a first text ahead of any CRM backlog."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from rq import Queue
+from sqlalchemy import insert, select
+
+from gateway import runtime
+from gateway.crm import delivery
+from gateway.crm.models import CrmDelivery
+from gateway.crm.outbox import release_stuck_deliveries
+from gateway.jobs import Lane, make_queue
+from gateway.models import Store
+from gateway.simulator import play_call
+from gateway.worker import GatewayWorker
+from tests.support.config import CUSTOMER, SIMULTANEOUS
+from tests.support.crm_server import FakeCrm
+
+SECRET = "whsec-test"
+TIMEOUT = 0.3
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.with_changes(extra={"crm_timeout": TIMEOUT})
+
+
+@pytest.fixture
+def healthy(clock):
+    with FakeCrm(secret=SECRET, now=lambda: clock.now().timestamp()) as server:
+        yield server
+
+
+@pytest.fixture
+def hanging(clock):
+    server = FakeCrm(secret=SECRET, now=lambda: clock.now().timestamp())
+    server.mode = "hang"
+    with server:
+        yield server
+
+
+def set_crm(db, destinations):
+    with db.session() as session:
+        store = session.scalar(select(Store).where(Store.key == "north-honda"))
+        store.crm = destinations
+        session.commit()
+
+
+def rows(db, **filters):
+    with db.session() as session:
+        query = select(CrmDelivery).order_by(CrmDelivery.id)
+        for name, value in filters.items():
+            query = query.where(getattr(CrmDelivery, name) == value)
+        return list(session.scalars(query))
+
+
+def missed_call(poster, caller=CUSTOMER):
+    list(play_call(poster, to=SIMULTANEOUS, caller=caller, outcome="no-answer"))
+
+
+def callers(count):
+    return [f"+120255501{n:02d}" for n in range(10, 10 + count)]
+
+
+@pytest.mark.usefixtures("configured")
+def test_order_within_each_stream_survives_concurrent_delivery(db, poster, work, healthy, clock):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    healthy.latency = 0.05  # answers finish in any order
+    for caller in callers(12):
+        missed_call(poster, caller)
+    for caller in callers(12)[:6]:
+        missed_call(poster, caller)  # a second contact: more events on the same streams
+
+    for _ in range(10):  # on a busy machine an answer may time out: its stream waits for the retry
+        work()
+        if {row.status for row in rows(db)} == {"delivered"}:
+            break
+        clock.advance(timedelta(minutes=2))
+
+    written = rows(db, kind="webhook")
+    assert {row.status for row in written} == {"delivered"}
+    assert not healthy.duplicates
+    arrived = [json.loads(request.body) for request in healthy.accepted]
+    by_lead: dict[int, list[str]] = {}
+    for event in arrived:
+        by_lead.setdefault(event["data"]["lead"]["id"], []).append(event["id"])
+    for lead_id, keys in by_lead.items():
+        # Each lead's events reached the CRM in the order they were written.
+        assert keys == [row.idempotency_key for row in written if row.lead_id == lead_id]
+    assert len(by_lead) == 12
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_hanging_destination_times_out_and_retries_without_holding_the_others(
+    db, poster, work, healthy, hanging, clock
+):
+    set_crm(
+        db,
+        [
+            {"type": "adf-http", "url": hanging.url("/adf")},
+            {"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET},
+        ],
+    )
+    for caller in callers(5):
+        missed_call(poster, caller)
+
+    work()
+
+    assert {row.status for row in rows(db, kind="webhook")} == {"delivered"}
+    stuck = rows(db, kind="adf-http")
+    assert len(stuck) == 5
+    assert {row.status for row in stuck} == {"pending"}
+    tried = [row for row in stuck if row.attempts]
+    # The first timeout paused the destination: the others waited instead of timing out one by one.
+    assert 1 <= len(tried) <= delivery.PER_TARGET
+    assert all("timed out" in (row.last_error or "") for row in tried)
+    assert all(row.next_attempt_at >= clock.now() + timedelta(seconds=30) for row in stuck)
+
+    # The CRM comes back: everything arrives once.
+    hanging.mode = "ok"
+    clock.advance(timedelta(minutes=2))
+    work()
+    assert {row.status for row in rows(db)} == {"delivered"}
+    adf_keys = [request.key for request in hanging.accepted if request.path == "/adf"]
+    assert sorted(adf_keys) == sorted(row.idempotency_key for row in stuck)
+    assert not hanging.duplicates
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_worker_that_dies_mid_batch_loses_and_doubles_nothing(app, db, poster, work, healthy, clock):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    for caller in callers(4):
+        missed_call(poster, caller)
+    with app.app_context():
+        current = runtime.current()
+        claimed = delivery.claim(current)  # the batch is claimed...
+        for attempt in claimed[:2]:
+            delivery._send(current, attempt)  # ...two reach the CRM, then the process is killed
+    assert {row.status for row in rows(db) if row.id in {a.id for a in claimed}} == {"delivering"}
+
+    work()  # nothing more goes while the claims stand
+    assert len(healthy.accepted) == 2
+
+    clock.advance(timedelta(seconds=delivery.DEFAULT_CLAIM_TIMEOUT + 1))
+    with db.session() as session:
+        release_stuck_deliveries(session, clock.now())
+        session.commit()
+    work()
+
+    assert {row.status for row in rows(db)} == {"delivered"}
+    keys = [row.idempotency_key for row in rows(db)]
+    assert sorted(healthy.accepted_keys()) == sorted(keys)  # everything, once
+    assert len(healthy.duplicates) == 2  # the two sent before the kill came again; the CRM dropped them
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_first_text_goes_while_5000_crm_deliveries_wait(app, db, poster, redis, fake_twilio, clock):
+    set_crm(db, [{"type": "webhook", "url": "http://127.0.0.1:9/hooks", "secret": SECRET}])
+    with db.session() as session:
+        store_id = session.scalar(select(Store.id).where(Store.key == "north-honda"))
+    now = clock.now()
+    backlog = [
+        {
+            "store_id": store_id, "lead_id": None, "destination_index": 0, "kind": "webhook",
+            "target": "http://127.0.0.1:9/hooks", "stream": f"s{n}", "event": "lead.updated",
+            "content_type": "application/json", "payload": b"{}", "idempotency_key": f"backlog-{n}",
+            "status": "pending", "attempts": 0, "next_attempt_at": now, "retry_until": now + timedelta(days=1),
+            "created_at": now, "updated_at": now,
+        }
+        for n in range(5000)
+    ]
+    with db.session() as session:
+        session.execute(insert(CrmDelivery), backlog)
+        session.commit()
+    crm_lane = make_queue(redis, Lane.CRM)
+    crm_lane.enqueue_many([Queue.prepare_data(delivery.deliver_due_job) for _ in range(5000)])
+
+    missed_call(poster)  # its first text and the owner's alert are urgent work, queued after the backlog
+
+    with app.app_context():
+        worker = GatewayWorker([make_queue(redis, lane) for lane in (Lane.URGENT, Lane.DEFAULT, Lane.CRM)],
+                               connection=redis)
+        worker.work(burst=True, max_jobs=3)  # one worker, most urgent lane first
+    assert CUSTOMER in [m["To"] for m in fake_twilio.messages]
+    assert crm_lane.count >= 5000  # the CRM lane has not been touched
+    assert len(rows(db, status="pending")) >= 5000
