@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Paths that are not pages: the API and the provider's webhooks answer JSON or TwiML; a click-to-call
 # link's page carries its own single-use secret in the URL.
-NOT_PAGES = ("/api/", "/webhooks/", "/healthz", "/metrics")
+NOT_PAGES = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 CSRF_EXEMPT = ("/api/", "/webhooks/", "/c/")
 
 CONTENT_SECURITY_POLICY = (
