@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -188,6 +188,17 @@ def _bars(values: Sequence[tuple[str, float | None]], height: int = 120, width: 
         })
     return {"bars": bars, "width": width, "height": height, "top": top,
             "first": values[0][0] if values else "", "last": values[-1][0] if values else ""}
+
+
+def every_day(days: dict[str, dict[str, Any]], first: date, last: date) -> dict[str, dict[str, Any]]:
+    """Every calendar day of the range, a day without leads or calls as zeros, so the axis is the range."""
+    empty = {"leads": 0, "sla_met": 0, "sla_measured": 0, "calls": 0, "missed": 0}
+    filled: dict[str, dict[str, Any]] = {}
+    day = first
+    while day <= last and len(filled) <= 400:
+        filled[day.isoformat()] = days.get(day.isoformat(), empty)
+        day += timedelta(days=1)
+    return filled
 
 
 def charts(days: dict[str, dict[str, Any]]) -> dict[str, Any]:

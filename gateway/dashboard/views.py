@@ -448,6 +448,8 @@ def kpis() -> str:
     summary = figures_of.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
     figures = figures_of.breakdowns(session, ids, since, until, now, zone, offset)
+    first_day = since.astimezone(pages.zone(zone)).date()
+    last_day = (until - timedelta(seconds=1)).astimezone(pages.zone(zone)).date()
     names = {s.id: s.name for s in all_stores}
     agent_names = {a.id: a.name for a in session.scalars(select(Agent))}
     for row in figures["store"]:
@@ -462,5 +464,5 @@ def kpis() -> str:
         stores=all_stores, store_key=store_key,
         date_from=since.astimezone(pages.zone(zone)).strftime("%Y-%m-%d"),
         date_to=(until - timedelta(seconds=1)).astimezone(pages.zone(zone)).strftime("%Y-%m-%d"),
-        error=error, charts=pages.charts(figures["days"]),
+        error=error, charts=pages.charts(pages.every_day(figures["days"], first_day, last_day)),
     )
