@@ -48,6 +48,7 @@ from cadences.models import (
     StopReason,
 )
 from cadences.templates import appointment_time, first_name, render
+from gateway.calls.services import texts_allowed
 from gateway.database import insert_ignoring_conflict
 from gateway.leads import record_event
 from gateway.messaging.outbound import queue_texts, text_values
@@ -226,6 +227,8 @@ def enrol_after_missed_call(session: Session, lead: Lead, call: Call, now: datet
     """The tracked number's cadence, once per lead: a second missed call does not restart it."""
     if lead.contact.phone is None:
         return None  # a withheld caller gets a lead and a task, no text
+    if not texts_allowed(lead.store, call):
+        return None  # a caller ID that failed verification may be a stranger's number
     number_id = call.tracked_number_id or lead.tracked_number_id
     number = session.get(TrackedNumber, number_id) if number_id else None
     if number is None or not number.cadence_key:

@@ -17,7 +17,7 @@ import cadences
 import tracked_numbers
 import voicemail
 import webhooks
-from gateway import agents, api, crm, dashboard, messaging, metrics, runtime, web
+from gateway import agents, api, crm, dashboard, messaging, metrics, reconcile, runtime, web
 from gateway.calls import failsafe, hotpath, owners
 from gateway.clock import Clock, SystemClock
 from gateway.database import Database
@@ -71,6 +71,7 @@ def create_app(
     cadences.init_app(app)
     agents.init_app(app)
     crm.init_app(app)
+    reconcile.init_app(app)
     dashboard.init_app(app)
     metrics.init_app(app)
 

@@ -9,12 +9,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gateway.crm import cli as crm_cli
 from gateway.messaging import cli as messaging_cli
 from gateway.settings import settings_for_command
+
+if TYPE_CHECKING:
+    from gateway.database import Database
 
 
 @click.group()
@@ -228,10 +232,23 @@ def config_apply(file: Path) -> None:
             write_main_lines(session, settings.instance_dir)
     except OSError as error:
         click.echo(f"warning: could not write the failsafe map: {error}", err=True)
-    database.dispose()
     for line in changes:
         click.echo(line)
     click.echo(f"{len(changes)} change(s) applied" if changes else "no changes")
+    _print_configuration_problems(database)
+    database.dispose()
+
+
+def _print_configuration_problems(database: Database) -> None:
+    """What the configuration now in the database leaves broken (the provider's side is `numbers check`)."""
+    from tracked_numbers.health import configuration_problems
+
+    with database.session() as session:
+        problems = configuration_problems(session)
+    for problem in problems:
+        click.echo(f"problem: {problem}")
+    if problems:
+        click.echo(f"{len(problems)} problem(s) left; `gateway numbers check` also checks the provider")
 
 
 @main.group()
@@ -259,6 +276,36 @@ def numbers_sync() -> None:
         click.echo(line)
     if report.missing:
         raise SystemExit(1)
+
+
+@numbers.command("check")
+def numbers_check() -> None:
+    """One line per problem (drift from this gateway's URLs, numbers missing from the account, ring lists
+    with no active agent, agents without a textable mobile, departments nobody can answer); exit 1 if any."""
+    from gateway.database import Database
+    from gateway.provider import ProviderError, make_provider
+    from tracked_numbers.health import configuration_problems, provider_problems
+
+    settings = settings_for_command()
+    database = Database(settings.database_url)
+    lines: list[str] = []
+    try:
+        with database.session() as session:
+            if settings.sandbox:
+                click.echo("sandbox mode: the provider's numbers are not checked")
+            else:
+                try:
+                    lines += map(str, provider_problems(session, make_provider(settings), settings.public_base_url))
+                except ProviderError as error:
+                    lines.append(f"provider: could not list the account's numbers: {error}")
+            lines += map(str, configuration_problems(session))
+    finally:
+        database.dispose()
+    for line in lines:
+        click.echo(line)
+    if lines:
+        raise SystemExit(1)
+    click.echo("no problems found")
 
 
 # --- api keys --------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 `GET /api/v1/metrics` and of the workspace's KPI page, from one set of queries so they always agree.
 
 Leads are counted by when they were created, calls by when they started, inside [since, until).
-Tasks are counted as they are now. First response time is first_response_at - created_at; a lead meets
+Tasks are counted as they are now; calls and texts found by reconciliation (gateway/reconcile/) by when
+they started or were sent. First response time is first_response_at - created_at; a lead meets
 its SLA when that is within its store's response SLA (leads still waiting past their SLA count as
 misses, leads still inside it are not counted yet). Every query is a range scan of the
 (store_id, created_at / started_at) indexes of migration 0005, so it stays fast at millions of rows.
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Date, and_, case, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from gateway.models import Call, CallOutcome, Direction, Lead, Store, Task, TaskStatus, TrackedNumber
+from gateway.models import Call, CallOutcome, Direction, Lead, Message, Store, Task, TaskStatus, TrackedNumber
 
 DEFAULT_PERIOD = timedelta(days=30)
 MAX_PERIOD = timedelta(days=400)
@@ -123,6 +124,25 @@ def compute_metrics(
     settled = sum(c for o, c in by_outcome.items() if o != CallOutcome.RINGING.value)
     missed = sum(c for o, c in by_outcome.items() if o in UNANSWERED)
 
+    # Calls and texts found only in the provider's log (gateway/reconcile/), by the same windows; the
+    # partial indexes on `reconciled` keep these two counts small however many rows there are.
+    reconciled_calls = session.scalar(
+        scoped(
+            select(func.count()).select_from(Call).where(
+                Call.reconciled, Call.started_at >= since, Call.started_at < until
+            ),
+            Call.store_id,
+        )
+    )
+    reconciled_messages = session.scalar(
+        scoped(
+            select(func.count()).select_from(Message).where(
+                Message.reconciled, Message.created_at >= since, Message.created_at < until
+            ),
+            Message.store_id,
+        )
+    )
+
     # Tasks as they stand now.
     task_counts = session.execute(
         scoped(
@@ -155,6 +175,8 @@ def compute_metrics(
             "attainment": round(sla_within / sla_measured, 4) if sla_measured else None,
         },
         "leaked_leads": leaked,
+        "reconciled_calls": int(reconciled_calls or 0),
+        "reconciled_messages": int(reconciled_messages or 0),
         "tasks": {"open": int(task_counts[0] or 0), "overdue": int(task_counts[1] or 0)},
     }
 

@@ -104,6 +104,10 @@ class Store(Base):
     after_hours_grace_seconds: Mapped[int] = mapped_column(default=1800)
     # [{"type": "adf-http", "url": ...}, ...]
     crm: Mapped[list[Any]] = mapped_column(default=list)
+    # Automated texts to a caller whose caller ID failed SHAKEN/STIR verification (off: it may be spoofed).
+    text_unverified_callers: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Played to the caller before an agent is bridged on a recorded number; None: the default wording.
+    recording_disclosure: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -206,6 +210,8 @@ class Lead(Base):
     last_contact_at: Mapped[datetime | None] = mapped_column()  # the customer's latest call or text
     leaked_at: Mapped[datetime | None] = mapped_column()
     leak_reason: Mapped[str | None] = mapped_column(String(64))
+    # The lead's latest call came with a caller ID that failed SHAKEN/STIR verification.
+    caller_id_unverified: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column()
@@ -247,7 +253,7 @@ class Call(Base):
     __table_args__ = (
         Index("ix_calls_from_number_started", "from_number", "started_at"),
         # GET /api/v1/metrics and the KPI page: calls of one store, or of every store, in a time window, by
-        # outcome and source (migrations 0005, 0009).
+        # outcome and source (migrations 0005, 0010).
         Index(
             "ix_calls_store_started", "store_id", "started_at",
             postgresql_include=["outcome", "direction", "kind", "tracked_number_id"],
@@ -255,6 +261,11 @@ class Call(Base):
         Index(
             "ix_calls_started_covering", "started_at",
             postgresql_include=["store_id", "outcome", "direction", "kind", "tracked_number_id"],
+        ),
+        # GET /api/v1/metrics counts the calls found by reconciliation: few, so a small partial index.
+        Index(
+            "ix_calls_reconciled_started", "started_at",
+            postgresql_where=text("reconciled"), sqlite_where=text("reconciled"),
         ),
     )
 
@@ -277,11 +288,15 @@ class Call(Base):
     accepted_at: Mapped[datetime | None] = mapped_column()  # the agent pressed 1
     voicemail_started: Mapped[bool] = mapped_column(default=False)  # the caller reached the prompt
     voicemail_seconds: Mapped[int | None] = mapped_column()  # length of the recording, when one was left
+    # The provider's SHAKEN/STIR check of the caller ID failed (StirVerstat TN-Validation-Failed...).
+    caller_id_unverified: Mapped[bool] = mapped_column(default=False, server_default=false())
     duration: Mapped[int | None] = mapped_column()
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()
     # Set once, by the conditional update that claims the "call ended" work: exactly once.
     processed_at: Mapped[datetime | None] = mapped_column()
+    # Settled from the provider's own record because its webhooks never came (gateway/reconcile/).
+    reconciled: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     answered_by: Mapped[Agent | None] = relationship(lazy="joined")
@@ -295,7 +310,11 @@ class Message(Base):
         Index("ix_messages_status_send_after", "status", "send_after"),
         Index("ix_messages_to_number_sent_at", "to_number", "sent_at"),
         Index("ix_messages_contact_direction_created", "contact_id", "direction", "created_at"),
-        # The workspace's inbox: one store's recent texts by lead, read from the index alone (migration 0009).
+        Index(
+            "ix_messages_reconciled_created", "created_at",
+            postgresql_where=text("reconciled"), sqlite_where=text("reconciled"),
+        ),
+        # The workspace's inbox: one store's recent texts by lead, read from the index alone (migration 0010).
         Index(
             "ix_messages_store_created", "store_id", "created_at",
             postgresql_include=["id", "lead_id", "direction", "kind", "agent_id"],
@@ -330,6 +349,8 @@ class Message(Base):
     sent_at: Mapped[datetime | None] = mapped_column()
     # Free-form link back to what made it (e.g. "cadence-step:42"), unique so a retry cannot add twice.
     origin: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # An inbound text found in the provider's log whose webhook never came (gateway/reconcile/).
+    reconciled: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -60,6 +60,8 @@ class ProviderNumber:
     voice_url: str | None
     sms_url: str | None
     status_callback: str | None
+    voice_fallback_url: str | None = None
+    sms_fallback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ class TwilioProvider:
                 voice_url=n.voice_url,
                 sms_url=n.sms_url,
                 status_callback=n.status_callback,
+                voice_fallback_url=n.voice_fallback_url,
+                sms_fallback_url=n.sms_fallback_url,
             )
             for n in numbers
         ]

@@ -34,6 +34,7 @@ def lead(row: Lead) -> dict[str, Any]:
         "leaked": row.leaked_at is not None,
         "leak_reason": row.leak_reason,
         "opted_out": row.contact.opted_out,
+        "caller_id_unverified": row.caller_id_unverified,
     }
 
 
@@ -66,8 +67,10 @@ def call(row: Call) -> dict[str, Any]:
         "answered_by": row.answered_by.key if row.answered_by else None,
         "duration": row.duration,
         "voicemail_seconds": row.voicemail_seconds,
+        "caller_id_unverified": row.caller_id_unverified,
         "started_at": iso(row.started_at),
         "ended_at": iso(row.ended_at),
+        "reconciled": row.reconciled,
     }
 
 
@@ -90,6 +93,7 @@ def message(row: Message) -> dict[str, Any]:
         "send_after": iso(row.send_after),
         "created_at": iso(row.created_at),
         "sent_at": iso(row.sent_at),
+        "reconciled": row.reconciled,
     }
 
 

@@ -36,6 +36,8 @@ class Settings:
     keyword_replies: str = "provider"
     # The sweep that re-enqueues durable work Redis may have lost, in seconds.
     sweep_interval: float = 2.0
+    # Seconds between passes that compare the provider's call and text logs with the gateway's; 0: off.
+    reconcile_interval: float = 300.0
     # A send claimed this long ago with no provider answer is marked unknown, never resent.
     send_claim_timeout: float = 120.0
     # Requests per minute for each API key.
@@ -46,6 +48,8 @@ class Settings:
     embedded_redis_port: int = 6390
     # Number of RQ worker processes `gateway serve` starts.
     workers: int = 3
+    # Seconds between a store's number health checks (tracked_numbers/jobs.py); 0 turns them off.
+    number_check_interval: float = 86400.0
     testing: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -112,6 +116,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     keyword_replies = env.get("GATEWAY_KEYWORD_REPLIES", "provider").strip() or "provider"
     if keyword_replies not in {"provider", "gateway"}:
         raise SettingsError("GATEWAY_KEYWORD_REPLIES must be 'provider' or 'gateway'")
+    reconcile_interval = _number(env, "GATEWAY_RECONCILE_INTERVAL", 300.0)
+    if reconcile_interval < 0:
+        raise SettingsError("GATEWAY_RECONCILE_INTERVAL must be 0 (off) or a number of seconds")
     return Settings(
         database_url=database_url,
         redis_url=_url(env, "REDIS_URL", None),
@@ -126,9 +133,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         instance_dir=instance_dir,
         keyword_replies=keyword_replies,
         sweep_interval=_number(env, "GATEWAY_SWEEP_INTERVAL", 2.0),
+        reconcile_interval=reconcile_interval,
         api_rate_limit=int(_number(env, "GATEWAY_API_RATE_LIMIT", 600)),
         embedded_redis_port=int(_number(env, "GATEWAY_REDIS_PORT", 6390)),
         workers=int(_number(env, "GATEWAY_WORKERS", 3)),
+        number_check_interval=_number(env, "GATEWAY_NUMBER_CHECK_INTERVAL", 86400.0),
     )
 
 

@@ -121,6 +121,11 @@ def settings(
         instance_dir=tmp_path / "instance",
         testing=True,
         sweep_interval=0.2,
+        # The daily number health check texts managers; its tests turn it on (tests/tracked_numbers).
+        number_check_interval=0,
+        # Off: a pass would list every number at the fake in every test's first sweep. The tests of
+        # gateway/reconcile/ turn it on.
+        reconcile_interval=0,
     )
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.models import TrackedNumber
-from gateway.provider import NumberUrls, Provider
+from gateway.provider import NumberUrls, Provider, ProviderNumber
 
 
 @dataclass
@@ -37,6 +37,21 @@ def urls_for(base_url: str) -> NumberUrls:
     )
 
 
+# The provider's name for each URL a tracked number must have, with the field that holds it.
+URL_FIELDS = (
+    ("VoiceUrl", "voice_url"),
+    ("VoiceFallbackUrl", "voice_fallback_url"),
+    ("SmsUrl", "sms_url"),
+    ("SmsFallbackUrl", "sms_fallback_url"),
+    ("StatusCallback", "status_callback"),
+)
+
+
+def drifted(found: ProviderNumber, urls: NumberUrls) -> list[str]:
+    """The provider's names of the URLs that no longer point at this gateway (empty: none)."""
+    return [name for name, attribute in URL_FIELDS if getattr(found, attribute) != getattr(urls, attribute)]
+
+
 def sync_numbers(session: Session, provider: Provider, base_url: str) -> SyncReport:
     """Find each active tracked number among the account's numbers and set its URLs."""
     urls = urls_for(base_url)
@@ -50,11 +65,7 @@ def sync_numbers(session: Session, provider: Provider, base_url: str) -> SyncRep
             report.missing.append(tracked.number)
             continue
         tracked.provider_sid = found.sid
-        if (found.voice_url, found.sms_url, found.status_callback) == (
-            urls.voice_url,
-            urls.sms_url,
-            urls.status_callback,
-        ):
+        if not drifted(found, urls):
             report.unchanged.append(tracked.number)
             continue
         provider.update_number(found.sid, urls)

@@ -21,14 +21,18 @@ from tracked_numbers.rotation import rotation
 log = logging.getLogger(__name__)
 
 DEFAULT_GREETING = ""
+# A voicemail is a recording: the default prompts say so (several states require every party's consent).
 DEFAULT_VOICEMAIL_PROMPT = (
-    "Thanks for calling {store}. Sorry we missed you. Please leave your name, number and how we can "
-    "help after the tone, and we will call you right back."
+    "Thanks for calling {store}. Sorry we missed you. Your message will be recorded. Please leave your "
+    "name, number and how we can help after the tone, and we will call you right back."
 )
 DEFAULT_CLOSED_PROMPT = (
-    "Thanks for calling {store}. We are closed right now. Please leave your name, number and how we "
-    "can help after the tone, and we will call you back as soon as we open."
+    "Thanks for calling {store}. We are closed right now. Your message will be recorded. Please leave "
+    "your name, number and how we can help after the tone, and we will call you back as soon as we open."
 )
+# Played to the caller before an agent is bridged on a number with `record: true` (a store's
+# `recording_disclosure` replaces it).
+DEFAULT_RECORDING_DISCLOSURE = "This call may be recorded for quality and training."
 DEFAULT_WHISPER = "Call from {source} for {store} {department}. Press 1 to accept."
 
 
@@ -117,6 +121,7 @@ def _ringing(call: IncomingCall, route: Route, after_hours: bool, steps: list[li
         after_hours=after_hours,
         steps=steps,
         now=now,
+        caller_id_unverified=call.caller_id_unverified,
     )
 
 

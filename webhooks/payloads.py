@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from gateway.calls.services import CallEnded, IncomingCall
+from gateway.calls.services import CallEnded, IncomingCall, caller_id_failed
 from gateway.phones import InvalidPhone, caller_number, to_e164
 
 _SID = re.compile(r"^[A-Z]{2}[0-9A-Za-z]{8,64}$")
@@ -44,6 +44,7 @@ def incoming_call(form: Mapping[str, str]) -> IncomingCall:
         caller=caller_number(form.get("From")),
         to=tracked_number(form),
         status=(form.get("CallStatus") or "ringing").strip()[:16],
+        caller_id_unverified=caller_id_failed(form.get("StirVerstat")),
     )
 
 
@@ -59,6 +60,8 @@ def call_ended(form: Mapping[str, str]) -> CallEnded:
         duration=duration,
         caller=caller_number(form.get("From")),
         to=tracked_number(form),
+        # Documented on the incoming call; read here too for a call whose end arrives first.
+        caller_id_unverified=caller_id_failed(form.get("StirVerstat")),
     )
 
 

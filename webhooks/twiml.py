@@ -13,6 +13,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from gateway.calls.routes import Route
 from tracked_numbers.services import (
     DEFAULT_CLOSED_PROMPT,
+    DEFAULT_RECORDING_DISCLOSURE,
     DEFAULT_VOICEMAIL_PROMPT,
     DEFAULT_WHISPER,
     agent_by_key,
@@ -77,6 +78,9 @@ def dial_step(route: Route, call: RingView, base: str) -> str:
     greeting = route.prompts.get("greeting")
     if greeting and call.dial_step == 0:
         parts.append(f"<Say voice={_attr(VOICE)}>{escape(route.prompt('greeting', ''))}</Say>")
+    if route.record and call.dial_step == 0:
+        # Told before any agent is bridged: some states require every party's consent to a recording.
+        parts.append(f"<Say voice={_attr(VOICE)}>{escape(disclosure(route))}</Say>")
     action = url(base, "/webhooks/voice/dial-complete", call=call.sid, step=call.dial_step)
     record = ' record="record-from-answer-dual"' if route.record else ""
     parts.append(
@@ -92,6 +96,11 @@ def dial_step(route: Route, call: RingView, base: str) -> str:
         parts.append(f'<Number method="POST" url={_attr(target)}>{escape(agent.phone)}</Number>')
     parts.append("</Dial></Response>")
     return "".join(parts)
+
+
+def disclosure(route: Route) -> str:
+    """The recording disclosure: the store's wording, else the default."""
+    return (route.recording_disclosure or "").strip() or DEFAULT_RECORDING_DISCLOSURE
 
 
 def voicemail(route: Route, call: RingView, base: str) -> str:

@@ -124,6 +124,10 @@ def missed_call_text(lead: Lead, call: Call, result: priority.Priority, link: st
     else:
         head = "Missed call"
     text = f"{head}: {describe(lead)}. Lead #{lead.code}, {_band(result)}."
+    if call.caller_id_unverified:
+        text += " Caller ID unverified (failed SHAKEN/STIR): it may be spoofed."
+        if not lead.store.text_unverified_callers:
+            text += " No automated text was sent."
     if link:
         text += f" Call back: {link} or reply here to text them."
     return text

@@ -47,6 +47,10 @@ SCHEMAS: dict[str, Any] = {
             "leaked": {"type": "boolean"},
             "leak_reason": {"type": ["string", "null"]},
             "opted_out": {"type": "boolean"},
+            "caller_id_unverified": {
+                "type": "boolean",
+                "description": "its latest call's caller ID failed SHAKEN/STIR verification (may be spoofed)",
+            },
         },
     },
     "Task": {
@@ -76,6 +80,13 @@ SCHEMAS: dict[str, Any] = {
             "answered_by": {"type": ["string", "null"]},
             "duration": {"type": ["integer", "null"]},
             "started_at": _time,
+            "caller_id_unverified": {
+                "type": "boolean",
+                "description": "the provider's SHAKEN/STIR check failed (StirVerstat TN-Validation-Failed-*)",
+            },
+            "reconciled": {
+                "type": "boolean", "description": "settled from the provider's call log: its webhooks never came"
+            },
         },
     },
     "Message": {
@@ -107,6 +118,9 @@ SCHEMAS: dict[str, Any] = {
             "send_after": _time,
             "created_at": _time,
             "sent_at": _time,
+            "reconciled": {
+                "type": "boolean", "description": "found in the provider's message log: its webhook never came"
+            },
         },
     },
     "NewMessage": {
@@ -355,6 +369,14 @@ SCHEMAS.update(
                                    "attainment": _ratio},
                 },
                 "leaked_leads": {"type": "integer"},
+                "reconciled_calls": {
+                    "type": "integer",
+                    "description": "calls of the period found in the provider's log, their webhooks lost",
+                },
+                "reconciled_messages": {
+                    "type": "integer",
+                    "description": "inbound texts of the period found in the provider's log, their webhooks lost",
+                },
                 "tasks": {
                     "type": "object",
                     "required": ["open", "overdue"],

@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 from gateway import runtime
 from gateway.calls.hotpath import RingingCall
 from gateway.calls.routes import Route, load_route, main_lines, route_cache
-from gateway.calls.services import CallEnded, IncomingCall, finish_call, get_call, record_incoming
+from gateway.calls.services import (
+    CallEnded,
+    IncomingCall,
+    caller_id_failed,
+    finish_call,
+    get_call,
+    record_incoming,
+)
 from gateway.jobs import PendingJob, enqueue, register_sweeper
 from gateway.phones import caller_number
 
@@ -148,6 +155,7 @@ def ring_record(ringing: RingingCall) -> dict[str, Any]:
         "CallStatus": ringing.status,
         "after_hours": ringing.after_hours,
         "steps": ringing.steps,
+        "caller_id_unverified": ringing.caller_id_unverified,
     }
 
 
@@ -159,6 +167,7 @@ def replay_ring(session: Session, record: dict[str, Any], received_at: datetime)
         caller=str(caller) if caller else None,
         to=str(record.get("To") or ""),
         status=str(record.get("CallStatus") or "ringing"),
+        caller_id_unverified=bool(record.get("caller_id_unverified")),
     )
     steps = [list(step) for step in record.get("steps") or []]
     _log_if_new(session, load_route(session, call.to), call, received_at, bool(record.get("after_hours")), steps)
@@ -170,7 +179,12 @@ def replay_call(session: Session, kind: str, form: dict[str, Any], received_at: 
     to = str(form.get("To") or "")
     route = load_route(session, to)
     # A call kept by the failsafe went to the main line, never to our Dial.
-    forwarded = IncomingCall(sid=sid, caller=caller_number(form.get("From")), to=to)
+    forwarded = IncomingCall(
+        sid=sid,
+        caller=caller_number(form.get("From")),
+        to=to,
+        caller_id_unverified=caller_id_failed(form.get("StirVerstat")),
+    )
     if kind == "incoming":
         _log_if_new(session, route, forwarded, received_at, forwarded=True)
     elif kind == "status":
@@ -181,6 +195,7 @@ def replay_call(session: Session, kind: str, form: dict[str, Any], received_at: 
             duration=int(raw) if raw.isdigit() else None,
             caller=forwarded.caller,
             to=to,
+            caller_id_unverified=forwarded.caller_id_unverified,
         )
         _log_if_new(session, route, forwarded, received_at, forwarded=True)
         finish_call(session, ended, route.origin if route else None, received_at)

@@ -114,6 +114,7 @@ class RingingCall:
     after_hours: bool
     steps: list[list[str]]
     now: datetime
+    caller_id_unverified: bool = False
 
     @property
     def state(self) -> RingState:
@@ -131,6 +132,7 @@ class RingingCall:
             after_hours=self.after_hours,
             ringing_agents=self.steps,
             voicemail_started=self.after_hours or not self.steps,
+            caller_id_unverified=self.caller_id_unverified,
         )
 
 

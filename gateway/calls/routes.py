@@ -52,6 +52,7 @@ class Route:
     record: bool
     cadence_key: str | None
     prompts: dict[str, Any]
+    recording_disclosure: str | None = None  # the store's wording; None: the default
 
     @property
     def origin(self) -> Origin:
@@ -148,6 +149,7 @@ def load_route(session: Session, number: str) -> Route | None:
         record=tracked.record,
         cadence_key=tracked.cadence_key,
         prompts=dict(tracked.prompts or {}),
+        recording_disclosure=store.recording_disclosure,
     )
 
 

@@ -28,6 +28,7 @@ def new_call(
     ringing_agents: list[list[str]] | None = None,
     voicemail_started: bool = False,
     lead_id: int | None = None,
+    caller_id_unverified: bool = False,
 ) -> dict[str, Any]:
     """The column values of a call as it starts (ringing, no step taken, nobody answered yet)."""
     return {
@@ -46,6 +47,7 @@ def new_call(
         "ringing_agents": ringing_agents or [],
         "answered_by_id": None,
         "voicemail_started": voicemail_started,
+        "caller_id_unverified": caller_id_unverified,
         "started_at": started_at or now,
         "created_at": now,
     }

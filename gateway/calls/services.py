@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -44,21 +45,41 @@ RING_LOG_GRACE = 1.0
 RING_LOG_POLL = 0.02
 
 
+# The provider's SHAKEN/STIR verification of the caller ID (Twilio's `StirVerstat` on an incoming call):
+# TN-Validation-Passed-A/B/C, No-TN-Validation (nothing to verify: most calls), or a failure,
+# TN-Validation-Failed-A/B/C (and a bare TN-Validation-Failed from some carriers). Only a failure
+# flags the call: the signature was there and did not hold, so the number shown may be someone else's.
+VERSTAT_FAILED = "tn-validation-failed"
+
+
+def caller_id_failed(verstat: str | None) -> bool:
+    """Whether a StirVerstat value says the caller ID failed verification (any case, padding ignored)."""
+    return verstat is not None and verstat.strip().lower().startswith(VERSTAT_FAILED)
+
+
 @dataclass(frozen=True)
 class IncomingCall:
     sid: str
     caller: str | None  # E.164, None when withheld
     to: str
     status: str = "ringing"
+    caller_id_unverified: bool = False
 
 
 @dataclass(frozen=True)
 class CallEnded:
+    """A call's final status. A status callback tells only the status and duration; a call settled from
+    the provider's own record (`reconciled`, gateway/reconcile/) also tells when it started and ended."""
+
     sid: str
     status: str
     duration: int | None
     caller: str | None
     to: str
+    caller_id_unverified: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    reconciled: bool = False
 
 
 def record_incoming(
@@ -82,6 +103,7 @@ def record_incoming(
         after_hours=after_hours,
         ringing_agents=steps,
         voicemail_started=after_hours or not steps,
+        caller_id_unverified=call.caller_id_unverified,
     )
     inserted = insert_ignoring_conflict(session, Call, values, ["sid"])
     row = required(session.scalar(select(Call).where(Call.sid == call.sid)), f"call {call.sid}")
@@ -155,13 +177,17 @@ def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: 
             to_number=ended.to,
             status=ended.status,
             now=now,
-            started_at=now - timedelta(seconds=ended.duration or 0),
+            started_at=ended.started_at or now - timedelta(seconds=ended.duration or 0),
+            caller_id_unverified=ended.caller_id_unverified,
         )
         insert_ignoring_conflict(session, Call, values, ["sid"])
+    settled: dict[str, Any] = {
+        "processed_at": now, "ended_at": ended.ended_at or now, "status": ended.status, "duration": ended.duration
+    }
+    if ended.reconciled:
+        settled["reconciled"] = True
     claimed = session.execute(
-        update(Call)
-        .where(Call.sid == ended.sid, Call.processed_at.is_(None))
-        .values(processed_at=now, ended_at=now, status=ended.status, duration=ended.duration)
+        update(Call).where(Call.sid == ended.sid, Call.processed_at.is_(None)).values(**settled)
     )
     if not getattr(claimed, "rowcount", 0):
         return None
@@ -182,13 +208,22 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
     call.outcome = outcome.value
     if origin is None or origin.store_id != store.id:
         origin = _fallback_origin(call, store)
+    # The response clock starts when the customer called. A status callback arrives as the call ends;
+    # a call settled late from the provider's record counts from when it really started.
+    contacted_at = call.started_at if call.reconciled else now
     contact = contact_for_phone(session, call.from_number)
-    lead, _ = open_or_join_lead(session, contact, origin, now)
+    lead, _ = open_or_join_lead(session, contact, origin, contacted_at)
     call.lead_id = lead.id
+    _note_verification(session, store, lead, call, now)
     owner = assign_owner(session, lead, now)
     log.info(
         "call %s from %s ended: %s (lead %s)", call.sid, mask(call.from_number), outcome.value, lead.code
     )
+    if call.reconciled:
+        record_event(
+            session, lead, "reconciled", _RECONCILED_CALL, now,
+            {"call_id": call.id, "sid": call.sid, "started_at": call.started_at.isoformat()},
+        )
     if outcome == CallOutcome.ANSWERED:
         agent = session.get(Agent, call.answered_by_id) if call.answered_by_id else None
         record_human_contact(session, lead, agent, "answered call", now)
@@ -200,10 +235,38 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
         )
     else:
         ensure_task(
-            session, lead, TaskKind.CALLBACK, owner, follow_up_due(store, lead.department, now), now
+            session, lead, TaskKind.CALLBACK, owner, follow_up_due(store, lead.department, contacted_at), now
         )
         events.contact_unanswered.send(session, lead=lead, call=call, now=now)
     events.call_completed.send(session, lead=lead, call=call, now=now)
+
+
+def _note_verification(session: Session, store: Store, lead: Lead, call: Call, now: datetime) -> None:
+    """The lead carries its latest call's verdict; a failed verification goes in its timeline."""
+    if lead.caller_id_unverified != call.caller_id_unverified:
+        lead.caller_id_unverified = call.caller_id_unverified
+    if not call.caller_id_unverified:
+        return
+    consequence = (
+        "automated texts still go (the store allows it)"
+        if store.text_unverified_callers
+        else "no automated text goes to it, since the number may belong to someone else"
+    )
+    record_event(
+        session, lead, "caller_id_unverified",
+        f"The caller ID failed the carrier's SHAKEN/STIR verification: {consequence}.",
+        now, {"call": call.sid, "texts": store.text_unverified_callers},
+    )
+
+
+def texts_allowed(store: Store, call: Call) -> bool:
+    """Whether automated texts may follow this call: not to a caller ID that failed verification,
+    unless the store has chosen to (`text_unverified_callers: true`)."""
+    return not call.caller_id_unverified or store.text_unverified_callers
+_RECONCILED_CALL = (
+    "The provider never told the gateway how this call ended (its webhooks were lost or the gateway was "
+    "unreachable); it was settled from the provider's call log."
+)
 
 
 def _fallback_origin(call: Call, store: Store) -> Origin:

@@ -84,6 +84,8 @@ class LeadRecord:
     owner_name: str | None = None
     status: str = "new"
     priority: int = 0
+    # The call or text was found in the provider's log: its webhooks never reached the gateway.
+    reconciled: bool = False
 
     def __post_init__(self) -> None:
         if self.request_date.tzinfo is None or self.request_date.utcoffset() is None:
@@ -175,10 +177,15 @@ def _comments(record: LeadRecord) -> str:
         lines.append(f"Voicemail transcript: {record.transcript}")
     if record.message_body:
         lines.append(f"Text message: {record.message_body}")
+    if record.reconciled:
+        lines.append(RECONCILED_COMMENT)
     if record.owner_name:
         lines.append(f"Assigned to: {record.owner_name}")
     lines.append(f"Lead {record.lead_code}: {record.lead_url}")
     return "\n".join(lines)
+
+
+RECONCILED_COMMENT = "Found in the provider's log: the gateway never received this contact's webhooks"
 
 
 def _duration(seconds: int) -> str:
@@ -259,6 +266,7 @@ def lead_event_data(record: LeadRecord) -> dict[str, Any]:
             "call_duration": record.call_duration,
             "transcript": record.transcript,
             "message_body": record.message_body,
+            "reconciled": record.reconciled,
         },
     }
 

@@ -148,6 +148,7 @@ def lead_record(
         owner_name=lead.owner.name if lead.owner is not None else None,
         status=lead.status,
         priority=lead.priority,
+        reconciled=(call is not None and call.reconciled) or (message is not None and message.reconciled),
     )
 
 

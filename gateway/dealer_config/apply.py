@@ -62,6 +62,8 @@ def _apply_stores(session: Session, wanted: list[StoreConfig], changes: list[str
             "response_sla_seconds": store.response_sla_seconds,
             "after_hours_grace_seconds": store.after_hours_grace_seconds,
             "crm": copy.deepcopy(store.crm),
+            "text_unverified_callers": store.text_unverified_callers,
+            "recording_disclosure": store.recording_disclosure,
         }
         row = rows.get(store.key)
         if row is None:

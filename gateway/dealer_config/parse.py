@@ -233,6 +233,14 @@ class _Reader:
                 minimum=0,
             ),
             crm=[entry for entry in crm if entry is not None],
+            text_unverified_callers=self.boolean(
+                fields.get("text_unverified_callers"), f"{path}.text_unverified_callers", False
+            ),
+            recording_disclosure=(
+                self.text(fields["recording_disclosure"], f"{path}.recording_disclosure")
+                if "recording_disclosure" in fields
+                else None
+            ),
         )
 
     def department_hours(self, node: Node | None, path: str) -> dict[str, WeekHours] | None:

@@ -31,7 +31,10 @@ RING_TIMEOUT_RANGE_SECONDS = (5, 120)
 MAX_TEXT_LENGTH = 1600
 
 TOP_KEYS = ("stores", "agents", "cadences", "numbers")
-STORE_KEYS = ("key", "name", "timezone", "main_line", "hours", "response_sla", "after_hours_grace", "crm")
+STORE_KEYS = (
+    "key", "name", "timezone", "main_line", "hours", "response_sla", "after_hours_grace", "crm",
+    "text_unverified_callers", "recording_disclosure",
+)
 AGENT_KEYS = ("key", "name", "phone", "email", "store", "departments", "role", "schedule")
 CADENCE_KEYS = ("key", "steps", "trigger")
 STEP_KEYS = ("after", "text", "relative_to")
@@ -65,6 +68,8 @@ class StoreConfig:
     response_sla_seconds: int = DEFAULT_RESPONSE_SLA_SECONDS
     after_hours_grace_seconds: int = DEFAULT_AFTER_HOURS_GRACE_SECONDS
     crm: list[dict[str, str]] = field(default_factory=list)  # [{"type": "adf-http", "url": ...}, ...]
+    text_unverified_callers: bool = False  # automated texts to callers whose caller ID failed verification
+    recording_disclosure: str | None = None  # None: the default wording
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,10 @@ class IncomingText:
     body: str
     segments: int | None  # NumSegments as the provider counted it
     media_urls: tuple[str, ...] = ()
+    # Found in the provider's log, its webhook never came (gateway/reconcile/): sent_at is when the
+    # customer sent it, and the response clock starts then.
+    sent_at: datetime | None = None
+    reconciled: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,8 @@ def _log_text(session: Session, text: IncomingText, values: dict[str, Any], now:
         "media_urls": list(text.media_urls),
         "status": MessageStatus.RECEIVED.value,
         "automated": False,
-        "created_at": now,
+        "reconciled": text.reconciled,
+        "created_at": text.sent_at or now,
         "updated_at": now,
         **values,
     }
@@ -196,15 +201,30 @@ def receive_text(
     return Received(False, message.id, lead.id, keyword, revocation=revocation)
 
 
+RECONCILED_TEXT = (
+    "The provider never delivered this text's webhook to the gateway; it was found in the provider's "
+    "message log."
+)
+
+
 def _customer_text(
     session: Session, contact: Contact, message: Message, origin: Origin, now: datetime
 ) -> tuple[Lead, bool]:
-    """An ordinary text: the lead (joined or new) with an owner and a task, and the event."""
-    lead, created = open_or_join_lead(session, contact, origin, now)
-    lead.last_contact_at = now
+    """An ordinary text: the lead (joined or new) with an owner and a task, and the event.
+
+    The response clock starts when the customer sent it: now for a webhook, earlier for a text found
+    in the provider's log (its row's created_at is the time the provider gives)."""
+    sent_at = message.created_at if message.reconciled else now
+    lead, created = open_or_join_lead(session, contact, origin, sent_at)
+    lead.last_contact_at = sent_at
     message.lead_id = lead.id
+    if message.reconciled:
+        record_event(
+            session, lead, "reconciled", RECONCILED_TEXT, now,
+            {"message_id": message.id, "sid": message.sid, "sent_at": sent_at.isoformat()},
+        )
     owner = assign_owner(session, lead, now)
-    due = follow_up_due(lead.store, lead.department, now)
+    due = follow_up_due(lead.store, lead.department, sent_at)
     revocation = is_plain_revocation(message.body)
     if revocation:
         pause_automation(session, contact, lead, message, now)

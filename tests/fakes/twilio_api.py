@@ -306,6 +306,11 @@ class FakeTwilio:
             self._state.numbers[sid] = resource
         return sid
 
+    def release_number(self, sid: str) -> None:
+        """Take a seeded number off the account (`reset` keeps numbers: a test that adds some releases them)."""
+        with self._lock:
+            self._state.numbers.pop(sid, None)
+
     @property
     def numbers(self) -> dict[str, Json]:
         """The current IncomingPhoneNumber resources by SID (copies), in the order they were added."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,20 @@ def env(settings, fake_twilio: FakeTwilio) -> dict[str, str]:
         "TWILIO_API_BASE_URL": fake_twilio.base_url,
         "GATEWAY_INSTANCE_DIR": str(settings.instance_dir),
     }
+
+
+@pytest.fixture
+def account(fake_twilio: FakeTwilio) -> Iterator[Callable[[str], str]]:
+    """Numbers on the fake's account for one test (the fake keeps numbers across tests otherwise)."""
+    added: list[str] = []
+
+    def add(number: str) -> str:
+        added.append(fake_twilio.add_number(number))
+        return added[-1]
+
+    yield add
+    for sid in added:
+        fake_twilio.release_number(sid)
 
 
 def run(env: dict[str, str], *args: str):
@@ -117,9 +131,9 @@ def test_apikey_create_prints_the_key_alone_on_the_last_line(env, db, configured
 
 
 @pytest.mark.usefixtures("configured")
-def test_numbers_sync_sets_the_urls_and_reports_missing_numbers(env, fake_twilio, settings):
-    sid = fake_twilio.add_number(SIMULTANEOUS)
-    fake_twilio.add_number("+12025550124")
+def test_numbers_sync_sets_the_urls_and_reports_missing_numbers(env, fake_twilio, settings, account):
+    sid = account(SIMULTANEOUS)
+    account("+12025550124")
     result = CliRunner().invoke(main, ["numbers", "sync"], env=env)
     assert f"updated {SIMULTANEOUS}" in result.output
     assert "missing +12025550125" in result.output
@@ -171,3 +185,89 @@ def test_simulate_call_to_a_gateway_that_is_not_running(env):
     )
     assert result.exit_code != 0
     assert "could not reach the gateway" in result.output
+
+
+# --- numbers check -------------------------------------------------------------------------------------------
+
+ALL_NUMBERS = (SIMULTANEOUS, "+12025550124", "+12025550125", "+12025550126", "+13125550123")
+
+
+def drift(settings, fake_twilio: FakeTwilio, sid: str, **changes: str) -> None:
+    """Another system repoints a number, through the real SDK against the fake."""
+    from dataclasses import replace
+
+    from gateway.provider import TwilioProvider
+    from tracked_numbers.provisioning import urls_for
+
+    provider = TwilioProvider(settings.twilio_account_sid, settings.twilio_auth_token, fake_twilio.base_url)
+    provider.update_number(sid, replace(urls_for(settings.public_base_url), **changes))
+
+
+@pytest.mark.usefixtures("configured")
+def test_numbers_check_names_the_number_that_drifted_and_sync_fixes_it(env, fake_twilio, settings, account):
+    sids = {number: account(number) for number in ALL_NUMBERS}
+    assert run(env, "numbers", "sync").exit_code == 0
+    healthy = run(env, "numbers", "check")
+    assert healthy.exit_code == 0, healthy.output
+    assert healthy.output.strip() == "no problems found"
+
+    drift(settings, fake_twilio, sids["+12025550124"], voice_url="https://old-vendor.example/voice",
+          sms_fallback_url="https://old-vendor.example/sms-fallback")
+    result = run(env, "numbers", "check")
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert "+12025550124" in line
+    assert "VoiceUrl, SmsFallbackUrl" in line
+    assert "gateway numbers sync" in line
+
+    assert "updated +12025550124" in run(env, "numbers", "sync").output
+    assert run(env, "numbers", "check").exit_code == 0
+
+
+def test_numbers_check_lists_missing_numbers_and_configuration_problems(env, account, configure, db):
+    configure(
+        BASIC_CONFIG.replace(
+            'service: {mon: "07:30-18:00"', 'parts: {mon: closed}\n      service: {mon: "07:30-18:00"', 1
+        )
+        .replace('phone: "+12025550113"', 'phone: "+442079460123"')
+        + '  - {number: "+12025550127", store: north-honda, department: parts, source: Parts, ring: [alice]}\n'
+    )
+    for number in ALL_NUMBERS:
+        account(number)
+    assert run(env, "numbers", "sync").exit_code == 1  # +12025550127 is not on the account
+    with db.session() as session:
+        from gateway.models import Agent
+
+        session.scalars(select(Agent).where(Agent.key == "alice")).one().active = False
+    result = run(env, "numbers", "check")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert "north-honda: number +12025550127 is not on the provider account" in lines
+    assert any(line.startswith("north-honda: number +12025550126 rings no active agent") for line in lines)
+    assert any(line.startswith("north-honda: number +12025550127 rings no active agent") for line in lines)
+    assert any("agent cara gets no alert texts" in line and "fixed line" in line for line in lines)
+    assert any("department parts has no opening hours and no active agent" in line for line in lines)
+    assert len(lines) == 5, lines
+
+
+def test_numbers_check_in_sandbox_mode_checks_the_configuration_only(env, configured):
+    result = run({**env, "TWILIO_ACCOUNT_SID": "", "TWILIO_AUTH_TOKEN": ""}, "numbers", "check")
+    assert result.exit_code == 0, result.output
+    assert "sandbox mode" in result.output
+    assert result.output.strip().endswith("no problems found")
+
+
+def test_numbers_check_when_the_provider_refuses_says_so(env, configured):
+    result = run({**env, "TWILIO_AUTH_TOKEN": "wrong"}, "numbers", "check")
+    assert result.exit_code == 1
+    assert "provider: could not list the account's numbers" in result.output
+
+
+def test_config_apply_prints_the_problems_it_leaves(env, tmp_path):
+    path = tmp_path / "dealers.yaml"
+    path.write_text(BASIC_CONFIG.replace('phone: "+12025550113"', 'phone: "+442079460123"'))
+    result = run(env, "config", "apply", str(path))
+    assert result.exit_code == 0, result.output
+    assert "problem: north-honda: agent cara gets no alert texts: +44 20 7946 0123 is a fixed line, not a mobile" \
+        in result.output.splitlines()
+    assert "1 problem(s) left" in result.output

@@ -228,7 +228,7 @@ def test_unknown_keys_name_the_allowed_ones() -> None:
     assert problems(text) == [
         "x.yaml:1: version: unknown key; allowed keys: stores, agents, cadences, numbers",
         "x.yaml:12: stores[1].colour: unknown key; allowed keys: key, name, timezone, main_line, hours, "
-        "response_sla, after_hours_grace, crm",
+        "response_sla, after_hours_grace, crm, text_unverified_callers, recording_disclosure",
         "x.yaml:26: numbers[0].prompts.hello: unknown key; allowed keys: greeting, voicemail, whisper",
     ]
 
@@ -739,3 +739,26 @@ def test_parse_and_format_duration(text: str, seconds: int, formatted: str) -> N
 def test_bad_durations_raise_value_error(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_a_store_may_text_unverified_callers_and_word_its_recording_disclosure() -> None:
+    text = edit(
+        "    name: West Toyota\n",
+        '    name: West Toyota\n    text_unverified_callers: true\n    recording_disclosure: "We record calls."\n',
+    )
+    north, west = parse_config(text, "x.yaml").stores
+    assert (north.text_unverified_callers, north.recording_disclosure) == (False, None)
+    assert (west.text_unverified_callers, west.recording_disclosure) == (True, "We record calls.")
+
+
+def test_text_unverified_callers_must_be_a_boolean_and_the_disclosure_not_empty() -> None:
+    text = edit(
+        "    name: West Toyota\n",
+        '    name: West Toyota\n    text_unverified_callers: sometimes\n    recording_disclosure: "  "\n',
+    )
+    found = problems(text)
+    assert len(found) == 2, found
+    assert found == [
+        "x.yaml:11: stores[1].text_unverified_callers: expected true or false, got 'sometimes'",
+        "x.yaml:12: stores[1].recording_disclosure: must not be empty",
+    ]

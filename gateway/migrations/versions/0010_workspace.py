@@ -1,6 +1,6 @@
 """workspace: server-side sessions, texted sign-in codes, failed sign-ins by address
 
-Revision ID: 0009_workspace
+Revision ID: 0010_workspace
 Revises: 0001
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 import gateway.database
 
-revision = "0009_workspace"
+revision = "0010_workspace"
 down_revision = "0001"
 branch_labels = ("workspace",)
 depends_on = ("0005_crm",)  # it widens two of 0005's call indexes
