@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from cadences import jobs, services
 from cadences.models import Channel, StopReason
 from gateway import events
+from gateway.dashboard import timeline
 from gateway.inquiries import Inquiry
 from gateway.jobs import register_sweeper
 from gateway.models import Call, Contact, Lead, Message
@@ -75,4 +76,6 @@ def init_app(app: Flask) -> None:
     register_sweeper("cadence-emails", jobs.enqueue_due_emails)
     app.register_blueprint(views.blueprint)
     app.register_blueprint(views.pages)
+    app.register_blueprint(views.page_blueprint)
+    timeline.add_source(views.timeline_entries)
     views.describe_api()

@@ -5,13 +5,21 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cadences import channels, services
 from cadences.models import CadenceEnrolment, CadenceStep, StopReason
 from gateway import api, runtime, web
 from gateway.api.leads import load_lead
+from gateway.dashboard.auth import current_viewer
+from gateway.dashboard.pages import error_page
+from gateway.dashboard.present import local_time
+from gateway.dashboard.queries import visible_lead
+from gateway.dashboard.timeline import Action, Entry
+from gateway.models import Lead
 from gateway.serialize import iso
 from gateway.web import ApiError
 
@@ -95,6 +103,83 @@ def stop_cadence(lead_id: int) -> Response:
     )
     session.commit()
     return jsonify({"lead_id": lead.id, "stopped": _enrolments(lead.id, [e.id for e in stopped])})
+
+
+# --- the workspace: the cadence in a lead's timeline, and its stop button -----------------------------------
+
+page_blueprint = Blueprint("cadences_pages", __name__)
+
+STOP_WORDS = {
+    "reply": "the customer texted back",
+    "opt_out": "the customer opted out",
+    "human_contact": "a person reached the customer",
+    "status": "the lead moved on",
+    "appointment_cancelled": "the appointment was cancelled",
+    "api": "stopped by hand",
+}
+STEP_WORDS = {
+    "scheduled": "waiting",
+    "claimed": "sending",
+    "deferred": "waiting for the allowed time",
+    "sent": "sent",
+    "skipped": "not sent",
+    "unknown": "send not confirmed",
+}
+
+
+def timeline_entries(session: Session, lead: Lead) -> list[Entry]:
+    entries: list[Entry] = []
+    enrolments = list(
+        session.scalars(
+            select(CadenceEnrolment).where(CadenceEnrolment.lead_id == lead.id).order_by(CadenceEnrolment.id)
+        )
+    )
+    for enrolment in enrolments:
+        steps = list(
+            session.scalars(
+                select(CadenceStep).where(CadenceStep.enrolment_id == enrolment.id).order_by(CadenceStep.step_index)
+            )
+        )
+        sent = sum(1 for s in steps if s.status == "sent")
+        details = [f"{sent} of {len(steps)} texts sent"]
+        actions: list[Action] = []
+        flag = None
+        if enrolment.status == "active":
+            waiting = [s for s in steps if s.status in {"scheduled", "deferred"}]
+            if waiting:
+                details.append(f"Next text {local_time(waiting[0].due_at, lead.store.timezone)}: "
+                               f"\u201c{waiting[0].template[:140]}\u201d")
+            actions.append(Action(f"/leads/{lead.id}/cadence/stop", "Stop automatic texts"))
+            flag = "running"
+        elif enrolment.status == "stopped":
+            reason = STOP_WORDS.get(enrolment.stop_reason or "", (enrolment.stop_reason or "").replace("_", " "))
+            details.append(f"Stopped {local_time(enrolment.stopped_at, lead.store.timezone)}: {reason}"
+                           + (f" ({enrolment.stop_detail})" if enrolment.stop_detail else ""))
+            flag = "stopped"
+        else:
+            flag = "finished"
+        for step in steps:
+            details.append(f"Text {step.step_index + 1}: {STEP_WORDS.get(step.status, step.status)}"
+                           f" ({local_time(step.due_at, lead.store.timezone)})")
+        entries.append(Entry(enrolment.started_at, "cadence", f"Automatic texts: {enrolment.cadence_key}",
+                             details=details, actions=actions, flag=flag))
+    return entries
+
+
+@page_blueprint.post("/leads/<int:lead_id>/cadence/stop")
+def stop_from_page(lead_id: int) -> ResponseReturnValue:
+    """The stop button on the lead page (the CSRF token was checked before the view)."""
+    g.workspace_page = True
+    viewer = current_viewer()
+    if viewer is None:
+        return redirect("/sign-in")
+    session = web.session()
+    lead = visible_lead(session, viewer, lead_id)
+    if lead is None:
+        return error_page(404, "Not found", "There is no such lead, or it belongs to a store you do not work for.")
+    stopped = services.stop_for_lead(session, lead, StopReason.API, api.now(), f"stopped by {viewer.name}")
+    session.commit()
+    return redirect(f"/leads/{lead.id}?notice={'cadence_stopped' if stopped else 'cadence_none'}")
 
 
 # --- the API description: these routes join /api/v1/openapi.json when the package is wired in ---------
@@ -224,7 +309,7 @@ def describe_api() -> None:
 
 # --- the one-click unsubscribe (RFC 8058): a page for people, a POST that acts at once --------------------
 
-pages = Blueprint("cadences_pages", __name__)
+pages = Blueprint("cadences_unsubscribe", __name__)
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">

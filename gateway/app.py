@@ -104,15 +104,21 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        if dashboard.is_page(request):  # a person's browser gets a page, the API and webhooks JSON
+            return dashboard.page_for_error(error.code or 500)
         code = (error.name or "error").lower().replace(" ", "_")
         return web.json_error(error.code or 500, code, error.description or error.name)
 
     @app.errorhandler(SQLAlchemyError)
     def database_error(error: SQLAlchemyError) -> Response:
         log.exception("database error on %s %s", request.method, request.path)
+        if dashboard.is_page(request):
+            return dashboard.page_for_error(503)
         return web.json_error(503, "database_unavailable", "The database is unavailable; try again.")
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.path)
+        if dashboard.is_page(request):
+            return dashboard.page_for_error(500)
         return web.json_error(500, "internal_error", "Something went wrong on our side; it was logged.")

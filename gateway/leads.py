@@ -6,8 +6,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import events
@@ -276,3 +278,91 @@ def set_status(session: Session, lead: Lead, status: LeadStatus, now: datetime) 
         )
     record_event(session, lead, "status", f"Status {old} -> {status.value}", now)
     events.lead_updated.send(session, lead=lead, changes={"status": (old, status.value)}, now=now)
+
+
+def complete_task(session: Session, task: Task, by: str, now: datetime) -> bool:
+    """Mark an open task done, claimed by a conditional update: two people tapping at once complete it (and
+    tell the CRM) once. False when it was not open any more."""
+    done = session.execute(
+        update(Task)
+        .where(Task.id == task.id, Task.status == TaskStatus.OPEN.value)
+        .values(status=TaskStatus.DONE.value, completed_at=now, completed_by=by)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(done, "rowcount", 0):
+        return False
+    session.refresh(task)
+    events.task_completed.send(session, task=task, now=now)
+    return True
+
+
+class OpenLeadExists(Exception):
+    """Reopening a lead whose phone has another open lead at the store (at most one open lead)."""
+
+    def __init__(self, other_id: int | None) -> None:
+        super().__init__(f"lead {other_id} is open for this phone at this store")
+        self.other_id = other_id
+
+
+UNCHANGED: Any = object()
+
+
+def local_words(moment: datetime, zone: str) -> str:
+    """Tue 24 Nov 2026, 3:30 pm EST: a time as the store's people read it."""
+    local = moment.astimezone(ZoneInfo(zone))
+    hour = local.strftime("%I").lstrip("0")
+    return f"{local.strftime('%a')} {local.day} {local.strftime('%b %Y')}, {hour}:{local.strftime('%M %p').lower()}" \
+        f" {local.strftime('%Z')}"
+
+
+def update_lead(
+    session: Session,
+    lead: Lead,
+    now: datetime,
+    by: str,
+    *,
+    status: LeadStatus | None = None,
+    owner: Agent | None = None,
+    appointment: datetime | None = UNCHANGED,
+) -> None:
+    """Change a lead's status, owner and appointment, each told in its timeline and to the subscribers.
+    Raises OpenLeadExists when reopening would make a second open lead for the phone at the store."""
+    if status is not None and status.is_open and not LeadStatus(lead.status).is_open:
+        _reopen(session, lead)
+    if owner is not None and lead.owner_id != owner.id:
+        change_owner(session, lead, owner, now)
+    if appointment is not UNCHANGED and appointment != lead.appointment_at:
+        old = lead.appointment_at
+        lead.appointment_at = appointment
+        lead.updated_at = now
+        text = (
+            f"Appointment set for {local_words(appointment, lead.store.timezone)}" if appointment
+            else "Appointment cleared"
+        )
+        record_event(session, lead, "appointment", text, now, {"by": by})
+        events.lead_updated.send(
+            session,
+            lead=lead,
+            changes={"appointment_at": (_iso(old), _iso(appointment))},
+            now=now,
+        )
+    if status is not None:
+        set_status(session, lead, status, now)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _reopen(session: Session, lead: Lead) -> None:
+    key = f"{lead.contact_id}:{lead.store_id}"
+    other = session.scalar(select(Lead.id).where(Lead.open_key == key, Lead.id != lead.id))
+    if other is not None:
+        raise OpenLeadExists(other)
+    lead.open_key = key
+    lead.closed_at = None
+    try:
+        session.flush()  # the unique open_key decides if another request reopened one meanwhile
+    except IntegrityError:
+        session.rollback()
+        raise OpenLeadExists(None) from None

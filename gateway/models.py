@@ -270,11 +270,15 @@ class Call(Base):
     __tablename__ = "calls"
     __table_args__ = (
         Index("ix_calls_from_number_started", "from_number", "started_at"),
-        # GET /api/v1/metrics: calls of one store, or of every store, in a time window (migration 0005).
-        Index("ix_calls_store_started", "store_id", "started_at", postgresql_include=["outcome", "direction", "kind"]),
+        # GET /api/v1/metrics and the KPI page: calls of one store, or of every store, in a time window, by
+        # outcome and source (migrations 0005, 0010).
+        Index(
+            "ix_calls_store_started", "store_id", "started_at",
+            postgresql_include=["outcome", "direction", "kind", "tracked_number_id"],
+        ),
         Index(
             "ix_calls_started_covering", "started_at",
-            postgresql_include=["store_id", "outcome", "direction", "kind"],
+            postgresql_include=["store_id", "outcome", "direction", "kind", "tracked_number_id"],
         ),
         # GET /api/v1/metrics counts the calls found by reconciliation: few, so a small partial index.
         Index(
@@ -327,6 +331,11 @@ class Message(Base):
         Index(
             "ix_messages_reconciled_created", "created_at",
             postgresql_where=text("reconciled"), sqlite_where=text("reconciled"),
+        ),
+        # The workspace's inbox: one store's recent texts by lead, read from the index alone (migration 0010).
+        Index(
+            "ix_messages_store_created", "store_id", "created_at",
+            postgresql_include=["id", "lead_id", "direction", "kind", "agent_id"],
         ),
     )
 
@@ -413,4 +422,16 @@ class LeadEvent(Base):
     kind: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignInFailure(Base):
+    """A failed sign-in or API key from an address (gateway/attempts.py): the per-address limits."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_address_at", "address", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # code | phone | key | api_key
     at: Mapped[datetime] = mapped_column(default=utcnow)

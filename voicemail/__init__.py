@@ -10,6 +10,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 
 from gateway import events
+from gateway.dashboard import timeline
 from gateway.models import Call, Lead
 from voicemail import views
 from voicemail.services import attach_to_lead
@@ -17,6 +18,8 @@ from voicemail.services import attach_to_lead
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(views.api_blueprint)
+    app.register_blueprint(views.page_blueprint)
+    timeline.add_source(views.timeline_entries)
     events.call_completed.connect(on_call_completed, weak=False)
 
 

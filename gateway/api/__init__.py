@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from gateway import runtime, web
+from gateway import attempts, runtime, web
 from gateway.api.keys import find_key, store_ids
 from gateway.web import ApiError
 
@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
 
 
 MAX_ID = 2**31 - 1  # ids are INTEGER (32-bit on PostgreSQL): larger ones cannot exist, and would not bind
+FAILED_KEYS_PER_ADDRESS = 30  # unknown bearer keys from one address per 15 minutes, then 429
 
 
 @blueprint.before_request
@@ -44,8 +45,19 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <api key>'.")
     session = web.session()
+    address = (request.remote_addr or "unknown")[:64]
+    moment = runtime.current().clock.now()
+    try:
+        attempts.check_failures(session, address, ("api_key",), FAILED_KEYS_PER_ADDRESS, moment)
+    except attempts.TooManyAttempts as limit:
+        raise ApiError(
+            429, "too_many_failed_keys", "Too many unknown API keys from this address; wait and try again.",
+            retry_after=limit.retry_after,
+        ) from None
     key = find_key(session, token.strip())
     if key is None:
+        attempts.record_failure(session, address, "api_key", moment)
+        session.commit()
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked.")
     g.api_key = key
     g.store_ids = store_ids(session, key)

@@ -6,15 +6,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, g, jsonify, request
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from gateway import events, web
 from gateway import serialize as out
+from gateway import web
 from gateway.api import blueprint, now, require_store
 from gateway.api.leads import load_lead
-from gateway.leads import change_owner, record_event, set_status
-from gateway.models import Agent, Lead, LeadStatus, Task, TaskStatus
+from gateway.leads import UNCHANGED, OpenLeadExists, update_lead
+from gateway.leads import complete_task as complete_task_row
+from gateway.models import Agent, LeadStatus, Task, TaskStatus
 from gateway.web import ApiError
 
 PATCH_FIELDS = ("status", "owner", "appointment_at")
@@ -84,24 +85,14 @@ def patch_lead(lead_id: int) -> Response:
     appointment_given = "appointment_at" in body
     appointment = parse_appointment(body.get("appointment_at"))
 
-    if status is not None and status.is_open and not LeadStatus(lead.status).is_open:
-        _reopen(session, lead)
-    if owner is not None and lead.owner_id != owner.id:
-        change_owner(session, lead, owner, moment)
-    if appointment_given and appointment != lead.appointment_at:
-        old = lead.appointment_at
-        lead.appointment_at = appointment
-        lead.updated_at = moment
-        text = f"Appointment set for {appointment.isoformat()}" if appointment else "Appointment cleared"
-        record_event(session, lead, "appointment", text, moment, {"by": _actor()})
-        events.lead_updated.send(
-            session,
-            lead=lead,
-            changes={"appointment_at": (_iso(old), _iso(appointment))},
-            now=moment,
+    try:
+        update_lead(
+            session, lead, moment, _actor(), status=status, owner=owner,
+            appointment=appointment if appointment_given else UNCHANGED,
         )
-    if status is not None:
-        set_status(session, lead, status, moment)
+    except OpenLeadExists as conflict:
+        what = f"Lead {conflict.other_id} is" if conflict.other_id else "Another lead for this phone"
+        raise ApiError(409, "open_lead_exists", f"{what} open at this store; update that one.") from None
     try:
         session.commit()
     except IntegrityError:
@@ -110,27 +101,6 @@ def patch_lead(lead_id: int) -> Response:
             409, "open_lead_exists", "This phone already has an open lead at this store; update that one."
         ) from None
     return jsonify(out.lead(lead))
-
-
-def _reopen(session: Any, lead: Lead) -> None:
-    """A closed lead opens again only if its phone has no other open lead at the store (one open lead)."""
-    key = f"{lead.contact_id}:{lead.store_id}"
-    other = session.scalar(select(Lead.id).where(Lead.open_key == key, Lead.id != lead.id))
-    if other is not None:
-        raise ApiError(
-            409, "open_lead_exists", f"Lead {other} is open for this phone at this store; update that one."
-        )
-    lead.open_key = key
-    lead.closed_at = None
-    try:
-        session.flush()  # the unique open_key decides if another request reopened one meanwhile
-    except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "open_lead_exists", "Another lead for this phone opened meanwhile.") from None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def _actor() -> str:
@@ -148,15 +118,6 @@ def complete_task(task_id: int) -> Response:
     if task.status == TaskStatus.CANCELLED.value:
         raise ApiError(409, "task_cancelled", "The task was cancelled (its lead was closed).")
     moment = now()
-    # Claimed by a conditional update: two requests at once complete it (and tell the CRM) once.
-    done = session.execute(
-        update(Task)
-        .where(Task.id == task_id, Task.status == TaskStatus.OPEN.value)
-        .values(status=TaskStatus.DONE.value, completed_at=moment, completed_by=_actor())
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(done, "rowcount", 0):
-        session.refresh(task)
-        events.task_completed.send(session, task=task, now=moment)
+    complete_task_row(session, task, _actor(), moment)
     session.commit()
     return jsonify(out.task(task))

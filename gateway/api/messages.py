@@ -18,8 +18,8 @@ from gateway import serialize as out
 from gateway import web
 from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
 from gateway.api.leads import load_lead
-from gateway.messaging.outbound import check, queue_text
-from gateway.models import Direction, Lead, Message, MessageStatus, TrackedNumber
+from gateway.messaging.replies import ReplyError, reply_to_customer
+from gateway.models import Agent, Direction, Lead, Message, MessageStatus
 from gateway.web import ApiError
 
 MAX_MEDIA = 10
@@ -78,54 +78,38 @@ def _request_body() -> tuple[str, list[str]]:
     return body.replace("\x00", ""), media
 
 
-def sender_for(lead: Lead) -> str | None:
-    """Texts go out from the number the customer reached, else the store's number of that department."""
-    if lead.tracked_number:
-        return lead.tracked_number
-    numbers = list(
-        web.session().scalars(
-            select(TrackedNumber)
-            .where(TrackedNumber.store_id == lead.store_id, TrackedNumber.active.is_(True))
-            .order_by(TrackedNumber.id)
-        )
-    )
-    same = [n for n in numbers if n.department == lead.department]
-    chosen = same or numbers
-    return chosen[0].number if chosen else None
+def _agent_arg(lead: Lead) -> Agent | None:
+    data = request.get_json(silent=True)
+    key = data.get("agent") if isinstance(data, dict) else None
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip() or len(key) > 64:
+        raise ApiError(400, "invalid_agent", "agent must be the key of an agent of the lead's store.")
+    agent = web.session().scalar(select(Agent).where(Agent.key == key.strip()))
+    if agent is None or agent.store_id != lead.store_id or not agent.active:
+        raise ApiError(400, "invalid_agent", f"No active agent {key.strip()!r} at the lead's store.")
+    return agent
 
 
 @blueprint.post("/leads/<int:lead_id>/messages")
 def send_message(lead_id: int) -> Response:
+    """A person's text to the customer: with `agent`, written as that agent's. Unless the guard refuses it,
+    it is the lead's human response (first response, reply task done, cadences stopped)."""
     lead = load_lead(lead_id)
     body, media = _request_body()
-    phone = lead.contact.phone
-    if phone is None:
-        raise ApiError(409, "invalid_number", "The customer withheld their number, so they cannot be texted.")
-    sender = sender_for(lead)
-    if sender is None:
-        raise ApiError(409, "no_sender", "The lead's store has no tracked number to text from.")
+    agent = _agent_arg(lead)
     idempotency = request.headers.get("Idempotency-Key", "").strip()
     if len(idempotency) > MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key is at most 64 characters.")
     origin = f"api:{g.api_key.id}:{idempotency}" if idempotency else None
     session = web.session()
-    if origin is not None:
-        earlier = session.scalar(select(Message).where(Message.origin == origin))
-        if earlier is not None:
-            return _answer(earlier)  # the same Idempotency-Key again: the first answer, nothing new
-    moment = now()
-    message = queue_text(
-        session, to=phone, from_=sender, body=body, kind="api", now=moment, lead=lead, media_urls=media,
-        origin=origin, answers_contact=True,  # a person wrote it, through the CRM
-    )
-    decision = check(session, message, moment)
-    if not decision.allowed:
-        message.refusal_code = decision.code
-        message.error_message = decision.reason
-        if decision.send_after is not None:
-            message.send_after = decision.send_after
-        else:
-            message.status = MessageStatus.REFUSED.value
+    try:
+        message = reply_to_customer(
+            session, lead, body, now(), kind="api", agent=agent, author=f"API key {g.api_key.name}",
+            origin=origin, media_urls=media,
+        )
+    except ReplyError as error:
+        raise ApiError(409, error.code, error.message) from None
     session.commit()
     return _answer(message)
 

@@ -129,8 +129,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "body": {"type": "string", "maxLength": 1600},
             "media_urls": {"type": "array", "maxItems": 10, "items": {"type": "string", "format": "uri"}},
+            "agent": {"type": "string", "description": "key of the agent of the lead's store who is writing"},
         },
-        "description": "body, media_urls or both; sent from the number the customer reached",
+        "description": "body, media_urls or both; sent from the number the customer reached. Unless the send "
+        "guard refuses it, it is the lead's human response: the first response, the reply task done, cadences "
+        "stopped",
     },
 }
 

@@ -61,7 +61,7 @@ SENT_STATUSES = (
     MessageStatus.UNKNOWN.value,
 )
 # Kinds that are not texts to a customer: the quiet-hours and cap rules protect customers.
-AGENT_KINDS = frozenset({"alert"})
+AGENT_KINDS = frozenset({"alert", "sign_in_code"})
 # The gateway's own answers to the customer's STOP/START/HELP: they go at once, even to a contact who
 # has just opted out (the confirmation of that STOP), and never count as automated marketing.
 KEYWORD_REPLY_KINDS = frozenset({"keyword", "help"})

@@ -17,7 +17,8 @@ def _metadata():  # type: ignore[no-untyped-def]
 
     for name in ("gateway.models", "cadences.models", "voicemail.models",
                  "gateway.crm.models", "gateway.agents.models", "gateway.messaging.models",
-                 "gateway.reconcile.models", "intake.models", "tracked_numbers.models"):
+                 "gateway.reconcile.models", "intake.models", "tracked_numbers.models",
+                 "gateway.dashboard.models"):
         with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(name)
     return Base.metadata

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.api.metrics import _percentile
+from gateway.kpis import _percentile
 from gateway.models import Lead
 from gateway.simulator import play_call
 from tests.support.api import ApiClient, make_key

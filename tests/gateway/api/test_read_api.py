@@ -112,8 +112,11 @@ def test_openapi_is_served_without_a_key(client):
 
 
 def test_errors_are_json_never_traces(client):
-    response = client.get("/no/such/page")
+    response = client.get("/api/v1/no/such/page")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+    page = client.get("/no/such/page")  # a person's browser gets a page (tests/gateway/dashboard)
+    assert page.status_code == 404
+    assert page.mimetype == "text/html"
     response = client.delete("/webhooks/voice/incoming")
     assert response.status_code == 405
