@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 from sqlalchemy import select
 
 from cadences import services
@@ -77,9 +77,7 @@ def list_cadences(lead_id: int) -> Response:
 def stop_cadence(lead_id: int) -> Response:
     """Stop the lead's active cadences (or only `cadence`); stopping nothing is not an error."""
     lead = load_lead(lead_id)
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "Send a JSON object, e.g. {\"cadence\": \"missed-call\"}, or nothing.")
+    body = api.json_body(optional=True)
     cadence = body.get("cadence")
     if cadence is not None and (not isinstance(cadence, str) or not cadence.strip()):
         raise ApiError(400, "invalid_cadence", "cadence must be a cadence key.")

@@ -11,8 +11,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from gateway import runtime, web
+from gateway import inputs, runtime, web
 from gateway.api.keys import find_key, store_ids
+from gateway.inputs import MAX_ID
 from gateway.web import ApiError
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -20,6 +21,7 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
+__all__ = ["MAX_ID", "blueprint"]
 
 
 def init_app(app: Flask) -> None:
@@ -31,8 +33,6 @@ def init_app(app: Flask) -> None:
         importlib.import_module(f"{__name__}.{module.name}")
     app.register_blueprint(blueprint)
 
-
-MAX_ID = 2**31 - 1  # ids are INTEGER (32-bit on PostgreSQL): larger ones cannot exist, and would not bind
 
 
 @blueprint.before_request
@@ -52,9 +52,6 @@ def authenticate() -> None:
     limiter = rate_limiter()
     if limiter is not None:
         limiter(key.prefix)
-    for value in (request.view_args or {}).values():
-        if isinstance(value, int) and value > MAX_ID:
-            raise ApiError(404, "not_found", "No such resource.")
 
 
 RateLimiter = Callable[[str], None]
@@ -82,11 +79,57 @@ def require_store(store_id: int | None) -> None:
         raise ApiError(404, "not_found", "No such resource.")
 
 
+# Query parameters, cursors and JSON bodies are read through these helpers (over gateway/inputs.py), so
+# an endpoint gets the bounds and the 400s without writing them.
+
+
 def limit_arg() -> int:
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-    return int(raw)
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        return inputs.whole_number(raw, low=1, high=MAX_LIMIT, name="limit")
+    except ValueError:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.") from None
+
+
+def id_arg(name: str) -> int | None:
+    """A row id from the query (`lead=`), None when absent; 400 `invalid_<name>` when it is no id."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return inputs.row_id(raw, name=name)
+    except ValueError:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be a {name} id.") from None
+
+
+def time_arg(name: str) -> datetime | None:
+    """An ISO 8601 time with offset from the query, as UTC; None when absent."""
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        return inputs.instant(raw, name=name)
+    except ValueError as error:
+        raise ApiError(400, f"invalid_{name}", f"{error}.") from None
+
+
+def json_body(*, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object, bounded in size and depth. `optional`: no body at all is {}."""
+    if optional and not request.content_length and not request.data:
+        return {}
+    if (request.content_length or 0) > inputs.MAX_JSON_BYTES:
+        raise ApiError(413, "body_too_large", f"A JSON body is at most {inputs.MAX_JSON_BYTES} bytes.")
+    if not request.is_json:
+        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
+    try:
+        value = inputs.json_document(request.get_data(cache=True))
+    except ValueError as error:
+        raise ApiError(400, "invalid_json", f"The body is not usable JSON: {error}.") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
+    return value
 
 
 def encode_cursor(values: dict[str, Any]) -> str:
@@ -98,7 +141,7 @@ def decode_cursor(raw: str | None) -> dict[str, Any] | None:
         return None
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        value = inputs.json_document(base64.urlsafe_b64decode(padded.encode()), max_bytes=4096)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
     if not isinstance(value, dict):
@@ -108,10 +151,18 @@ def decode_cursor(raw: str | None) -> dict[str, Any] | None:
 
 def cursor_id(cursor: dict[str, Any]) -> int:
     """The row id a cursor points after; a tampered cursor is a 400, not a 500."""
-    value = cursor.get("id")
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+    value: int = cursor.get("id", -1)
+    if not inputs.is_row_id(value):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.")
     return value
+
+
+def cursor_time(cursor: dict[str, Any], name: str = "at") -> datetime:
+    """The instant a cursor points after, as UTC; one no database can store is a 400."""
+    try:
+        return inputs.instant(cursor.get(name), name="the cursor's time")  # type: ignore[arg-type]
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
 
 
 def page(items: list[dict[str, Any]], next_cursor: str | None) -> Response:

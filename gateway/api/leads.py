@@ -10,11 +10,11 @@ from sqlalchemy import Select, select
 from gateway import serialize as out
 from gateway import web
 from gateway.api import (
-    MAX_ID,
     blueprint,
     cursor_id,
     decode_cursor,
     encode_cursor,
+    id_arg,
     limit_arg,
     page,
     require_store,
@@ -120,11 +120,9 @@ def list_tasks() -> Response:
     agent = request.args.get("agent")
     if agent:
         query = query.join(Agent, Agent.id == Task.owner_id).where(Agent.key == agent)
-    lead_id = request.args.get("lead")
-    if lead_id:
-        if not lead_id.isascii() or not lead_id.isdigit() or int(lead_id) > MAX_ID:
-            raise ApiError(400, "invalid_lead", "lead must be a lead id.")
-        query = query.where(Task.lead_id == int(lead_id))
+    lead_id = id_arg("lead")
+    if lead_id is not None:
+        query = query.where(Task.lead_id == lead_id)
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
         query = query.where(Task.id > cursor_id(cursor))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, g, jsonify
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway import events, web
+from gateway import events, inputs, web
 from gateway import serialize as out
-from gateway.api import blueprint, now, require_store
+from gateway.api import blueprint, json_body, now, require_store
 from gateway.api.leads import load_lead
 from gateway.leads import change_owner, record_event, set_status
 from gateway.models import Agent, Lead, LeadStatus, Task, TaskStatus
@@ -20,41 +20,21 @@ from gateway.web import ApiError
 PATCH_FIELDS = ("status", "owner", "appointment_at")
 
 
-def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
-    return body
-
-
 def parse_appointment(value: Any) -> datetime | None:
     """ISO 8601 with an offset (or Z), or null to clear it. Naive times are refused: whose 3 pm?"""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str):
         raise ApiError(400, "invalid_appointment_at", "appointment_at must be an ISO 8601 string or null.")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_appointment_at", "appointment_at must be ISO 8601, e.g. 2026-11-27T15:30:00-05:00."
-        ) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ApiError(
-            400, "invalid_appointment_at", "appointment_at needs an offset, e.g. 2026-11-27T15:30:00-05:00."
-        )
-    try:
-        return moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ApiError(400, "invalid_appointment_at", "appointment_at is out of range.") from None
+        return inputs.instant(value, name="appointment_at")
+    except ValueError as error:
+        raise ApiError(400, "invalid_appointment_at", f"{error}.") from None
 
 
 @blueprint.patch("/leads/<int:lead_id>")
 def patch_lead(lead_id: int) -> Response:
-    body = _json_object()
+    body = json_body()
     unknown = sorted(set(body) - set(PATCH_FIELDS))
     if unknown:
         raise ApiError(
@@ -69,7 +49,7 @@ def patch_lead(lead_id: int) -> Response:
     # Validate everything before changing anything, so a bad field leaves the lead untouched.
     status: LeadStatus | None = None
     if "status" in body:
-        if body["status"] not in {s.value for s in LeadStatus}:
+        if not isinstance(body["status"], str) or body["status"] not in {s.value for s in LeadStatus}:
             allowed = ", ".join(s.value for s in LeadStatus)
             raise ApiError(400, "invalid_status", f"status must be one of: {allowed}.")
         status = LeadStatus(body["status"])

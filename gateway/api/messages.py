@@ -16,7 +16,18 @@ from sqlalchemy import select
 
 from gateway import serialize as out
 from gateway import web
-from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
+from gateway.api import (
+    blueprint,
+    cursor_id,
+    decode_cursor,
+    encode_cursor,
+    id_arg,
+    json_body,
+    limit_arg,
+    now,
+    page,
+    visible_store_ids,
+)
 from gateway.api.leads import load_lead
 from gateway.messaging.outbound import check, queue_text
 from gateway.models import Direction, Lead, Message, MessageStatus, TrackedNumber
@@ -33,11 +44,9 @@ def list_messages() -> Response:
     ids = visible_store_ids()
     if ids is not None:
         query = query.where(Message.store_id.in_(ids))
-    lead_arg = request.args.get("lead")
-    if lead_arg:
-        if not lead_arg.isdigit():
-            raise ApiError(400, "invalid_lead", "lead must be a lead id.")
-        lead = load_lead(int(lead_arg))
+    lead_arg = id_arg("lead")
+    if lead_arg is not None:
+        lead = load_lead(lead_arg)
         query = query.where(Message.lead_id == lead.id)
     direction = request.args.get("direction")
     if direction:
@@ -49,10 +58,7 @@ def list_messages() -> Response:
         query = query.where(Message.kind == kind[:16])
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
-        try:
-            query = query.where(Message.id > int(cursor["id"]))
-        except (KeyError, ValueError, TypeError):
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+        query = query.where(Message.id > cursor_id(cursor))
     limit = limit_arg()
     rows = list(web.session().scalars(query.order_by(Message.id).limit(limit + 1)))
     more = len(rows) > limit
@@ -62,9 +68,7 @@ def list_messages() -> Response:
 
 
 def _request_body() -> tuple[str, list[str]]:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", 'Send a JSON object, e.g. {"body": "Hi!"}.')
+    data = json_body()
     body = data.get("body", "")
     if not isinstance(body, str):
         raise ApiError(400, "invalid_body", "body must be a string.")

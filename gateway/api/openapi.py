@@ -426,8 +426,9 @@ PATHS["/metrics"] = {
         "summary": "Leads, calls, response times, SLA attainment, leaks and tasks for a period",
         "parameters": [
             _query("store", "store key (default: every store the key sees)"),
-            _query("since", "ISO 8601 with offset; default until - 30 days", {"type": "string",
-                                                                              "format": "date-time"}),
+            _query("since", "ISO 8601 with offset; default until - 30 days; at most 400 days before until "
+                   "(an earlier one is moved up; the body's since says which)", {"type": "string",
+                                                                                 "format": "date-time"}),
             _query("until", "ISO 8601 with offset; default now", {"type": "string", "format": "date-time"}),
         ],
         "responses": {**_ok({"$ref": "#/components/schemas/Metrics"}), **_errors(400, 401, 404)},
