@@ -289,7 +289,7 @@ def apikey_revoke(key: str) -> None:
 
 @main.group()
 def simulate() -> None:
-    """Play provider webhooks against a running gateway (PUBLIC_BASE_URL or --url)."""
+    """Play provider webhooks against a running gateway (--url, the one `gateway serve` runs, or PUBLIC_BASE_URL)."""
 
 
 @simulate.command("call")
@@ -301,14 +301,14 @@ def simulate() -> None:
     default="no-answer",
     show_default=True,
 )
-@click.option("--url", default=None, help="The gateway's base URL (default PUBLIC_BASE_URL).")
+@click.option("--url", default=None, help="The gateway's base URL (default: where `gateway serve` listens, "
+              "else PUBLIC_BASE_URL).")
 @click.option("--transcript", default="Hi, I'm calling about the CR-V I saw online. Please call me back today.")
 def simulate_call(to: str, from_: str, outcome: str, url: str | None, transcript: str) -> None:
     """A call from start to end, following the TwiML the gateway answers, the way the provider does."""
-    from gateway.simulator import HttpPoster, SimulationError, play_call
+    from gateway.simulator import SimulationError, play_call, poster_for
 
-    settings = settings_for_command()
-    poster = HttpPoster(url or settings.public_base_url, settings.webhook_auth_token)
+    poster = poster_for(settings_for_command(), url)
     try:
         for line in play_call(poster, to=to, caller=from_, outcome=outcome, transcript=transcript):
             click.echo(line)
