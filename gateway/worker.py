@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 
 from flask import Flask
@@ -41,9 +43,11 @@ def run_worker(app: Flask, *, burst: bool = False, sweep: bool = True) -> None:
                 lambda: sweep_once(app), current.redis, current.settings.sweep_interval, name
             )
             sweeper.start()
+        stopping = threading.Event()
         try:
             delay = 0.5
-            while True:
+            while not stopping.is_set():
+                worker: SimpleWorker | None = None
                 try:
                     worker = SimpleWorker(
                         [make_queue(connection)], connection=connection, name=f"{name}-{time.time_ns()}"
@@ -53,9 +57,26 @@ def run_worker(app: Flask, *, burst: bool = False, sweep: bool = True) -> None:
                 except RedisError as error:
                     if burst:
                         raise
+                    if getattr(worker, "_shutdown_requested_date", None) is not None:
+                        log.warning("redis unavailable while stopping (%s); the worker exits", error)
+                        return
+                    _listen_for_stop(stopping)
                     log.warning("redis unavailable (%s); retrying in %.1fs", error, delay)
-                    time.sleep(delay)
+                    stopping.wait(delay)
                     delay = min(delay * 2, 10.0)
         finally:
             if sweeper is not None:
                 sweeper.stop()
+
+
+def _listen_for_stop(stopping: threading.Event) -> None:
+    """While Redis is away, SIGTERM and SIGINT end the worker. RQ's own handlers would ask the gone
+    Redis for the worker's state and raise, which once kept a stopped worker retrying forever."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)

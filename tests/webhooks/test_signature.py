@@ -36,8 +36,9 @@ WEBHOOKS = {
     "sms incoming": ("/webhooks/sms/incoming", lambda: _text(new_sid("SM"))),
     "sms status": ("/webhooks/sms/status", lambda: {**_text(new_sid("SM")), "MessageStatus": "delivered"}),
     "voicemail recording": ("/webhooks/voicemail/recording",
-                            lambda: {**_call(new_sid("CA")), "RecordingSid": new_sid("RE"), "RecordingStatus":
-                                     "completed", "RecordingUrl": "https://api.twilio.com/r", "RecordingDuration": "9"}),
+                            lambda: {**_call(new_sid("CA")), "RecordingSid": new_sid("RE"),
+                                     "RecordingStatus": "completed", "RecordingUrl": "https://api.twilio.com/r",
+                                     "RecordingDuration": "9"}),
     "voicemail transcription": ("/webhooks/voicemail/transcription",
                                 lambda: {**_call(new_sid("CA")), "TranscriptionStatus": "completed",
                                          "TranscriptionText": "call me"}),
