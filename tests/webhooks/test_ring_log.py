@@ -83,13 +83,12 @@ def test_the_end_of_a_call_reaching_another_process_first_waits_for_the_ring(app
 @pytest.mark.usefixtures("configured")
 def test_a_webhook_in_the_same_process_flushes_the_writer(app, db, settings, monkeypatch, twilio):
     ring_unflushed(app, settings)
-    monkeypatch.setattr(hotpath, "LINGER_SECONDS", 2.0)
+    # An hour's linger: the ring is committed in time for the view only because the view asked for it.
+    monkeypatch.setattr(hotpath, "LINGER_SECONDS", 3600.0)
     hold_writer(app, 0.1)  # both rings below queue up: calls coming in together, so the writer lingers
     ring_unflushed(app, settings)
     sid, _ = ring_unflushed(app, settings)
-    started = time.monotonic()
     response = twilio.post(f"/webhooks/voice/screen?call={sid}&agent=alice&step=0", {"CallSid": new_sid("CA")})
-    assert time.monotonic() - started < 1.0  # not the writer's two seconds: the view asked it to commit
     assert b"<Gather" in response.get_data()
     assert len(calls_with(db, sid)) == 1
 
