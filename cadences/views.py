@@ -180,8 +180,9 @@ PATHS: dict[str, Any] = {
                         "schema": {
                             "type": "object",
                             "properties": {
-                                "cadence": {"type": "string", "description": "a cadence key; all when left out"},
-                                "note": {"type": "string", "maxLength": 500},
+                                "cadence": {"type": ["string", "null"], "minLength": 1, "pattern": "\\S",
+                                            "description": "a cadence key; all when left out or null"},
+                                "note": {"type": ["string", "null"], "maxLength": 500},
                             },
                         }
                     }

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
@@ -96,7 +97,7 @@ def limit_arg() -> int:
 def id_arg(name: str) -> int | None:
     """A row id from the query (`lead=`), None when absent; 400 `invalid_<name>` when it is no id."""
     raw = request.args.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         return inputs.row_id(raw, name=name)
@@ -107,7 +108,7 @@ def id_arg(name: str) -> int | None:
 def time_arg(name: str) -> datetime | None:
     """An ISO 8601 time with offset from the query, as UTC; None when absent."""
     raw = request.args.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         return inputs.instant(raw, name=name)
@@ -132,13 +133,34 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
     return value
 
 
+# Cursors: a row id ("1234"), or a settling time in Unix microseconds and a row id ("1764...-1234").
+# Any string of that shape is a place in the list, so the OpenAPI document can describe it exactly;
+# an id beyond any row (MAX_ID) is the end of the list. The base64 JSON cursors given out before are
+# still read.
+_ID_CURSOR = re.compile(r"[0-9]{1,10}")
+_TIME_CURSOR = re.compile(r"([0-9]{1,17})-([0-9]{1,10})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def encode_cursor(values: dict[str, Any]) -> str:
+    if set(values) == {"id"}:
+        return str(values["id"])
+    if set(values) == {"at", "id"} and isinstance(values["at"], datetime):
+        micros = (values["at"] - _EPOCH) // timedelta(microseconds=1)
+        return f"{micros}-{values['id']}"
     return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def decode_cursor(raw: str | None) -> dict[str, Any] | None:
+    """The place a cursor names; None (the first page) for none at all or an empty one."""
     if not raw:
         return None
+    if _ID_CURSOR.fullmatch(raw):
+        return {"id": min(int(raw), MAX_ID)}
+    timed = _TIME_CURSOR.fullmatch(raw)
+    if timed:
+        at = _EPOCH + timedelta(microseconds=int(timed.group(1)))
+        return {"at": at.isoformat(), "id": min(int(timed.group(2)), MAX_ID)}
     try:
         padded = raw + "=" * (-len(raw) % 4)
         value = inputs.json_document(base64.urlsafe_b64decode(padded.encode()), max_bytes=4096)

@@ -36,7 +36,9 @@ def list_calls() -> Response:
     ids = visible_store_ids()
     if ids is not None:
         query = query.where(Call.store_id.in_(ids))
-    cursor = decode_cursor(request.args.get("since") or request.args.get("cursor"))
+    since = request.args.get("since")
+    since = request.args.get("cursor") if since is None else since
+    cursor = decode_cursor(since)
     if cursor is not None:
         at = cursor_time(cursor)
         last_id = cursor_id(cursor)
@@ -48,7 +50,7 @@ def list_calls() -> Response:
     if rows:
         last = rows[-1]
         settled = required(last.processed_at, "processed_at")
-        next_cursor: str | None = encode_cursor({"at": settled.isoformat(), "id": last.id})
+        next_cursor: str | None = encode_cursor({"at": settled, "id": last.id})
     else:
-        next_cursor = request.args.get("since") or request.args.get("cursor")
+        next_cursor = since
     return page([out.call(r) for r in rows], next_cursor)

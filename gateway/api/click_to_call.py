@@ -18,6 +18,9 @@ from gateway.web import ApiError
 def call_lead(lead_id: int) -> Response:
     lead = load_lead(lead_id)
     body = json_body(optional=True)
+    unknown = sorted(set(body) - {"agent"})
+    if unknown:
+        raise ApiError(400, "unknown_field", f"Unknown field(s): {', '.join(unknown)}; the one field is agent.")
     session = web.session()
     key = body.get("agent")
     if key is None:

@@ -59,8 +59,12 @@ def patch_lead(lead_id: int) -> Response:
         if not isinstance(key, str) or not key.strip():
             raise ApiError(400, "invalid_owner", "owner must be an agent key.")
         owner = session.scalar(select(Agent).where(Agent.key == key.strip()))
-        if owner is None or owner.store_id != lead.store_id or not owner.active:
-            raise ApiError(400, "invalid_owner", f"No active agent {key!r} at the lead's store.")
+        # A well-formed key names an agent or not (404, as for POST /leads/{id}/call); one who left is a
+        # conflict with the agent's state (409).
+        if owner is None or owner.store_id != lead.store_id:
+            raise ApiError(404, "unknown_agent", f"No agent {key!r} at the lead's store.")
+        if not owner.active:
+            raise ApiError(409, "inactive_agent", f"Agent {key!r} is no longer active.")
     appointment_given = "appointment_at" in body
     appointment = parse_appointment(body.get("appointment_at"))
 

@@ -9,6 +9,7 @@ worker asks the guard again when it sends, since the customer may text STOP in b
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Response, g, jsonify, request
@@ -34,6 +35,7 @@ from gateway.models import Direction, Lead, Message, MessageStatus, TrackedNumbe
 from gateway.web import ApiError
 
 MAX_MEDIA = 10
+MEDIA_URL = re.compile(r"https://[!-~]{1,1992}")  # printable ASCII, as the OpenAPI document says
 MAX_IDEMPOTENCY_KEY = 64
 
 
@@ -49,7 +51,7 @@ def list_messages() -> Response:
         lead = load_lead(lead_arg)
         query = query.where(Message.lead_id == lead.id)
     direction = request.args.get("direction")
-    if direction:
+    if direction is not None:
         if direction not in {d.value for d in Direction}:
             raise ApiError(400, "invalid_direction", "direction must be inbound or outbound.")
         query = query.where(Message.direction == direction)
@@ -74,7 +76,7 @@ def _request_body() -> tuple[str, list[str]]:
         raise ApiError(400, "invalid_body", "body must be a string.")
     media = data.get("media_urls", [])
     if not isinstance(media, list) or len(media) > MAX_MEDIA or not all(
-        isinstance(url, str) and url.startswith("https://") and len(url) <= 2000 for url in media
+        isinstance(url, str) and MEDIA_URL.fullmatch(url) is not None for url in media
     ):
         raise ApiError(400, "invalid_media_urls", f"media_urls must be up to {MAX_MEDIA} https URLs.")
     if not body.strip() and not media:
