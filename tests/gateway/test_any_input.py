@@ -33,10 +33,12 @@ NAMES = st.one_of(
     TEXT,
 )
 PAIRS = st.lists(st.tuples(NAMES, VALUE), max_size=8)
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4))
+
+
 JSON = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), TEXT),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
-    max_leaves=12,
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), TEXT), _nested, max_leaves=12
 )
 # Cursors as the API once gave them out (base64 JSON), holding anything.
 CURSORS = JSON.map(lambda value: base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("="))

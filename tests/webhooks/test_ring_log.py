@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import func, select
 
 from gateway.calls import hotpath
+from gateway.calls import services as call_services
 from gateway.calls.hotpath import Statements
 from gateway.embedded_redis import free_port
 from gateway.models import Call, Lead
@@ -65,11 +67,18 @@ def calls_with(db, sid) -> list[Call]:
 def test_the_end_of_a_call_reaching_another_process_first_waits_for_the_ring(app, make_app, db, settings,
                                                                              monkeypatch):
     ring_unflushed(app, settings)  # the writer's first commit: it is known healthy from here
-    hold_writer(app, 0.3)  # this process commits its next ring late
+    held = threading.Event()
+    # This process commits its next ring late: held by an event, not a pause, so that a busy machine
+    # cannot commit it before the check below.
+    hotpath.hot_path(app).log(lambda db: held.wait(60), lambda error: None)
     sid, root = ring_unflushed(app, settings)
     assert [n.text for n in root.findall("./Dial/Number")] == [ALICE, BEN]
     assert calls_with(db, sid) == []  # answered, not yet committed
 
+    # The other process waits for the ring as long as it takes here (the SQLite writer holds its lock
+    # while held, so the ring is let go now and reaches the database while the other process waits).
+    monkeypatch.setattr(call_services, "RING_LOG_GRACE", 60.0)
+    held.set()
     other = signed(make_app(), settings)  # another web process
     ended = other.post("/webhooks/voice/status",
                        {"CallSid": sid, "From": CUSTOMER, "To": SIMULTANEOUS, "CallStatus": "no-answer"})
