@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -69,7 +70,21 @@ def run(argv: list[str]) -> int:
 
 def cmd_serve(args: list[str]) -> int:
     ensure_venv("")
-    return run([str(BIN / "gateway"), "serve", *args])
+    return forward_signals([str(BIN / "gateway"), "serve", *args])
+
+
+def forward_signals(argv: list[str]) -> int:
+    """Run `gateway serve`, passing SIGTERM, SIGINT and SIGHUP on to it, and wait until it has stopped
+    everything it started. (subprocess.run would SIGKILL it on Ctrl-C and orphan its children.)"""
+    child = subprocess.Popen(argv, cwd=ROOT)
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, forward)
+    return child.wait()
 
 
 def cmd_test(args: list[str]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, redirect, request
+from flask import Blueprint, Response, g, jsonify, redirect
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -87,9 +87,7 @@ def list_cadences(lead_id: int) -> Response:
 def stop_cadence(lead_id: int) -> Response:
     """Stop the lead's active cadences (or only `cadence`); stopping nothing is not an error."""
     lead = load_lead(lead_id)
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "Send a JSON object, e.g. {\"cadence\": \"missed-call\"}, or nothing.")
+    body = api.json_body(optional=True)
     cadence = body.get("cadence")
     if cadence is not None and (not isinstance(cadence, str) or not cadence.strip()):
         raise ApiError(400, "invalid_cadence", "cadence must be a cadence key.")
@@ -272,8 +270,9 @@ PATHS: dict[str, Any] = {
                         "schema": {
                             "type": "object",
                             "properties": {
-                                "cadence": {"type": "string", "description": "a cadence key; all when left out"},
-                                "note": {"type": "string", "maxLength": 500},
+                                "cadence": {"type": ["string", "null"], "minLength": 1, "pattern": "\\S",
+                                            "description": "a cadence key; all when left out or null"},
+                                "note": {"type": ["string", "null"], "maxLength": 500},
                             },
                         }
                     }

@@ -10,7 +10,15 @@ import logging
 from flask import Flask, Request, Response, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from redis import Redis
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 import cadences
@@ -44,6 +52,7 @@ def create_app(
     app = Flask(__name__, instance_path=str(settings.instance_dir))
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)
     app.session_interface = PageSessions()
+    web.harden(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     database = Database(settings.database_url)
@@ -107,14 +116,29 @@ def _register_errors(app: Flask) -> None:
         if dashboard.is_page(request):  # a person's browser gets a page, the API and webhooks JSON
             return dashboard.page_for_error(error.code or 500)
         code = (error.name or "error").lower().replace(" ", "_")
-        return web.json_error(error.code or 500, code, error.description or error.name)
+        response = web.json_error(error.code or 500, code, error.description or error.name)
+        for name, value in error.get_headers():  # Allow on a 405, Retry-After, WWW-Authenticate
+            if name.lower() not in {"content-type", "content-length"}:
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(SQLAlchemyError)
     def database_error(error: SQLAlchemyError) -> Response:
-        log.exception("database error on %s %s", request.method, request.path)
-        if dashboard.is_page(request):
-            return dashboard.page_for_error(503)
-        return web.json_error(503, "database_unavailable", "The database is unavailable; try again.")
+        # Only a database that cannot be reached (or is busy) says so; a value it refused is the client's.
+        if isinstance(error, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+            log.exception("database unavailable on %s %s", request.method, request.path)
+            if dashboard.is_page(request):
+                return dashboard.page_for_error(503)
+            return web.json_error(503, "database_unavailable", "The database is unavailable; try again.")
+        if isinstance(error, DataError) or (
+            isinstance(error, StatementError) and isinstance(error.orig, OverflowError | ValueError)
+        ):
+            log.warning(
+                "value refused by the database on %s %s: %s", request.method, request.path, type(error.orig).__name__
+            )
+            return web.json_error(400, "invalid_value", "A value in the request is out of range.")
+        log.exception("unexpected database error on %s %s", request.method, request.path)
+        return web.json_error(500, "internal_error", "Something went wrong on our side; it was logged.")
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:

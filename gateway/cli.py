@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -47,88 +47,126 @@ def db_upgrade() -> None:
 # --- serve and worker ---------------------------------------------------------------------------------------
 
 
+ROOT = Path(__file__).resolve().parent.parent
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class StopSignals:
+    """SIGTERM, SIGINT (Ctrl-C) and SIGHUP noted, not raised: `serve` stops what it started, in order,
+    whenever one arrives (even during start-up), and says so in one line instead of a traceback."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._note)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def wait(self, children: list[subprocess.Popen[bytes]]) -> None:
+        """Until a stop signal, or until a child exits (then the whole gateway stops)."""
+        while self.received is None:
+            if any(child.poll() is not None for child in children):
+                raise click.ClickException("a gateway process stopped; shutting down")
+            time.sleep(0.2)
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server binds to.")
 @click.option("--port", default=8000, show_default=True, type=int, envvar="PORT")
 @click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
 @click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 3).")
 def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
-    """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web and worker."""
+    """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web, workers, intake.
+
+    Every process it starts runs in a session of its own, so Ctrl-C at a terminal reaches this command
+    only, and it stops the web server, the workers and the intake first, Redis last, leaving nothing
+    running."""
     from gateway.database import upgrade
     from gateway.embedded_redis import EmbeddedRedis, free_port
+    from gateway.simulator import SERVE_URL_FILE, write_serve_url
 
     settings = settings_for_command()
+    stop = StopSignals()
     env = dict(os.environ)
     env.setdefault("GATEWAY_INSTANCE_DIR", str(settings.instance_dir))
+    url = f"http://{host}:{port}"
     if not os.environ.get("PUBLIC_BASE_URL"):
-        env["PUBLIC_BASE_URL"] = f"http://{host}:{port}"
+        env["PUBLIC_BASE_URL"] = url
     redis_server = None
-    if settings.redis_url is None:
-        redis_server = EmbeddedRedis(settings.embedded_redis_port, settings.instance_dir / "redis")
-        try:
-            redis_server.start()
-        except RuntimeError:
-            if os.environ.get("GATEWAY_REDIS_PORT"):
-                raise
-            # The default port is taken (another gateway?): any free loopback port will do.
-            redis_server = EmbeddedRedis(free_port(), settings.instance_dir / "redis")
-            redis_server.start()
-        env["REDIS_URL"] = redis_server.url
-    upgrade(settings.database_url)
-    env["GATEWAY_INTAKE_SMTP"] = _intake_address(settings.intake_smtp, explicit="GATEWAY_INTAKE_SMTP" in os.environ)
-    # Web and worker processes count into one folder, which GET /metrics sums (gunicorn.conf.py).
-    metrics_dir = settings.instance_dir.resolve() / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     children: list[subprocess.Popen[bytes]] = []
+    serve_url = settings.instance_dir / SERVE_URL_FILE
     try:
-        count = workers if workers is not None else settings.workers
-        worker_command = [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", str(max(count, 1))]
-        children.append(subprocess.Popen(worker_command, env=env))  # noqa: S603
-        children.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "intake", "smtp"], env=env))
-        children.append(
-            subprocess.Popen(  # noqa: S603
-                [
-                    sys.executable, "-m", "gunicorn",
-                    "--bind", f"{host}:{port}",
-                    "--workers", str(web_workers),
-                    "--access-logfile", "-",
-                    "--log-level", "warning",
-                    "wsgi:app",
-                ],
-                env=env,
-                cwd=str(Path(__file__).resolve().parent.parent),
-            )
-        )
-        base = env["PUBLIC_BASE_URL"]
-        command = str(Path(sys.executable).parent / "gateway")
-        mode = "sandbox (texts and calls are recorded, not sent)" if settings.sandbox else "live Twilio"
-        click.echo(
-            f"\nDealer gateway is running ({mode}).\n"
-            f"  Dashboard:   {base}/\n"
-            f"  API:         {base}/api/v1/openapi.json\n"
-            f"  Database:    {settings.database_url}\n"
-            f"  Redis:       {env.get('REDIS_URL')}\n"
-            f"  ADF e-mail:  smtp://{env['GATEWAY_INTAKE_SMTP']} (to <store-key>@any.domain)\n\n"
-            f"In another terminal, load the example dealer group, play a missed call and look:\n"
-            f"  {command} config apply examples/dealer-group.yaml\n"
-            f"  {command} simulate call --from +12025550199 --to +12025550123 --outcome no-answer\n"
-            f"  {command} apikey create --name me      # sign in to the dashboard with the key it prints\n"
-            f"  curl -H 'Authorization: Bearer KEY' {base}/api/v1/leads\n"
-        )
-        _wait(children)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
+        if settings.redis_url is None:
+            redis_server = EmbeddedRedis(settings.embedded_redis_port, settings.instance_dir / "redis")
             try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+                redis_server.start()
+            except RuntimeError:
+                if os.environ.get("GATEWAY_REDIS_PORT"):
+                    raise
+                # The default port is taken (another gateway?): any free loopback port will do.
+                redis_server = EmbeddedRedis(free_port(), settings.instance_dir / "redis")
+                redis_server.start()
+            env["REDIS_URL"] = redis_server.url
+        upgrade(settings.database_url)
+        env["GATEWAY_INTAKE_SMTP"] = _intake_address(
+            settings.intake_smtp, explicit="GATEWAY_INTAKE_SMTP" in os.environ
+        )
+        # Web and worker processes count into one folder, which GET /metrics sums (gunicorn.conf.py).
+        metrics_dir = settings.instance_dir.resolve() / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        count = workers if workers is not None else settings.workers
+        if stop.received is None:
+            worker_command = [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", str(max(count, 1))]
+            children.append(subprocess.Popen(worker_command, env=env, start_new_session=True))  # noqa: S603
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "gateway.cli", "intake", "smtp"], env=env, start_new_session=True
+                )
+            )
+            children.append(
+                subprocess.Popen(  # noqa: S603
+                    [
+                        sys.executable, "-m", "gunicorn",
+                        "--config", str(ROOT / "gunicorn.conf.py"),  # production settings, the masked access log
+                        "--bind", f"{host}:{port}",
+                        "--workers", str(web_workers),
+                        "--access-logfile", "-",
+                        "--log-level", "warning",
+                        "wsgi:app",
+                    ],
+                    env=env,
+                    cwd=str(ROOT),
+                    start_new_session=True,
+                )
+            )
+            write_serve_url(settings.instance_dir, url, env["PUBLIC_BASE_URL"])
+            _banner(settings, env, url)
+            stop.wait(children)
+    finally:
+        _stop_children(children)
         if redis_server is not None:
             redis_server.stop()
+        serve_url.unlink(missing_ok=True)
+    if stop.received is not None:
+        name = signal.Signals(stop.received).name
+        click.echo(f"{name}: stopped the web server, the workers, the e-mail intake and Redis.")
 
 
 def _intake_address(address: str, *, explicit: bool) -> str:
@@ -148,20 +186,25 @@ def _intake_address(address: str, *, explicit: bool) -> str:
     return address
 
 
-def _wait(children: list[subprocess.Popen[bytes]]) -> None:
-    stop = {"now": False}
-
-    def _stop(_signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stop["now"]:
-            if any(child.poll() is not None for child in children):
-                raise click.ClickException("a gateway process stopped; shutting down")
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+def _banner(settings: Any, env: dict[str, str], url: str) -> None:
+    base = env["PUBLIC_BASE_URL"]
+    command = str(Path(sys.executable).parent / "gateway")
+    mode = "sandbox (texts and calls are recorded, not sent)" if settings.sandbox else "live Twilio"
+    click.echo(
+        f"\nDealer gateway is running ({mode}).\n"
+        f"  Listening:   {url}\n"
+        f"  Dashboard:   {base}/\n"
+        f"  API:         {base}/api/v1/openapi.json\n"
+        f"  Database:    {settings.database_url}\n"
+        f"  Redis:       {env.get('REDIS_URL')}\n"
+        f"  ADF e-mail:  smtp://{env['GATEWAY_INTAKE_SMTP']} (to <store-key>@any.domain)\n\n"
+        f"In another terminal, load the example dealer group, play a missed call and look:\n"
+        f"  {command} config apply examples/dealer-group.yaml\n"
+        f"  {command} simulate call --from +12025550199 --to +12025550123 --outcome no-answer\n"
+        f"  {command} apikey create --name me      # sign in to the dashboard with the key it prints\n"
+        f"  curl -H 'Authorization: Bearer KEY' {url}/api/v1/leads\n"
+        f"Stop with Ctrl-C (or SIGTERM): everything started here stops.\n",
+    )
 
 
 @main.command()
@@ -267,10 +310,17 @@ def config() -> None:
     """Configuration as code."""
 
 
+DESTRUCTIVE = ("deactivated agent ", "removed number ")
+
+
 @config.command("apply")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def config_apply(file: Path) -> None:
-    """Apply a YAML configuration: prints what it added, changed and removed. Idempotent."""
+@click.option("--dry-run", is_flag=True, help="Print what would be added, changed and removed; apply nothing.")
+def config_apply(file: Path, dry_run: bool) -> None:
+    """Apply a YAML configuration: prints what it added, changed and removed. Idempotent.
+
+    At a terminal, a plan that deactivates agents or retires numbers is shown and asks before it is
+    applied (a file covering one store of two would retire the other's); scripts apply as before."""
     from gateway.calls.failsafe import write_main_lines
     from gateway.database import Database, upgrade
     from gateway.dealer_config.apply import apply_config
@@ -287,6 +337,21 @@ def config_apply(file: Path) -> None:
         raise SystemExit(1) from None
     upgrade(settings.database_url)
     database = Database(settings.database_url)
+    if dry_run or sys.stdin.isatty():
+        # The plan is the same apply, rolled back: what it prints is what applying would do.
+        with database.sessions() as session:
+            plan = apply_config(session, parsed)
+            session.rollback()
+        destructive = [line for line in plan if line.startswith(DESTRUCTIVE)]
+        if dry_run or (destructive and not _confirmed(plan, destructive)):
+            database.dispose()
+            for line in plan if dry_run else []:
+                click.echo(f"would: {line}")
+            click.echo(
+                (f"{len(plan)} change(s) planned, none applied (--dry-run)" if plan else "no changes")
+                if dry_run else "nothing applied"
+            )
+            return
     with database.session() as session:
         changes = apply_config(session, parsed)
     try:
@@ -311,6 +376,16 @@ def _print_configuration_problems(database: Database) -> None:
         click.echo(f"problem: {problem}")
     if problems:
         click.echo(f"{len(problems)} problem(s) left; `gateway numbers check` also checks the provider")
+
+
+def _confirmed(plan: list[str], destructive: list[str]) -> bool:
+    for line in plan:
+        click.echo(f"would: {line}")
+    agents = sum(line.startswith(DESTRUCTIVE[0]) for line in destructive)
+    numbers = len(destructive) - agents
+    return click.confirm(
+        f"This deactivates {agents} agent(s) and retires {numbers} number(s). Apply?", default=False
+    )
 
 
 @main.group()
@@ -440,7 +515,7 @@ def apikey_revoke(key: str) -> None:
 
 @main.group()
 def simulate() -> None:
-    """Play provider webhooks against a running gateway (PUBLIC_BASE_URL or --url)."""
+    """Play provider webhooks against a running gateway (--url, the one `gateway serve` runs, or PUBLIC_BASE_URL)."""
 
 
 @simulate.command("call")
@@ -452,14 +527,14 @@ def simulate() -> None:
     default="no-answer",
     show_default=True,
 )
-@click.option("--url", default=None, help="The gateway's base URL (default PUBLIC_BASE_URL).")
+@click.option("--url", default=None, help="The gateway's base URL (default: where `gateway serve` listens, "
+              "else PUBLIC_BASE_URL).")
 @click.option("--transcript", default="Hi, I'm calling about the CR-V I saw online. Please call me back today.")
 def simulate_call(to: str, from_: str, outcome: str, url: str | None, transcript: str) -> None:
     """A call from start to end, following the TwiML the gateway answers, the way the provider does."""
-    from gateway.simulator import HttpPoster, SimulationError, play_call
+    from gateway.simulator import SimulationError, play_call, poster_for
 
-    settings = settings_for_command()
-    poster = HttpPoster(url or settings.public_base_url, settings.webhook_auth_token)
+    poster = poster_for(settings_for_command(), url)
     try:
         for line in play_call(poster, to=to, caller=from_, outcome=outcome, transcript=transcript):
             click.echo(line)

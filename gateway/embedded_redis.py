@@ -60,6 +60,7 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches whoever started it, who stops it last
         )
         deadline = time.monotonic() + timeout
         client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)

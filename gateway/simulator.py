@@ -11,13 +11,19 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 from xml.etree import ElementTree
 
 from twilio.request_validator import RequestValidator
 
-ACCOUNT_SID = "AC" + "0" * 32
+from gateway.settings import Settings
+
+ACCOUNT_SID = "AC" + "0" * 32  # sandbox mode has no account; a gateway with one refuses any other
 MAX_STEPS = 20
+# Written by `gateway serve` into the instance folder while it runs: the URL it listens on, then the
+# PUBLIC_BASE_URL it gave the web server (what signatures are checked against).
+SERVE_URL_FILE = "serve-url"
 
 
 class SimulationError(RuntimeError):
@@ -26,6 +32,7 @@ class SimulationError(RuntimeError):
 
 class Poster(Protocol):
     base_url: str
+    account_sid: str
 
     def post(self, url: str, params: dict[str, str]) -> tuple[int, str]: ...
 
@@ -35,16 +42,33 @@ def sign(token: str, url: str, params: dict[str, str]) -> str:
 
 
 class HttpPoster:
-    """Signed form POSTs over HTTP, as the provider sends them."""
+    """Signed form POSTs over HTTP, as the provider sends them.
 
-    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
+    `signed_base`: the base URL the gateway checks signatures against (its PUBLIC_BASE_URL) when that is
+    not the address posted to, as when the provider reaches it through a proxy or tunnel."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        timeout: float = 10.0,
+        *,
+        account_sid: str | None = None,
+        signed_base: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.account_sid = account_sid or ACCOUNT_SID
+        self.signed_base = (signed_base or base_url).rstrip("/")
 
     def post(self, url: str, params: dict[str, str]) -> tuple[int, str]:
+        if url.startswith(self.signed_base + "/"):
+            url = url[len(self.signed_base):]
         if url.startswith("/"):
-            url = self.base_url + url
+            signed, url = self.signed_base + url, self.base_url + url
+        else:
+            signed = url
         if not url.startswith(("http://", "https://")):
             raise SimulationError(f"not an http URL: {url}")
         data = urllib.parse.urlencode(params).encode()
@@ -52,7 +76,7 @@ class HttpPoster:
             url,
             data=data,
             headers={
-                "X-Twilio-Signature": sign(self.token, url, params),
+                "X-Twilio-Signature": sign(self.token, signed, params),
                 "Content-Type": "application/x-www-form-urlencoded",
             },
         )
@@ -63,6 +87,29 @@ class HttpPoster:
             return int(error.code), error.read().decode(errors="replace")
         except OSError as error:
             raise SimulationError(f"could not reach the gateway at {url}: {error}") from None
+
+
+def write_serve_url(instance_dir: Path, url: str, public_base_url: str) -> Path:
+    path = instance_dir / SERVE_URL_FILE
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{url}\n{public_base_url}\n")
+    return path
+
+
+def poster_for(settings: Settings, url: str | None) -> HttpPoster:
+    """Where `gateway simulate` posts: --url; else the gateway `gateway serve` runs from this instance
+    folder (its serve-url file); else PUBLIC_BASE_URL. Signed with the account the gateway expects."""
+    account = None if settings.sandbox else settings.twilio_account_sid
+    if url:
+        return HttpPoster(url, settings.webhook_auth_token, account_sid=account)
+    try:
+        lines = (settings.instance_dir / SERVE_URL_FILE).read_text().split()
+    except OSError:
+        lines = []
+    if lines and lines[0].startswith(("http://", "https://")):
+        signed = lines[1] if len(lines) > 1 else lines[0]
+        return HttpPoster(lines[0], settings.webhook_auth_token, account_sid=account, signed_base=signed)
+    return HttpPoster(settings.public_base_url, settings.webhook_auth_token, account_sid=account)
 
 
 def new_sid(prefix: str) -> str:
@@ -91,7 +138,7 @@ def play_call(
     """Yield one line per step. Outcomes: no-answer, answer, voicemail, voicemail-pickup, busy, hangup."""
     sid = call_sid or new_sid("CA")
     base = {
-        "AccountSid": ACCOUNT_SID,
+        "AccountSid": poster.account_sid,
         "CallSid": sid,
         "From": caller,
         "Caller": caller,
@@ -196,7 +243,7 @@ def _leave_voicemail(
     poster: Poster, base: dict[str, str], record: ElementTree.Element, transcript: str
 ) -> Iterator[str]:
     recording_sid = new_sid("RE")
-    recording_url = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}"
+    recording_url = f"https://api.twilio.com/2010-04-01/Accounts/{poster.account_sid}/Recordings/{recording_sid}"
     recorded = {
         **base,
         "CallStatus": "completed",
@@ -242,7 +289,7 @@ def play_text(poster: Poster, *, to: str, sender: str, body: str, media: list[st
     """An inbound text, as the provider posts it to the SMS URL."""
     sid = new_sid("SM")
     params = {
-        "AccountSid": ACCOUNT_SID,
+        "AccountSid": poster.account_sid,
         "MessageSid": sid,
         "SmsSid": sid,
         "SmsMessageSid": sid,

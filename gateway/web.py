@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, g, jsonify
+from flask import Flask, Response, g, jsonify
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter, Map
 
-from gateway import runtime
+from gateway import inputs, runtime
 
 
 class ApiError(Exception):
@@ -41,3 +43,28 @@ def json_error(status: int, code: str, message: str, **extra: Any) -> Response:
     response = jsonify({"error": body})
     response.status_code = status
     return response
+
+
+class RowIdConverter(IntegerConverter):
+    """`<int:...>` in every route: ASCII digits only and at most MAX_ID, else the route does not match
+    (404). Werkzeug's own takes any Unicode digit ('١٢' is 12 to int()) and any size (a 500 at bind)."""
+
+    regex = r"[0-9]{1,10}"
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", inputs.MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Every `request.get_json()` parses with gateway/inputs.py's bounds: a body nested 100,000 deep or
+    holding NaN is a ValueError (so a 400), never a RecursionError."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return inputs.json_document(s)
+
+
+def harden(app: Flask) -> None:
+    """Before any route is added: bounded ids in URLs, bounded JSON in bodies."""
+    app.url_map.converters["int"] = RowIdConverter
+    app.json = BoundedJSONProvider(app)

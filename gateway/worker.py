@@ -115,9 +115,11 @@ def run_worker(
                 lambda: sweep_once(app), current.redis, current.settings.sweep_interval, name
             )
             sweeper.start()
+        stopping = threading.Event()
         try:
             delay = 0.5
-            while True:
+            while not stopping.is_set():
+                worker: SimpleWorker | None = None
                 try:
                     worker = GatewayWorker(
                         [make_queue(connection, lane) for lane in lanes],
@@ -129,8 +131,12 @@ def run_worker(
                 except RedisError as error:
                     if burst:
                         raise
+                    if getattr(worker, "_shutdown_requested_date", None) is not None:
+                        log.warning("redis unavailable while stopping (%s); the worker exits", error)
+                        return
+                    _listen_for_stop(stopping)
                     log.warning("redis unavailable (%s); retrying in %.1fs", error, delay)
-                    time.sleep(delay)
+                    stopping.wait(delay)
                     delay = min(delay * 2, 10.0)
         finally:
             if sweeper is not None:
@@ -177,3 +183,16 @@ def run_pool(concurrency: int, env: dict[str, str] | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _listen_for_stop(stopping: threading.Event) -> None:
+    """While Redis is away, SIGTERM and SIGINT end the worker. RQ's own handlers would ask the gone
+    Redis for the worker's state and raise, which once kept a stopped worker retrying forever."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)

@@ -51,7 +51,8 @@ def create_lead() -> Response:
         store_key, body = payloads.read_form(request.get_json(silent=True))
         store = _visible_store(store_key)
         if store is None:
-            raise payloads.InvalidForm({"store": f"no store {store_key!r} for this API key"})
+            # As everywhere in the API: a store this key may not see does not exist for it.
+            raise ApiError(404, "unknown_store", f"No store {store_key!r} for this API key.")
         form = payloads.web_lead(body, store, api.now())
     except payloads.InvalidForm as error:
         raise ApiError(
@@ -152,9 +153,11 @@ _invalid = {
 WEB_LEAD_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["store"],
+    "anyOf": [{"required": ["phone"]}, {"required": ["email"]}],
     "description": "A phone or an e-mail address is required. Fields not listed are ignored.",
     "properties": {
-        "store": {"type": "string", "description": "the store key (the API key must be scoped to it)"},
+        "store": {"type": "string", "minLength": 1, "pattern": "\\S",
+                  "description": "the store key (the API key must be scoped to it)"},
         "department": {"type": "string", "description": "default: sales"},
         "source": {
             "type": "string", "maxLength": 100, "description": "picks the store's lead cadence; default Website",
@@ -194,6 +197,7 @@ PATHS: dict[str, Any] = {
             "summary": "A web-form lead: an owner, a task, the alert, the CRM and the store's cadence at once",
             "requestBody": {"required": True, "content": {"application/json": {"schema": WEB_LEAD_SCHEMA}}},
             "responses": {
+                "404": {"description": "no such store for this API key"},
                 "201": {"description": "a new lead", "content": {"application/json": {"schema": _lead_result}}},
                 "200": {
                     "description": "it joined the open lead of that phone or e-mail, or repeated an external_id",
@@ -209,8 +213,9 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "An ADF/XML 1.0 document: one lead per prospect; a resent <id> changes nothing",
             "parameters": [
-                {"name": "store", "in": "query", "required": False, "schema": _text,
-                 "description": "the store key; may be left out when the API key has one store"},
+                {"name": "store", "in": "query", "required": True,
+                 "schema": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                 "description": "the store key (a key scoped to one store may leave it out)"},
             ],
             "requestBody": {
                 "required": True,

@@ -52,6 +52,7 @@ class IncomingCallFastPath:
         self.runtime = current
         self.url = current.settings.public_base_url + PATH
         self.validator = RequestValidator(current.settings.webhook_auth_token)
+        self.account_sid = None if current.settings.sandbox else current.settings.twilio_account_sid
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if (
@@ -92,6 +93,8 @@ class IncomingCallFastPath:
         form = dict(pairs)
         if len(form) != len(pairs):
             return None  # a repeated field: the signature covers every value, Flask's check handles it
+        if self.account_sid is not None and form.get("AccountSid") not in (None, self.account_sid):
+            return None  # another account's request: Flask's check refuses it
         expected = self.validator.compute_signature(self.url, form)
         if not hmac.compare_digest(expected, signature):
             return None

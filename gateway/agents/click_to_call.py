@@ -10,14 +10,14 @@ with the tracked number as caller ID. A connected call is the lead's human conta
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from gateway import runtime
+from gateway import inputs, runtime
 from gateway.agents.models import ClickToCallUse
 from gateway.calls.rows import new_call
 from gateway.database import insert_ignoring_conflict, required
@@ -94,14 +94,19 @@ def read_token(settings: Settings, token: str, now: datetime) -> LinkClaim:
         value: Any = _serializer(settings).loads(token[:500])
     except BadSignature:
         raise LinkError(400, "invalid_link", "This call link is not valid. Was it cut short or changed?") from None
-    if (
-        not isinstance(value, list)
-        or len(value) != 4
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in (value[0], value[1], value[3]))
-        or not isinstance(value[2], str)
-    ):
-        raise LinkError(400, "invalid_link", "This call link is not valid.")
-    claim = LinkClaim(value[0], value[1], value[2], datetime.fromtimestamp(value[3], UTC))
+    # Signed claims are bounded like any input (gateway/inputs.py): a secret that leaked, or a token
+    # made by another version, must still never reach the database with an id no column holds.
+    try:
+        if not isinstance(value, list) or len(value) != 4:
+            raise ValueError("not a claim")
+        lead_id, agent_id, nonce, expires = value
+        if not (inputs.is_row_id(lead_id) and inputs.is_row_id(agent_id)):
+            raise ValueError("ids out of range")
+        if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
+            raise ValueError("no nonce")
+        claim = LinkClaim(lead_id, agent_id, nonce, inputs.epoch_instant(expires, name="expiry"))
+    except ValueError:
+        raise LinkError(400, "invalid_link", "This call link is not valid.") from None
     if now >= claim.expires_at:
         raise LinkError(410, "expired_link", "This call link has expired. Open the lead from a newer alert.")
     return claim

@@ -5,14 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from gateway import attempts, runtime, web
+from gateway import attempts, inputs, runtime, web
 from gateway.api.keys import find_key, store_ids
+from gateway.inputs import MAX_ID
 from gateway.web import ApiError
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -20,6 +22,7 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
+__all__ = ["MAX_ID", "blueprint"]
 
 
 def init_app(app: Flask) -> None:
@@ -32,7 +35,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(blueprint)
 
 
-MAX_ID = 2**31 - 1  # ids are INTEGER (32-bit on PostgreSQL): larger ones cannot exist, and would not bind
 FAILED_KEYS_PER_ADDRESS = 30  # unknown bearer keys from one address per 15 minutes, then 429
 
 
@@ -64,9 +66,6 @@ def authenticate() -> None:
     limiter = rate_limiter()
     if limiter is not None:
         limiter(key.prefix)
-    for value in (request.view_args or {}).values():
-        if isinstance(value, int) and value > MAX_ID:
-            raise ApiError(404, "not_found", "No such resource.")
 
 
 RateLimiter = Callable[[str], None]
@@ -94,23 +93,90 @@ def require_store(store_id: int | None) -> None:
         raise ApiError(404, "not_found", "No such resource.")
 
 
+# Query parameters, cursors and JSON bodies are read through these helpers (over gateway/inputs.py), so
+# an endpoint gets the bounds and the 400s without writing them.
+
+
 def limit_arg() -> int:
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
-    return int(raw)
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        return inputs.whole_number(raw, low=1, high=MAX_LIMIT, name="limit")
+    except ValueError:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.") from None
+
+
+def id_arg(name: str) -> int | None:
+    """A row id from the query (`lead=`), None when absent; 400 `invalid_<name>` when it is no id."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return inputs.row_id(raw, name=name)
+    except ValueError:
+        raise ApiError(400, f"invalid_{name}", f"{name} must be a {name} id.") from None
+
+
+def time_arg(name: str) -> datetime | None:
+    """An ISO 8601 time with offset from the query, as UTC; None when absent."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return inputs.instant(raw, name=name)
+    except ValueError as error:
+        raise ApiError(400, f"invalid_{name}", f"{error}.") from None
+
+
+def json_body(*, optional: bool = False) -> dict[str, Any]:
+    """The request's JSON object, bounded in size and depth. `optional`: no body at all is {}."""
+    if optional and not request.content_length and not request.data:
+        return {}
+    if (request.content_length or 0) > inputs.MAX_JSON_BYTES:
+        raise ApiError(413, "body_too_large", f"A JSON body is at most {inputs.MAX_JSON_BYTES} bytes.")
+    if not request.is_json:
+        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
+    try:
+        value = inputs.json_document(request.get_data(cache=True))
+    except ValueError as error:
+        raise ApiError(400, "invalid_json", f"The body is not usable JSON: {error}.") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
+    return value
+
+
+# Cursors: a row id ("1234"), or a settling time in Unix microseconds and a row id ("1764...-1234").
+# Any string of that shape is a place in the list, so the OpenAPI document can describe it exactly;
+# an id beyond any row (MAX_ID) is the end of the list. The base64 JSON cursors given out before are
+# still read.
+_ID_CURSOR = re.compile(r"[0-9]{1,10}")
+_TIME_CURSOR = re.compile(r"([0-9]{1,17})-([0-9]{1,10})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def encode_cursor(values: dict[str, Any]) -> str:
+    if set(values) == {"id"}:
+        return str(values["id"])
+    if set(values) == {"at", "id"} and isinstance(values["at"], datetime):
+        micros = (values["at"] - _EPOCH) // timedelta(microseconds=1)
+        return f"{micros}-{values['id']}"
     return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def decode_cursor(raw: str | None) -> dict[str, Any] | None:
+    """The place a cursor names; None (the first page) for none at all or an empty one."""
     if not raw:
         return None
+    if _ID_CURSOR.fullmatch(raw):
+        return {"id": min(int(raw), MAX_ID)}
+    timed = _TIME_CURSOR.fullmatch(raw)
+    if timed:
+        at = _EPOCH + timedelta(microseconds=int(timed.group(1)))
+        return {"at": at.isoformat(), "id": min(int(timed.group(2)), MAX_ID)}
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        value = inputs.json_document(base64.urlsafe_b64decode(padded.encode()), max_bytes=4096)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
     if not isinstance(value, dict):
@@ -120,10 +186,18 @@ def decode_cursor(raw: str | None) -> dict[str, Any] | None:
 
 def cursor_id(cursor: dict[str, Any]) -> int:
     """The row id a cursor points after; a tampered cursor is a 400, not a 500."""
-    value = cursor.get("id")
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+    value: int = cursor.get("id", -1)
+    if not inputs.is_row_id(value):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.")
     return value
+
+
+def cursor_time(cursor: dict[str, Any], name: str = "at") -> datetime:
+    """The instant a cursor points after, as UTC; one no database can store is a 400."""
+    try:
+        return inputs.instant(cursor.get(name), name="the cursor's time")  # type: ignore[arg-type]
+    except ValueError:
+        raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
 
 
 def page(items: list[dict[str, Any]], next_cursor: str | None) -> Response:

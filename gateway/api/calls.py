@@ -6,17 +6,26 @@ later cannot slip in behind a cursor that has already moved past it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import Response, request
 from sqlalchemy import and_, or_, select
 
 from gateway import serialize as out
 from gateway import web
-from gateway.api import blueprint, cursor_id, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
+from gateway.api import (
+    blueprint,
+    cursor_id,
+    cursor_time,
+    decode_cursor,
+    encode_cursor,
+    limit_arg,
+    now,
+    page,
+    visible_store_ids,
+)
 from gateway.database import required
 from gateway.models import Call
-from gateway.web import ApiError
 
 HORIZON = timedelta(seconds=2)
 
@@ -27,15 +36,12 @@ def list_calls() -> Response:
     ids = visible_store_ids()
     if ids is not None:
         query = query.where(Call.store_id.in_(ids))
-    cursor = decode_cursor(request.args.get("since") or request.args.get("cursor"))
+    since = request.args.get("since")
+    since = request.args.get("cursor") if since is None else since
+    cursor = decode_cursor(since)
     if cursor is not None:
-        try:
-            at = datetime.fromisoformat(str(cursor["at"]))
-            last_id = cursor_id(cursor)
-            if at.tzinfo is None:
-                raise ValueError("naive cursor time")
-        except (KeyError, ValueError, TypeError):
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+        at = cursor_time(cursor)
+        last_id = cursor_id(cursor)
         query = query.where(
             or_(Call.processed_at > at, and_(Call.processed_at == at, Call.id > last_id))
         )
@@ -44,7 +50,7 @@ def list_calls() -> Response:
     if rows:
         last = rows[-1]
         settled = required(last.processed_at, "processed_at")
-        next_cursor: str | None = encode_cursor({"at": settled.isoformat(), "id": last.id})
+        next_cursor: str | None = encode_cursor({"at": settled, "id": last.id})
     else:
-        next_cursor = request.args.get("since") or request.args.get("cursor")
+        next_cursor = since
     return page([out.call(r) for r in rows], next_cursor)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify
 from sqlalchemy import select
 
 from gateway import serialize as out
 from gateway import web
 from gateway.agents import click_to_call
-from gateway.api import blueprint, now
+from gateway.api import blueprint, json_body, now
 from gateway.api.leads import load_lead
 from gateway.models import Agent
 from gateway.web import ApiError
@@ -17,9 +17,10 @@ from gateway.web import ApiError
 @blueprint.post("/leads/<int:lead_id>/call")
 def call_lead(lead_id: int) -> Response:
     lead = load_lead(lead_id)
-    body = request.get_json(silent=True) if request.data else {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", 'Send a JSON object, e.g. {"agent": "alice"}, or nothing.')
+    body = json_body(optional=True)
+    unknown = sorted(set(body) - {"agent"})
+    if unknown:
+        raise ApiError(400, "unknown_field", f"Unknown field(s): {', '.join(unknown)}; the one field is agent.")
     session = web.session()
     key = body.get("agent")
     if key is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -10,11 +11,11 @@ from sqlalchemy import Select, select
 from gateway import serialize as out
 from gateway import web
 from gateway.api import (
-    MAX_ID,
     blueprint,
     cursor_id,
     decode_cursor,
     encode_cursor,
+    id_arg,
     limit_arg,
     page,
     require_store,
@@ -35,6 +36,9 @@ from gateway.models import (
 from gateway.phones import InvalidPhone, to_e164
 from gateway.web import ApiError
 
+# What a phone filter may hold (as the OpenAPI document says): digits and the marks numbers are written with.
+PHONE_FILTER = re.compile(r"[0-9+ ().\-]{1,32}")
+
 
 def _scoped(query: Select[Any], store_column: Any) -> Select[Any]:
     ids = visible_store_ids()
@@ -53,17 +57,19 @@ def load_lead(lead_id: int) -> Lead:
 def list_leads() -> Response:
     query = _scoped(select(Lead), Lead.store_id)
     phone = request.args.get("phone")
-    if phone:
+    if phone is not None:
+        if not PHONE_FILTER.fullmatch(phone):
+            raise ApiError(400, "invalid_phone", f"phone {phone!r} is not a phone number.")
         try:
             e164 = to_e164(phone)
         except InvalidPhone:
-            raise ApiError(400, "invalid_phone", f"phone {phone!r} is not a phone number.") from None
+            e164 = phone  # written like a number but none: no contact has it, so no lead matches
         query = query.join(Contact, Contact.id == Lead.contact_id).where(Contact.phone == e164)
     store_key = request.args.get("store")
     if store_key:
         query = query.join(Store, Store.id == Lead.store_id).where(Store.key == store_key)
     status = request.args.get("status")
-    if status:
+    if status is not None:
         if status not in {s.value for s in LeadStatus}:
             allowed = ", ".join(s.value for s in LeadStatus)
             raise ApiError(400, "invalid_status", f"status must be one of: {allowed}.")
@@ -112,7 +118,7 @@ def get_lead(lead_id: int) -> Response:
 def list_tasks() -> Response:
     query = _scoped(select(Task).join(Lead, Lead.id == Task.lead_id), Lead.store_id)
     status = request.args.get("status")
-    if status:
+    if status is not None:
         if status not in {s.value for s in TaskStatus}:
             allowed = ", ".join(s.value for s in TaskStatus)
             raise ApiError(400, "invalid_status", f"status must be one of: {allowed}.")
@@ -120,11 +126,9 @@ def list_tasks() -> Response:
     agent = request.args.get("agent")
     if agent:
         query = query.join(Agent, Agent.id == Task.owner_id).where(Agent.key == agent)
-    lead_id = request.args.get("lead")
-    if lead_id:
-        if not lead_id.isascii() or not lead_id.isdigit() or int(lead_id) > MAX_ID:
-            raise ApiError(400, "invalid_lead", "lead must be a lead id.")
-        query = query.where(Task.lead_id == int(lead_id))
+    lead_id = id_arg("lead")
+    if lead_id is not None:
+        query = query.where(Task.lead_id == lead_id)
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
         query = query.where(Task.id > cursor_id(cursor))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, g, jsonify
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from gateway import inputs, web
 from gateway import serialize as out
-from gateway import web
-from gateway.api import blueprint, now, require_store
+from gateway.api import blueprint, json_body, now, require_store
 from gateway.api.leads import load_lead
 from gateway.leads import UNCHANGED, OpenLeadExists, update_lead
 from gateway.leads import complete_task as complete_task_row
@@ -21,41 +21,21 @@ from gateway.web import ApiError
 PATCH_FIELDS = ("status", "owner", "appointment_at")
 
 
-def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
-    return body
-
-
 def parse_appointment(value: Any) -> datetime | None:
     """ISO 8601 with an offset (or Z), or null to clear it. Naive times are refused: whose 3 pm?"""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str):
         raise ApiError(400, "invalid_appointment_at", "appointment_at must be an ISO 8601 string or null.")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError(
-            400, "invalid_appointment_at", "appointment_at must be ISO 8601, e.g. 2026-11-27T15:30:00-05:00."
-        ) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ApiError(
-            400, "invalid_appointment_at", "appointment_at needs an offset, e.g. 2026-11-27T15:30:00-05:00."
-        )
-    try:
-        return moment.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ApiError(400, "invalid_appointment_at", "appointment_at is out of range.") from None
+        return inputs.instant(value, name="appointment_at")
+    except ValueError as error:
+        raise ApiError(400, "invalid_appointment_at", f"{error}.") from None
 
 
 @blueprint.patch("/leads/<int:lead_id>")
 def patch_lead(lead_id: int) -> Response:
-    body = _json_object()
+    body = json_body()
     unknown = sorted(set(body) - set(PATCH_FIELDS))
     if unknown:
         raise ApiError(
@@ -70,7 +50,7 @@ def patch_lead(lead_id: int) -> Response:
     # Validate everything before changing anything, so a bad field leaves the lead untouched.
     status: LeadStatus | None = None
     if "status" in body:
-        if body["status"] not in {s.value for s in LeadStatus}:
+        if not isinstance(body["status"], str) or body["status"] not in {s.value for s in LeadStatus}:
             allowed = ", ".join(s.value for s in LeadStatus)
             raise ApiError(400, "invalid_status", f"status must be one of: {allowed}.")
         status = LeadStatus(body["status"])
@@ -80,8 +60,12 @@ def patch_lead(lead_id: int) -> Response:
         if not isinstance(key, str) or not key.strip():
             raise ApiError(400, "invalid_owner", "owner must be an agent key.")
         owner = session.scalar(select(Agent).where(Agent.key == key.strip()))
-        if owner is None or owner.store_id != lead.store_id or not owner.active:
-            raise ApiError(400, "invalid_owner", f"No active agent {key!r} at the lead's store.")
+        # A well-formed key names an agent or not (404, as for POST /leads/{id}/call); one who left is a
+        # conflict with the agent's state (409).
+        if owner is None or owner.store_id != lead.store_id:
+            raise ApiError(404, "unknown_agent", f"No agent {key!r} at the lead's store.")
+        if not owner.active:
+            raise ApiError(409, "inactive_agent", f"Agent {key!r} is no longer active.")
     appointment_given = "appointment_at" in body
     appointment = parse_appointment(body.get("appointment_at"))
 

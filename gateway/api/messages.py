@@ -9,6 +9,7 @@ worker asks the guard again when it sends, since the customer may text STOP in b
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Response, g, jsonify, request
@@ -16,13 +17,25 @@ from sqlalchemy import select
 
 from gateway import serialize as out
 from gateway import web
-from gateway.api import blueprint, decode_cursor, encode_cursor, limit_arg, now, page, visible_store_ids
+from gateway.api import (
+    blueprint,
+    cursor_id,
+    decode_cursor,
+    encode_cursor,
+    id_arg,
+    json_body,
+    limit_arg,
+    now,
+    page,
+    visible_store_ids,
+)
 from gateway.api.leads import load_lead
 from gateway.messaging.replies import ReplyError, reply_to_customer
 from gateway.models import Agent, Direction, Lead, Message, MessageStatus
 from gateway.web import ApiError
 
 MAX_MEDIA = 10
+MEDIA_URL = re.compile(r"https://[!-~]{1,1992}")  # printable ASCII, as the OpenAPI document says
 MAX_IDEMPOTENCY_KEY = 64
 
 
@@ -33,14 +46,12 @@ def list_messages() -> Response:
     ids = visible_store_ids()
     if ids is not None:
         query = query.where(Message.store_id.in_(ids))
-    lead_arg = request.args.get("lead")
-    if lead_arg:
-        if not lead_arg.isdigit():
-            raise ApiError(400, "invalid_lead", "lead must be a lead id.")
-        lead = load_lead(int(lead_arg))
+    lead_arg = id_arg("lead")
+    if lead_arg is not None:
+        lead = load_lead(lead_arg)
         query = query.where(Message.lead_id == lead.id)
     direction = request.args.get("direction")
-    if direction:
+    if direction is not None:
         if direction not in {d.value for d in Direction}:
             raise ApiError(400, "invalid_direction", "direction must be inbound or outbound.")
         query = query.where(Message.direction == direction)
@@ -49,10 +60,7 @@ def list_messages() -> Response:
         query = query.where(Message.kind == kind[:16])
     cursor = decode_cursor(request.args.get("cursor"))
     if cursor is not None:
-        try:
-            query = query.where(Message.id > int(cursor["id"]))
-        except (KeyError, ValueError, TypeError):
-            raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
+        query = query.where(Message.id > cursor_id(cursor))
     limit = limit_arg()
     rows = list(web.session().scalars(query.order_by(Message.id).limit(limit + 1)))
     more = len(rows) > limit
@@ -62,15 +70,13 @@ def list_messages() -> Response:
 
 
 def _request_body() -> tuple[str, list[str]]:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", 'Send a JSON object, e.g. {"body": "Hi!"}.')
+    data = json_body()
     body = data.get("body", "")
     if not isinstance(body, str):
         raise ApiError(400, "invalid_body", "body must be a string.")
     media = data.get("media_urls", [])
     if not isinstance(media, list) or len(media) > MAX_MEDIA or not all(
-        isinstance(url, str) and url.startswith("https://") and len(url) <= 2000 for url in media
+        isinstance(url, str) and MEDIA_URL.fullmatch(url) is not None for url in media
     ):
         raise ApiError(400, "invalid_media_urls", f"media_urls must be up to {MAX_MEDIA} https URLs.")
     if not body.strip() and not media:
@@ -87,7 +93,7 @@ def _agent_arg(lead: Lead) -> Agent | None:
         raise ApiError(400, "invalid_agent", "agent must be the key of an agent of the lead's store.")
     agent = web.session().scalar(select(Agent).where(Agent.key == key.strip()))
     if agent is None or agent.store_id != lead.store_id or not agent.active:
-        raise ApiError(400, "invalid_agent", f"No active agent {key.strip()!r} at the lead's store.")
+        raise ApiError(404, "unknown_agent", f"No active agent {key.strip()!r} at the lead's store.")
     return agent
 
 

@@ -128,9 +128,16 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "body": {"type": "string", "maxLength": 1600},
-            "media_urls": {"type": "array", "maxItems": 10, "items": {"type": "string", "format": "uri"}},
-            "agent": {"type": "string", "description": "key of the agent of the lead's store who is writing"},
+            "media_urls": {"type": "array", "maxItems": 10,
+                           "items": {"type": "string", "pattern": "^https://[!-~]+$", "maxLength": 2000}},
+            "agent": {"type": ["string", "null"], "minLength": 1, "maxLength": 64, "pattern": "\\S",
+                      "description": "key of the agent of the lead's store who is writing (404 when there is none)"},
         },
+        # A text has words or a picture: an empty body with no media is no text.
+        "anyOf": [
+            {"required": ["body"], "properties": {"body": {"pattern": "\\S"}}},
+            {"required": ["media_urls"], "properties": {"media_urls": {"minItems": 1}}},
+        ],
         "description": "body, media_urls or both; sent from the number the customer reached. Unless the send "
         "guard refuses it, it is the lead's human response: the first response, the reply task done, cadences "
         "stopped",
@@ -169,6 +176,12 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 
 _limit = _query("limit", "page size, 1-200", {"type": "integer", "minimum": 1, "maximum": 200})
+# Cursors are opaque to a client, but their shape is known: a row id, or for calls the settling time (Unix
+# microseconds) and the id. Any cursor of that shape is a place in the list (gateway/api/__init__.py).
+# An empty cursor is the first page (CRMs that poll start with `since=`).
+_cursor_schema = {"type": "string", "pattern": "^([0-9]{1,10})?$"}
+_cursor = _query("cursor", "next_cursor of the previous page", _cursor_schema)
+_row_id = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 _lead_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 PATHS: dict[str, Any] = {
@@ -176,11 +189,13 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "List leads, newest first",
             "parameters": [
-                _query("phone", "customer phone, any format"),
+                _query("phone", "customer phone, any format", {"type": "string", "pattern": "^[0-9+ ().\\-]{1,32}$"}),
                 _query("store", "store key"),
-                _query("status", "lead status"),
+                _query("status", "lead status", {"type": "string", "enum": [
+                    "new", "attempting_contact", "contacted", "appointment_set", "appointment_confirmed",
+                    "no_show", "closed_won", "closed_lost"]}),
                 _query("owner", "agent key"),
-                _query("cursor", "next_cursor of the previous page"),
+                _cursor,
                 _limit,
             ],
             "responses": {**_ok(_list_of("Lead")), **_errors(400, 401)},
@@ -197,10 +212,11 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "List follow-up tasks",
             "parameters": [
-                _query("status", "open, done or cancelled"),
+                _query("status", "open, done or cancelled",
+                       {"type": "string", "enum": ["open", "done", "cancelled"]}),
                 _query("agent", "agent key"),
-                _query("lead", "lead id"),
-                _query("cursor", "next_cursor of the previous page"),
+                _query("lead", "lead id", _row_id),
+                _cursor,
                 _limit,
             ],
             "responses": {**_ok(_list_of("Task")), **_errors(400, 401)},
@@ -210,10 +226,10 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Texts in and out, oldest first; lead= for one lead's conversation",
             "parameters": [
-                _query("lead", "lead id"),
-                _query("direction", "inbound or outbound"),
+                _query("lead", "lead id", _row_id),
+                _query("direction", "inbound or outbound", {"type": "string", "enum": ["inbound", "outbound"]}),
                 _query("kind", "customer, agent, api, cadence, alert, relay, keyword or help"),
-                _query("cursor", "next_cursor of the previous page"),
+                _cursor,
                 _limit,
             ],
             "responses": {**_ok(_list_of("Message")), **_errors(400, 401, 404)},
@@ -248,7 +264,8 @@ PATHS: dict[str, Any] = {
     "/calls": {
         "get": {
             "summary": "Ended calls in the order they ended; poll with since=next_cursor",
-            "parameters": [_query("since", "next_cursor of the previous call"), _limit],
+            "parameters": [_query("since", "next_cursor of the previous call",
+                                  {"type": "string", "pattern": "^([0-9]{1,17}-[0-9]{1,10})?$"}), _limit],
             "responses": {**_ok(_list_of("Call")), **_errors(400, 401)},
         }
     },
@@ -295,7 +312,8 @@ SCHEMAS.update(
                     "enum": ["new", "attempting_contact", "contacted", "appointment_set",
                              "appointment_confirmed", "no_show", "closed_won", "closed_lost"],
                 },
-                "owner": {"type": "string", "minLength": 1, "description": "agent key of the lead's store"},
+                "owner": {"type": "string", "minLength": 1, "pattern": "\\S",
+                          "description": "agent key of the lead's store"},
                 "appointment_at": {
                     "type": ["string", "null"],
                     "format": "date-time",
@@ -306,7 +324,8 @@ SCHEMAS.update(
         "CallRequest": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"agent": {"type": "string", "description": "agent key; default: the lead's owner"}},
+            "properties": {"agent": {"type": ["string", "null"], "minLength": 1, "pattern": "\\S",
+                                     "description": "agent key; default (or null): the lead's owner"}},
         },
         "CrmDelivery": {
             "type": "object",
@@ -434,7 +453,7 @@ PATHS["/crm/deliveries"] = {
         "parameters": [
             _query("status", "pending, delivering, delivered or dead",
                    {"type": "string", "enum": ["pending", "delivering", "delivered", "dead"]}),
-            _query("cursor", "next_cursor of the previous page"),
+            _cursor,
             _limit,
         ],
         "responses": {**_ok(_list_of("CrmDelivery")), **_errors(400, 401)},
@@ -452,8 +471,9 @@ PATHS["/metrics"] = {
         "summary": "Leads, calls, response times, SLA attainment, leaks and tasks for a period",
         "parameters": [
             _query("store", "store key (default: every store the key sees)"),
-            _query("since", "ISO 8601 with offset; default until - 30 days", {"type": "string",
-                                                                              "format": "date-time"}),
+            _query("since", "ISO 8601 with offset; default until - 30 days; at most 400 days before until "
+                   "(an earlier one is moved up; the body's since says which)", {"type": "string",
+                                                                                 "format": "date-time"}),
             _query("until", "ISO 8601 with offset; default now", {"type": "string", "format": "date-time"}),
         ],
         "responses": {**_ok({"$ref": "#/components/schemas/Metrics"}), **_errors(400, 401, 404)},

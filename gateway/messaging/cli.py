@@ -20,15 +20,15 @@ def register(main: click.Group) -> None:
 @click.option("--from", "from_", required=True, help="The customer's (or an agent's) phone.")
 @click.option("--body", default="", help="The text; empty for a picture only.")
 @click.option("--media", multiple=True, help="A picture URL (MMS); repeat for several.")
-@click.option("--url", default=None, help="The gateway's base URL (default PUBLIC_BASE_URL).")
+@click.option("--url", default=None, help="The gateway's base URL (default: where `gateway serve` listens, "
+              "else PUBLIC_BASE_URL).")
 def simulate_sms(to: str, from_: str, body: str, media: tuple[str, ...], url: str | None) -> None:
     """A text to a tracked number, as the provider delivers it to the SMS URL."""
-    from gateway.simulator import HttpPoster, SimulationError, play_text
+    from gateway.simulator import SimulationError, play_text, poster_for
 
     if not body and not media:
         raise click.UsageError("give --body, --media or both")
-    settings = settings_for_command()
-    poster = HttpPoster(url or settings.public_base_url, settings.webhook_auth_token)
+    poster = poster_for(settings_for_command(), url)
     try:
         lines = list(play_text(poster, to=to, sender=from_, body=body, media=list(media)))
     except SimulationError as error:

@@ -271,3 +271,90 @@ def test_config_apply_prints_the_problems_it_leaves(env, tmp_path):
     assert "problem: north-honda: agent cara gets no alert texts: +44 20 7946 0123 is a fixed line, not a mobile" \
         in result.output.splitlines()
     assert "1 problem(s) left" in result.output
+def _without_south_ford_people_and_numbers() -> str:
+    """The file of one store's people and numbers: applying it would retire the other store's."""
+    text = BASIC_CONFIG.replace(
+        '  - {key: sam, name: Sam Ford, phone: "+13125550111", email: sam@example.com,\n'
+        "     store: south-ford, departments: [sales], role: agent}\n",
+        "",
+    )
+    return text[: text.index('  - {number: "+13125550123"')]
+
+
+def _active(db) -> tuple[list[str], list[str]]:
+    from gateway.models import Agent, TrackedNumber
+
+    with db.session() as session:
+        agents = sorted(session.scalars(select(Agent.key).where(Agent.active.is_(True))))
+        numbers = sorted(session.scalars(select(TrackedNumber.number).where(TrackedNumber.active.is_(True))))
+    return agents, numbers
+
+
+def test_config_apply_dry_run_prints_the_plan_and_applies_nothing(env, tmp_path, db, configured):
+    before = _active(db)
+    path = tmp_path / "north-only.yaml"
+    path.write_text(_without_south_ford_people_and_numbers().replace("Alice Ng", "Alice Ngata"))
+    result = run(env, "config", "apply", "--dry-run", str(path))
+    assert result.exit_code == 0, result.output
+    assert "would: deactivated agent sam" in result.output
+    assert "would: removed number +13125550123" in result.output
+    assert "would: changed agent alice: name" in result.output
+    assert "3 change(s) planned, none applied (--dry-run)" in result.output
+    assert _active(db) == before
+    with db.session() as session:
+        from gateway.models import Agent
+
+        assert session.scalar(select(Agent.name).where(Agent.key == "alice")) == "Alice Ng"
+
+
+def test_config_apply_without_a_terminal_applies_as_before(env, tmp_path, db, configured):
+    path = tmp_path / "north-only.yaml"
+    path.write_text(_without_south_ford_people_and_numbers())
+    result = CliRunner().invoke(main, ["config", "apply", str(path)], env=env, input="")
+    assert result.exit_code == 0, result.output
+    assert "deactivated agent sam" in result.output
+    assert "sam" not in _active(db)[0]
+
+
+def _apply_at_a_terminal(env, path, answer: str) -> str:
+    """`gateway config apply` with its stdin on a pseudo-terminal, answering the question with `answer`."""
+    import os
+    import subprocess
+    import sys
+
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "config", "apply", str(path)],
+            cwd=Path(__file__).resolve().parents[2], env={**os.environ, **env},
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        os.write(controller, answer.encode() + b"\n")
+        output, _ = process.communicate(timeout=120)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == 0, output
+    return output.decode()
+
+
+def test_config_apply_at_a_terminal_asks_before_retiring_and_refusing_applies_nothing(env, tmp_path, db, configured):
+    before = _active(db)
+    path = tmp_path / "north-only.yaml"
+    path.write_text(_without_south_ford_people_and_numbers())
+    refused = _apply_at_a_terminal(env, path, "n")
+    assert "would: deactivated agent sam" in refused
+    assert "This deactivates 1 agent(s) and retires 1 number(s). Apply?" in refused
+    assert "nothing applied" in refused
+    assert _active(db) == before
+    accepted = _apply_at_a_terminal(env, path, "y")
+    assert "2 change(s) applied" in accepted
+    assert _active(db) == (sorted(set(before[0]) - {"sam"}), sorted(set(before[1]) - {"+13125550123"}))
+
+
+def test_config_apply_at_a_terminal_does_not_ask_when_nothing_is_retired(env, tmp_path, db, configured):
+    path = tmp_path / "same.yaml"
+    path.write_text(BASIC_CONFIG.replace("Alice Ng", "Alice Ngata"))
+    output = _apply_at_a_terminal(env, path, "")
+    assert "Apply?" not in output
+    assert "changed agent alice: name" in output

