@@ -134,6 +134,8 @@ def init_app(app: Flask) -> None:
     def check_csrf() -> Response | None:
         if request.method != "POST" or request.path.startswith(CSRF_EXEMPT):
             return None
+        if request.url_rule is None or "POST" not in (request.url_rule.methods or ()):
+            return None  # no form here to forge: routing answers 404 or 405
         if not auth.csrf_valid():
             return error_page(403, "Not allowed", TITLES[403][1])
         return None

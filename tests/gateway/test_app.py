@@ -26,8 +26,8 @@ def _raise(error: Exception):
     ],
 )
 def test_only_a_database_that_cannot_be_reached_is_a_503(app, error, status, code):
-    app.add_url_rule(f"/boom-{code}", f"boom_{code}", _raise(error))
-    response = app.test_client().get(f"/boom-{code}")
+    app.add_url_rule(f"/api/v1/boom-{code}", f"boom_{code}", _raise(error))  # a page path gets a page
+    response = app.test_client().get(f"/api/v1/boom-{code}")
     assert response.status_code == status
     assert response.get_json()["error"]["code"] == code
     assert "Traceback" not in response.get_data(as_text=True)

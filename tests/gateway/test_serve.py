@@ -188,7 +188,7 @@ def test_serve_writes_its_url_for_simulate_and_a_stop_signal_leaves_nothing_runn
     assert not (instance / "serve-url").exists()
     assert "Traceback" not in output
     assert rest.strip().splitlines()[-1:] == [f"{signal.Signals(stop_signal).name}: stopped the web server, "
-                                              "2 worker(s) and Redis."]
+                                              "the workers, the e-mail intake and Redis."]
     # The access log (gunicorn's, on serve's output) masks the number it was asked for.
     assert "phone=%2B1********99" in output
     assert "2025550199" not in output.replace("+12025550199", "")

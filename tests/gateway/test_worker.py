@@ -41,7 +41,7 @@ def test_a_worker_whose_redis_is_gone_stops_on_a_signal_instead_of_retrying_fore
         "GATEWAY_SWEEP_INTERVAL": "0.2",
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "worker"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "1"], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:

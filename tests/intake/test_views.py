@@ -244,7 +244,6 @@ def test_bad_fields_are_each_named_in_a_422(api: ApiClient, db: Any) -> None:
     [
         ([1, 2], "body"),
         ({"phone": "+12025550199"}, "store"),
-        ({"store": "south-ford", "phone": "+12025550199"}, "store"),  # the key is North Honda's
         ({"store": "north-honda"}, "phone"),
         ({"store": "north-honda", "phone": "+12025550199", "sms_consent": {"granted": True}}, "sms_consent.text"),
         ({"store": "north-honda", "email": "a@b.example", "sms_consent": {"granted": True, "text": "ok"}},
@@ -258,6 +257,12 @@ def test_each_kind_of_bad_form_is_a_422_naming_the_field(api: ApiClient, body: A
     response = api.post("/api/v1/leads", json=body)
     assert response.status_code == 422, response.json
     assert field in response.json["error"]["fields"]
+
+
+def test_a_form_for_a_store_the_key_may_not_see_is_a_404(api: ApiClient) -> None:
+    response = api.post("/api/v1/leads", json={"store": "south-ford", "phone": "+12025550199"})  # a North key
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "unknown_store"
 
 
 def test_a_form_without_a_key_is_refused(client: Any, db: Any) -> None:

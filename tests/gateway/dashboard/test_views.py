@@ -227,7 +227,7 @@ def test_api_text_with_an_agent_is_the_first_response(client, poster, db, clock,
         f"/api/v1/leads/{lead.id}/messages", json={"body": "x", "agent": "sam"},
         headers={"Authorization": f"Bearer {key}"},
     )
-    assert bad.status_code == 400
+    assert bad.status_code == 404
 
 
 def test_complete_a_task_change_status_owner_and_appointment(client, poster, fake_twilio, work, db):
