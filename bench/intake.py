@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from harness import AUTH_TOKEN, ROOT, Stack, gateway_stack, percentile, wait_http
+from harness import ACCOUNT_SID, AUTH_TOKEN, ROOT, Stack, gateway_stack, percentile, wait_http
 
 sys.path.insert(0, str(ROOT))
 
@@ -145,7 +145,7 @@ def forms(stack: Stack, base: str, key: str, inbox: Inbox, leads: int, rate: flo
         target=collect_first_texts, args=(stack.env["TWILIO_API_BASE_URL"], set(phones), stop, first_text), daemon=True
     )
     poller.start()
-    poster = HttpPoster(base, AUTH_TOKEN)
+    poster = HttpPoster(base, AUTH_TOKEN, account_sid=ACCOUNT_SID)
     calls_played = 0
     calls_failed = 0
 
