@@ -1,0 +1,103 @@
+"""RQ entry points for the intake: the ADF records a request or an e-mail stored become leads here.
+
+The request only stored them (one INSERT) and queued `build_leads_job` on the urgent lane after its
+commit, so the customer's first text still leaves within a second. The job claims pending records a few
+at a time and builds each lead in a transaction of its own, so one record that cannot be built holds
+up no other: it is marked failed with the reason and becomes a review task. The sweep queues the job
+again for records left pending: Redis down at the commit, a job lost, a worker killed after its claim.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from gateway import runtime
+from gateway.jobs import Lane, enqueue_after_commit
+from intake import services
+
+log = logging.getLogger(__name__)
+
+# Records claimed at once: a worker killed mid-batch leaves at most these for the sweep to hand out again.
+CLAIM_BATCH = 5
+# Batches one job builds before it makes way (a new job at the back of the lane) for other urgent work.
+BATCHES_PER_JOB = 10
+# A record stored this long ago and never claimed lost its job (Redis down at the commit): queued again.
+REQUEUE_AFTER = timedelta(seconds=5)
+# Errors that say the database, not the record, is the trouble: the record is left pending, not failed.
+_DATABASE_TROUBLE = (OperationalError, InterfaceError)
+
+
+def enqueue_build(session: Session) -> None:
+    """Queue `build_leads_job` for when this session's transaction commits."""
+    enqueue_after_commit(session, build_leads_job, lane=Lane.URGENT)
+
+
+def build_leads_job() -> None:
+    """Build the leads of pending intake records until none is left or this job has done its share."""
+    current = runtime.current()
+    for _ in range(BATCHES_PER_JOB):
+        with current.database.session() as session:
+            claimed = services.claim_pending(session, current.clock.now(), CLAIM_BATCH)
+        if not claimed:
+            return
+        for record_id, attempt in claimed:
+            build_one(record_id, attempt)
+    # More may be waiting: they go on in a fresh job at the back of the lane, so that a missed caller's
+    # first text queued meanwhile is not held behind a whole backlog of leads.
+    with current.database.session() as session:
+        enqueue_build(session)
+
+
+def build_one(record_id: int, attempt: int) -> None:
+    """One claimed record: its lead in one transaction; if that raises, the record failed (a review task)."""
+    current = runtime.current()
+    if attempt > services.MAX_ATTEMPTS:
+        _fail(record_id, f"not built after {attempt - 1} attempts (the worker stopped or the database failed)")
+        return
+    try:
+        with current.database.session() as session:
+            taken = services.build_record(session, record_id, attempt, current.clock.now())
+    except _DATABASE_TROUBLE:
+        _release(record_id, attempt)
+        raise  # RQ retries the job; the record is still pending
+    except Exception as error:
+        log.exception("intake record %s could not be built", record_id)
+        _fail(record_id, f"{type(error).__name__}: {error}")
+        return
+    if taken is not None:
+        log.debug("intake record %s built into lead %s", record_id, taken.lead.code)
+
+
+def _fail(record_id: int, reason: str) -> None:
+    current = runtime.current()
+    try:
+        with current.database.session() as session:
+            services.fail_record(session, record_id, reason, current.clock.now())
+        return
+    except _DATABASE_TROUBLE:
+        raise  # still pending; the sweep hands it out again once the database is back
+    except Exception:
+        log.exception("intake record %s: the review task could not be opened", record_id)
+    # The review could not be written: at least the record says why, and the log has it.
+    with current.database.session() as session:
+        services.mark_failed(session, record_id, f"{reason}; and no review task could be opened")
+
+
+def _release(record_id: int, attempt: int) -> None:
+    """Give the claim back, so the retried job takes the record at once (not after the claim timeout)."""
+    current = runtime.current()
+    try:
+        with current.database.session() as session:
+            services.release_claim(session, record_id, attempt)
+    except _DATABASE_TROUBLE:
+        log.warning("intake record %s: claim left to time out (the database is unavailable)", record_id)
+
+
+def enqueue_pending_builds(session: Session, now: datetime) -> None:
+    """Sweeper: a build job when some record waits with no job (lost) or with a dead worker's claim."""
+    if services.has_pending(session, now, REQUEUE_AFTER):
+        enqueue_build(session)
