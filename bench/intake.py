@@ -1,6 +1,7 @@
 """Leads from forms and ADF: the first text and the acknowledgement a web lead gets, and ADF intake rate.
 
-    .venv/bin/python bench/intake.py [--leads 300] [--rate 20] [--calls-per-second 5] [--adf 1000] [--postgres]
+    .venv/bin/python bench/intake.py [--leads 300] [--rate 20] [--calls-per-second 5] [--adf 1000] [--clients 4]
+                                     [--postgres]
 
 Starts, on loopback: the Twilio fake (a process), an embedded Redis, a migrated SQLite database
 (PostgreSQL with --postgres), the configuration (North Honda names no lead cadence, so each form gets the
@@ -12,8 +13,10 @@ and an aiosmtpd server standing in for the mail relay (SMTP_URL).
    Measured from the moment each POST /api/v1/leads is sent to the `created_at` the Twilio fake records
    for the customer's first text, and to the moment the SMTP server has the acknowledgement.
    Targets: text p99 <= 1 s; acknowledgement p99 <= 60 s.
-2. ADF intake: --adf documents (one prospect each, distinct ids) POSTed to /api/v1/intake/adf by four
-   clients; documents per second parsed and stored (the 201s). Target: >= 200 documents/s.
+2. ADF intake: --adf documents (one prospect each, distinct ids) POSTed to /api/v1/intake/adf by
+   --clients clients (4); documents per second parsed and stored (the 202s; target >= 200 documents/s),
+   then the rate at which their leads exist: from the first POST until the worker has built every
+   stored prospect's lead (polled in the database), and each prospect's time from stored to lead.
 Everything it starts is stopped by PID when it ends.
 """
 
@@ -27,7 +30,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -35,6 +38,9 @@ from harness import ACCOUNT_SID, AUTH_TOKEN, ROOT, Stack, gateway_stack, percent
 
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import text
+
+from gateway.database import Database
 from gateway.embedded_redis import free_port
 from gateway.simulator import HttpPoster, SimulationError, play_call
 from tests.support.config import BASIC_CONFIG, SIMULTANEOUS
@@ -110,7 +116,7 @@ def adf_document(n: int) -> bytes:
     ).encode()
 
 
-def run(leads: int, rate: float, calls_per_second: float, adf: int, database_url: str | None) -> None:
+def run(leads: int, rate: float, calls_per_second: float, adf: int, clients: int, database_url: str | None) -> None:
     inbox = Inbox()
     smtp_port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
@@ -131,7 +137,7 @@ def run(leads: int, rate: float, calls_per_second: float, adf: int, database_url
             time.sleep(1.5)
             key = api_key(stack)
             forms(stack, base, key, inbox, leads, rate, calls_per_second)
-            intake_rate(base, key, adf)
+            intake_rate(base, key, adf, clients, stack.env["DATABASE_URL"])
     finally:
         controller.stop()
 
@@ -217,15 +223,55 @@ def figures(values: list[float], unit: str, digits: int) -> str:
     return ", ".join(parts) + f", max {max(values, default=0):.{digits}f} {unit}"
 
 
-def intake_rate(base: str, key: str, documents: int) -> None:
+def intake_rate(base: str, key: str, documents: int, clients: int, database_url: str) -> None:
     bodies = [adf_document(n) for n in range(documents)]
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        statuses = list(pool.map(lambda b: post(f"{base}/api/v1/intake/adf", key, b, "application/xml"), bodies))
-    elapsed = time.monotonic() - started
-    stored = statuses.count(201)
-    print(f"ADF intake: {documents} documents in {elapsed:.1f} s: {stored / elapsed:.0f} documents/s "
-          f"parsed and stored ({stored} answered 201)  (target >= 200/s)")
+    database = Database(database_url, pool=False)
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            statuses = list(pool.map(lambda b: post(f"{base}/api/v1/intake/adf", key, b, "application/xml"), bodies))
+        elapsed = time.monotonic() - started
+        stored = statuses.count(202)
+        print(f"ADF intake: {documents} documents by {clients} clients in {elapsed:.1f} s: {stored / elapsed:.0f} "
+              f"documents/s parsed and stored ({stored} answered 202)  (target >= 200/s)")
+        built, failed = wait_for_leads(database, stored, started)
+        until = time.monotonic() - started
+        print(f"  leads built: {built} of {stored} ({failed} failed) {until:.1f} s after the first document: "
+              f"{built / until:.0f} leads/s, {until - elapsed:.1f} s after the last answer")
+        print(f"  stored -> lead in the database ({built} leads): {figures(lead_delays(database), 's', 2)}")
+    finally:
+        database.dispose()
+
+
+def wait_for_leads(database: Database, expected: int, started: float, timeout: float = 600) -> tuple[int, int]:
+    """Polls until every ADF record stored has its lead (or failed): (built, failed)."""
+    query = text(
+        "SELECT count(lead_id), count(error) FROM intake_records WHERE channel = 'adf-http'"
+    )
+    built = failed = 0
+    while time.monotonic() - started < timeout:
+        with database.engine.connect() as connection:
+            built, failed = connection.execute(query).one()
+        if built + failed >= expected:
+            break
+        time.sleep(0.05)
+    return int(built), int(failed)
+
+
+def lead_delays(database: Database) -> list[float]:
+    """Seconds from each ADF record's storing to its lead's creation (both written with the machine's clock)."""
+    query = text(
+        "SELECT r.received_at, l.created_at FROM intake_records r JOIN leads l ON l.id = r.lead_id "
+        "WHERE r.channel = 'adf-http'"
+    )
+    with database.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [(_moment(created) - _moment(received)).total_seconds() for received, created in rows]
+
+
+def _moment(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def main() -> None:
@@ -234,10 +280,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="form leads per second")
     parser.add_argument("--calls-per-second", type=float, default=5.0, help="missed calls played alongside")
     parser.add_argument("--adf", type=int, default=1000, help="ADF documents for the intake rate")
+    parser.add_argument("--clients", type=int, default=4, help="clients posting ADF documents at once")
     parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL server")
     args = parser.parse_args()
     if not args.postgres:
-        run(args.leads, args.rate, args.calls_per_second, args.adf, None)
+        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, None)
         return
     from tests.support import postgres
 
@@ -245,7 +292,7 @@ def main() -> None:
     server.start()
     try:
         server.execute("CREATE DATABASE gateway_bench")
-        run(args.leads, args.rate, args.calls_per_second, args.adf, server.url("gateway_bench"))
+        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, server.url("gateway_bench"))
     finally:
         server.stop()
 

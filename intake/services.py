@@ -297,8 +297,8 @@ def store_adf(
 ) -> list[Stored]:
     """Each prospect a pending intake record, in one INSERT that skips the prospects whose `<id>` the
     store has (a resend: it changes nothing and is answered with the earlier record, and its lead once
-    built). The worker builds the leads (`build_record`); the caller commits and enqueues that job when
-    `any_new` says something new was stored."""
+    built). The worker builds the leads (`build_record`); the caller commits, then asks for that job when
+    `count_new` says something new was stored."""
     table: Any = IntakeRecord.__table__
     keys: list[str | None] = []
     rows: list[dict[str, Any]] = []
@@ -314,14 +314,17 @@ def store_adf(
             "received_at": now, "claimed_at": None, "attempts": 0, "error": None,
         })
     dialect_insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # The rows as parameters of one cached statement: SQLAlchemy sends them as one multi-row INSERT
+    # ("insertmanyvalues"; a document of more than a few hundred prospects takes one per few hundred).
     inserted = session.execute(
-        dialect_insert(table).values(rows)
+        dialect_insert(table)
         .on_conflict_do_nothing(index_elements=[table.c.store_id, table.c.dedupe_key])
-        .returning(table.c.id, table.c.dedupe_key)
+        .returning(table.c.id, table.c.dedupe_key),
+        rows,
     ).all()
     new_ids = {key: record_id for record_id, key in inserted if key is not None}
-    # Prospects without an <id> are always new. One statement numbers its rows in the order given, so
-    # their ids, in order, are theirs in document order.
+    # Prospects without an <id> are always new. A multi-row INSERT numbers its rows in the order given,
+    # so their ids, in order, are theirs in document order.
     keyless = iter(sorted(record_id for record_id, key in inserted if key is None))
     earlier = _earlier_records(session, store.id, [k for k in dict.fromkeys(keys) if k and k not in new_ids])
     stored: list[Stored] = []
@@ -345,8 +348,8 @@ def store_adf(
     return stored
 
 
-def any_new(stored: Iterable[Stored]) -> bool:
-    return any(not item.duplicate for item in stored)
+def count_new(stored: Iterable[Stored]) -> int:
+    return sum(1 for item in stored if not item.duplicate)
 
 
 def _earlier_records(session: Session, store_id: int, keys: list[str]) -> dict[str, IntakeRecord]:

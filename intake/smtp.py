@@ -63,9 +63,9 @@ class IntakeHandler:
             current = runtime.current()
             with current.database.session() as session:
                 result = services.receive_mail(session, raw, recipients, current.clock.now())
-                if services.any_new(result.stored):
-                    jobs.enqueue_build(session)
-                return result
+            if services.count_new(result.stored):
+                jobs.request_build(current.redis, services.count_new(result.stored))
+            return result
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
-from gateway import api, web
+from gateway import api, runtime, web
 from gateway import serialize as out
 from gateway.models import Store
 from gateway.web import ApiError
@@ -92,9 +92,9 @@ def receive_adf() -> Response:
         code = "invalid_adf" if error.code in {"malformed", "not-adf", "no-prospect", "too-large"} else "adf_refused"
         raise ApiError(400, code, f"The ADF document was refused: {error.describe()}.", **extra) from None
     stored = services.store_adf(session, store, document, IntakeChannel.ADF_HTTP, api.now())
-    if services.any_new(stored):
-        jobs.enqueue_build(session)
     session.commit()
+    if services.count_new(stored):
+        jobs.request_build(runtime.current().redis, services.count_new(stored))
     response = jsonify({"store": store.key, "items": [_stored_json(item) for item in stored]})
     response.status_code = 202
     return response
