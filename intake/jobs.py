@@ -54,7 +54,7 @@ QUEUED_FLAG_SECONDS = 30
 STORED_COUNTER = "gateway:intake:stored:{}"
 # More documents than this in the current and the last second is a burst.
 BUSY_INTAKE = 10
-PAUSE_RATIO = 2.0
+PAUSE_RATIO = 4.0
 MAX_PAUSE = 0.5
 
 

@@ -382,9 +382,12 @@ def claim_pending(session: Session, now: datetime, limit: int) -> list[tuple[int
     candidates = select(IntakeRecord.id).where(_pending(now)).order_by(IntakeRecord.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery again for each row it updates,
+    # and then claims more than `limit` rows.
+    claimable = candidates.cte("claimable")
     claimed = session.execute(
         update(IntakeRecord)
-        .where(IntakeRecord.id.in_(candidates), _pending(now))
+        .where(IntakeRecord.id == claimable.c.id, _pending(now))
         .values(claimed_at=now, attempts=IntakeRecord.attempts + 1)
         .returning(IntakeRecord.id, IntakeRecord.attempts)
         .execution_options(synchronize_session=False)

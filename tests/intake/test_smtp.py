@@ -66,6 +66,30 @@ def test_adf_in_the_body_to_the_store_key_at_any_domain_becomes_a_lead(
         assert contact.phone == "+12025550187"  # the preferred mobile
 
 
+def test_adf_by_email_end_to_end_stored_before_the_250_then_built_once_with_alert_and_crm(
+    intake_server: IntakeServer, db: Any, work: Any, fake_twilio: Any, crm: Any
+) -> None:
+    raw = (SAMPLES / "cars_com_body.eml").read_bytes()
+    send(intake_server, raw, ["north-honda@leads.gateway.example.com"])
+    work()
+    [lead] = rows(db, Lead)
+    with db.session() as session:
+        owner_phone = session.get(Lead, lead.id).owner.phone
+    [alert] = [m for m in fake_twilio.messages if m.get("To") == owner_phone]
+    assert "Dana" in alert["Body"]
+    assert len([r for r in crm.accepted if r.path == "/adf"]) == 1
+    [task] = rows(db, Task)
+    assert task.kind == TaskKind.CALLBACK.value
+
+    # The lead site sends the same mail again: nothing new, no second alert or CRM record.
+    send(intake_server, raw, ["north-honda@leads.gateway.example.com"])
+    work()
+    assert len(rows(db, IntakeRecord)) == 1
+    assert len(rows(db, Lead)) == 1
+    assert len([m for m in fake_twilio.messages if m.get("To") == owner_phone]) == 1
+    assert len([r for r in crm.accepted if r.path == "/adf"]) == 1
+
+
 def test_adf_as_an_attachment_to_an_intake_address_becomes_a_lead(
     intake_server: IntakeServer, db: Any, work: Any
 ) -> None:
