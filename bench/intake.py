@@ -17,6 +17,8 @@ and an aiosmtpd server standing in for the mail relay (SMTP_URL).
    --clients clients (4); documents per second parsed and stored (the 202s; target >= 200 documents/s),
    then the rate at which their leads exist: from the first POST until the worker has built every
    stored prospect's lead (polled in the database), and each prospect's time from stored to lead.
+   Also the web processes' CPU time per document while the documents came in (from /proc), the steadier
+   figure on a shared machine: two cores divided by it is the rate the web tier could take alone.
 Everything it starts is stopped by PID when it ends.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +34,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -130,14 +134,15 @@ def run(leads: int, rate: float, calls_per_second: float, adf: int, clients: int
                 GATEWAY_API_RATE_LIMIT="1000000",  # one key sends every request here
             )
             stack.gunicorn("wsgi:app", port, workers=2, threads=4)
+            web = stack.processes[-1].pid
             # As `gateway serve` runs them: one process for urgent work (texts), one urgent and default
             # (e-mail), one every lane.
-            stack.spawn(sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3")
+            workers = stack.spawn(sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3").pid
             wait_http(f"{base}/healthz")
             time.sleep(1.5)
             key = api_key(stack)
             forms(stack, base, key, inbox, leads, rate, calls_per_second)
-            intake_rate(base, key, adf, clients, stack.env["DATABASE_URL"])
+            intake_rate(base, key, adf, clients, stack.env["DATABASE_URL"], {"web": web, "workers": workers})
     finally:
         controller.stop()
 
@@ -223,17 +228,25 @@ def figures(values: list[float], unit: str, digits: int) -> str:
     return ", ".join(parts) + f", max {max(values, default=0):.{digits}f} {unit}"
 
 
-def intake_rate(base: str, key: str, documents: int, clients: int, database_url: str) -> None:
+def intake_rate(
+    base: str, key: str, documents: int, clients: int, database_url: str, roots: dict[str, int]
+) -> None:
     bodies = [adf_document(n) for n in range(documents)]
     database = Database(database_url, pool=False)
     try:
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in roots.items()}
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=clients) as pool:
             statuses = list(pool.map(lambda b: post(f"{base}/api/v1/intake/adf", key, b, "application/xml"), bodies))
         elapsed = time.monotonic() - started
+        cpu = {name: tree_cpu_seconds(pid) - cpu_before[name] for name, pid in roots.items()}
         stored = statuses.count(202)
         print(f"ADF intake: {documents} documents by {clients} clients in {elapsed:.1f} s: {stored / elapsed:.0f} "
-              f"documents/s parsed and stored ({stored} answered 202)  (target >= 200/s)")
+              f"documents/s parsed and stored ({stored} answered 202)  (target >= 200/s); {load()}")
+        if stored and cpu["web"] > 0:
+            per_document = cpu["web"] / stored
+            print(f"  CPU while they came in: web {per_document * 1000:.1f} ms a document (2 cores: "
+                  f"{2 / per_document:.0f} documents/s), workers {cpu['workers']:.1f} s in all")
         built, failed = wait_for_leads(database, stored, started)
         until = time.monotonic() - started
         print(f"  leads built: {built} of {stored} ({failed} failed) {until:.1f} s after the first document: "
@@ -241,6 +254,35 @@ def intake_rate(base: str, key: str, documents: int, clients: int, database_url:
         print(f"  stored -> lead in the database ({built} leads): {figures(lead_delays(database), 's', 2)}")
     finally:
         database.dispose()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux /proc; 0 elsewhere)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0.0
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += seconds.get(pid, 0.0)
+        stack.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def wait_for_leads(database: Database, expected: int, started: float, timeout: float = 600) -> tuple[int, int]:
