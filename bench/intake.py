@@ -17,7 +17,8 @@ and an aiosmtpd server standing in for the mail relay (SMTP_URL).
    --clients clients (4); documents per second parsed and stored (the 202s; target >= 200 documents/s),
    then the rate at which their leads exist: from the first POST until the worker has built every
    stored prospect's lead (polled in the database), and each prospect's time from stored to lead.
-   Also the web processes' CPU time per document while the documents came in (from /proc), the steadier
+   Then ten documents one at a time (every 0.5 s): POST -> lead in the database, the latency outside a
+   burst. Also the web processes' CPU time per document while the documents came in (from /proc), the steadier
    figure on a shared machine: two cores divided by it is the rate the web tier could take alone.
 Everything it starts is stopped by PID when it ends.
 """
@@ -252,8 +253,33 @@ def intake_rate(
         print(f"  leads built: {built} of {stored} ({failed} failed) {until:.1f} s after the first document: "
               f"{built / until:.0f} leads/s, {until - elapsed:.1f} s after the last answer")
         print(f"  stored -> lead in the database ({built} leads): {figures(lead_delays(database), 's', 2)}")
+        alone = single_documents(base, key, database, first=documents, count=10)
+        print(f"  one document at a time (every 0.5 s, {len(alone)} documents): POST -> lead in the database "
+              f"{figures(alone, 'ms', 0)}")
     finally:
         database.dispose()
+
+
+def single_documents(base: str, key: str, database: Database, first: int, count: int) -> list[float]:
+    """Milliseconds from each POST to its lead in the database, documents sent one at a time."""
+    query = text("SELECT lead_id FROM intake_records WHERE id = :id")
+    delays: list[float] = []
+    for n in range(first, first + count):
+        sent = time.monotonic()
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{base}/api/v1/intake/adf", data=adf_document(n), method="POST",
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/xml"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            record_id = json.loads(response.read())["items"][0]["intake_id"]
+        while time.monotonic() - sent < 30:
+            with database.engine.connect() as connection:
+                if connection.execute(query, {"id": record_id}).scalar() is not None:
+                    delays.append((time.monotonic() - sent) * 1000)
+                    break
+            time.sleep(0.005)
+        time.sleep(max(0.0, sent + 0.5 - time.monotonic()))
+    return delays
 
 
 def tree_cpu_seconds(root: int) -> float:

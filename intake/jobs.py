@@ -53,7 +53,7 @@ QUEUED_FLAG_SECONDS = 30
 # Documents stored per second of the wall clock, kept for a few seconds.
 STORED_COUNTER = "gateway:intake:stored:{}"
 # More documents than this in the current and the last second is a burst.
-BUSY_INTAKE = 10
+BUSY_INTAKE = 20
 PAUSE_RATIO = 4.0
 MAX_PAUSE = 0.5
 
