@@ -442,11 +442,11 @@ def fail_record(session: Session, record_id: int, reason: str, now: datetime) ->
     task = ensure_task(session, lead, TaskKind.REVIEW, owner, follow_up_due(store, lead.department, now), now)
     who = " ".join(str(data.get(part) or "") for part in ("first_name", "last_name")).strip()
     task.note = (
-        f"An {ADF} lead from {source} could not be made into a lead ({reason}). Customer: {who or '?'}, "
+        f"An {ADF} request from {source} could not be made into a lead ({reason}). Customer: {who or '?'}, "
         f"{mask(phone) or 'no phone'}, {email or 'no e-mail'}. It is kept as intake record #{record.id}."
     )[:2000]
     record_event(
-        session, lead, "intake-failed", f"{ADF} lead from {source} kept for review: it could not be built.", now,
+        session, lead, "intake-failed", f"{ADF} request from {source} kept for review: no lead could be built.", now,
         {"intake_record": record.id, "reason": reason[:1000], "inquiry": data},
     )
     log.error("intake record %s could not be built and is kept for review (task %s): %s", record.id, task.id, reason)
