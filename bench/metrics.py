@@ -22,10 +22,10 @@ from redis import Redis
 
 from gateway.api.keys import create_key
 from gateway.app import create_app
-from gateway.clock import FrozenClock
 from gateway.database import Database, upgrade
 from gateway.embedded_redis import free_port
 from gateway.models import Store
+from gateway.runtime import FrozenClock
 from gateway.settings import Settings
 from tests.support.postgres import PostgresServer
 

@@ -24,11 +24,11 @@ from sqlalchemy import text as sql_text
 from bench.metrics import NOW, SPAN, load
 from gateway.api.keys import create_key
 from gateway.app import create_app
-from gateway.clock import FrozenClock
 from gateway.dashboard import auth
 from gateway.database import Database, upgrade
 from gateway.embedded_redis import free_port
 from gateway.models import Agent, Store
+from gateway.runtime import FrozenClock
 from gateway.settings import Settings
 from tests.support.postgres import PostgresServer
 

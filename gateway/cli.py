@@ -459,8 +459,8 @@ def apikey() -> None:
 def apikey_create(name: str, stores: tuple[str, ...]) -> None:
     """Create a key; prints it once, alone on the last line."""
     from gateway.api.keys import UnknownStore, create_key
-    from gateway.clock import SystemClock
     from gateway.database import Database, upgrade
+    from gateway.runtime import SystemClock
 
     settings = settings_for_command()
     upgrade(settings.database_url)
@@ -498,8 +498,8 @@ def apikey_list() -> None:
 def apikey_revoke(key: str) -> None:
     """Revoke a key by its id or prefix."""
     from gateway.api.keys import revoke_key
-    from gateway.clock import SystemClock
     from gateway.database import Database
+    from gateway.runtime import SystemClock
 
     database = Database(settings_for_command().database_url)
     with database.session() as session:

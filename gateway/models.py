@@ -426,7 +426,7 @@ class LeadEvent(Base):
 
 
 class SignInFailure(Base):
-    """A failed sign-in or API key from an address (gateway/attempts.py): the per-address limits."""
+    """A failed sign-in or API key from an address (gateway/web.py): the per-address limits."""
 
     __tablename__ = "sign_in_failures"
     __table_args__ = (Index("ix_sign_in_failures_address_at", "address", "at"),)

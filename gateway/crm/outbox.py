@@ -36,8 +36,8 @@ from gateway.crm.formats import (
     render_json_event,
 )
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind
-from gateway.inquiries import WEB_FORM, Inquiry
 from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
+from gateway.leads import WEB_FORM, Inquiry
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
 
