@@ -219,7 +219,8 @@ def write_deliveries(
         session.add(row)
         rows.append(row)
     if rows:
-        session.flush()
+        # No flush here: the rows go in with the transaction's next flush, together with the other
+        # events' rows (one INSERT for them all), in the order they were added, which is stream order.
         request_delivery(session)
     return rows
 
