@@ -445,9 +445,8 @@ def kpis() -> str:
         if not match:
             raise pages.NotFoundPage("There is no such store among yours.")
         ids = {match[0].id}
-    summary = figures_of.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
-    figures = figures_of.breakdowns(session, ids, since, until, now, zone, offset)
+    summary, figures = figures_of.page_figures(session, ids, since, until, now, zone, offset)
     first_day = since.astimezone(pages.zone(zone)).date()
     last_day = (until - timedelta(seconds=1)).astimezone(pages.zone(zone)).date()
     names = {s.id: s.name for s in all_stores}
