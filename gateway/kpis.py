@@ -427,11 +427,14 @@ def _add_calls(
     """Calls, settled and missed calls per store, source (the tracked number's) and day into the rows."""
     numbers = session.execute(select(TrackedNumber.id, TrackedNumber.source))
     sources = {number_id: source for number_id, source in numbers}
+    days: dict[Any, str] = {}
     tally: dict[tuple[str, Any], list[int]] = {}  # (grouping, key) -> [calls, settled, missed]
     for store_id, number_id, day, outcome, count in calls:
         settled = count if outcome != CallOutcome.RINGING.value else 0
         missed = count if outcome in UNANSWERED else 0
-        for pair in (("store", store_id), ("source", sources.get(number_id)), ("day", day_of(day))):
+        if day not in days:
+            days[day] = day_of(day)
+        for pair in (("store", store_id), ("source", sources.get(number_id)), ("day", days[day])):
             totals = tally.setdefault(pair, [0, 0, 0])
             totals[0] += count
             totals[1] += settled

@@ -450,7 +450,7 @@ def kpis() -> str:
     first_day = since.astimezone(pages.zone(zone)).date()
     last_day = (until - timedelta(seconds=1)).astimezone(pages.zone(zone)).date()
     names = {s.id: s.name for s in all_stores}
-    agent_names = {a.id: a.name for a in session.scalars(select(Agent))}
+    agent_names = {agent_id: name for agent_id, name in session.execute(select(Agent.id, Agent.name))}
     for row in figures["store"]:
         row["label"] = names.get(row["key"], "another store")
     for row in figures["source"]:
