@@ -226,6 +226,9 @@ def worker(burst: bool, concurrency: int | None, lanes: str | None, sweep: bool)
     settings = settings_for_command()
     count = concurrency or settings.workers
     if not burst and lanes is None and count > 1:
+        from gateway.logs import configure_logging
+
+        configure_logging(json_logs=not settings.testing)
         raise SystemExit(run_pool(count))
     try:
         chosen = tuple(Lane(name.strip()) for name in lanes.split(",")) if lanes else LANES
