@@ -1,6 +1,7 @@
 """Leads from forms and ADF: the first text and the acknowledgement a web lead gets, and ADF intake rate.
 
-    .venv/bin/python bench/intake.py [--leads 300] [--rate 20] [--calls-per-second 5] [--adf 1000] [--postgres]
+    .venv/bin/python bench/intake.py [--leads 300] [--rate 20] [--calls-per-second 5] [--adf 1000] [--clients 4]
+                                     [--postgres]
 
 Starts, on loopback: the Twilio fake (a process), an embedded Redis, a migrated SQLite database
 (PostgreSQL with --postgres), the configuration (North Honda names no lead cadence, so each form gets the
@@ -12,8 +13,12 @@ and an aiosmtpd server standing in for the mail relay (SMTP_URL).
    Measured from the moment each POST /api/v1/leads is sent to the `created_at` the Twilio fake records
    for the customer's first text, and to the moment the SMTP server has the acknowledgement.
    Targets: text p99 <= 1 s; acknowledgement p99 <= 60 s.
-2. ADF intake: --adf documents (one prospect each, distinct ids) POSTed to /api/v1/intake/adf by four
-   clients; documents per second parsed and stored (the 201s). Target: >= 200 documents/s.
+2. ADF intake: --adf documents (one prospect each, distinct ids) POSTed to /api/v1/intake/adf by
+   --clients clients (4); documents per second parsed and stored (the 202s; target >= 200 documents/s),
+   then the rate at which their leads exist: from the first POST until the worker has built every
+   stored prospect's lead (polled in the database), and each prospect's time from stored to lead.
+   Also the web processes' CPU time per document while the documents came in (from /proc), the steadier
+   figure on a shared machine: two cores divided by it is the rate the web tier could take alone.
 Everything it starts is stopped by PID when it ends.
 """
 
@@ -21,13 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -35,6 +42,9 @@ from harness import ACCOUNT_SID, AUTH_TOKEN, ROOT, Stack, gateway_stack, percent
 
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import text
+
+from gateway.database import Database
 from gateway.embedded_redis import free_port
 from gateway.simulator import HttpPoster, SimulationError, play_call
 from tests.support.config import BASIC_CONFIG, SIMULTANEOUS
@@ -110,7 +120,7 @@ def adf_document(n: int) -> bytes:
     ).encode()
 
 
-def run(leads: int, rate: float, calls_per_second: float, adf: int, database_url: str | None) -> None:
+def run(leads: int, rate: float, calls_per_second: float, adf: int, clients: int, database_url: str | None) -> None:
     inbox = Inbox()
     smtp_port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
@@ -124,14 +134,15 @@ def run(leads: int, rate: float, calls_per_second: float, adf: int, database_url
                 GATEWAY_API_RATE_LIMIT="1000000",  # one key sends every request here
             )
             stack.gunicorn("wsgi:app", port, workers=2, threads=4)
+            web = stack.processes[-1].pid
             # As `gateway serve` runs them: one process for urgent work (texts), one urgent and default
             # (e-mail), one every lane.
-            stack.spawn(sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3")
+            workers = stack.spawn(sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3").pid
             wait_http(f"{base}/healthz")
             time.sleep(1.5)
             key = api_key(stack)
             forms(stack, base, key, inbox, leads, rate, calls_per_second)
-            intake_rate(base, key, adf)
+            intake_rate(base, key, adf, clients, stack.env["DATABASE_URL"], {"web": web, "workers": workers})
     finally:
         controller.stop()
 
@@ -217,15 +228,92 @@ def figures(values: list[float], unit: str, digits: int) -> str:
     return ", ".join(parts) + f", max {max(values, default=0):.{digits}f} {unit}"
 
 
-def intake_rate(base: str, key: str, documents: int) -> None:
+def intake_rate(
+    base: str, key: str, documents: int, clients: int, database_url: str, roots: dict[str, int]
+) -> None:
     bodies = [adf_document(n) for n in range(documents)]
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        statuses = list(pool.map(lambda b: post(f"{base}/api/v1/intake/adf", key, b, "application/xml"), bodies))
-    elapsed = time.monotonic() - started
-    stored = statuses.count(201)
-    print(f"ADF intake: {documents} documents in {elapsed:.1f} s: {stored / elapsed:.0f} documents/s "
-          f"parsed and stored ({stored} answered 201)  (target >= 200/s)")
+    database = Database(database_url, pool=False)
+    try:
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in roots.items()}
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            statuses = list(pool.map(lambda b: post(f"{base}/api/v1/intake/adf", key, b, "application/xml"), bodies))
+        elapsed = time.monotonic() - started
+        cpu = {name: tree_cpu_seconds(pid) - cpu_before[name] for name, pid in roots.items()}
+        stored = statuses.count(202)
+        print(f"ADF intake: {documents} documents by {clients} clients in {elapsed:.1f} s: {stored / elapsed:.0f} "
+              f"documents/s parsed and stored ({stored} answered 202)  (target >= 200/s); {load()}")
+        if stored and cpu["web"] > 0:
+            per_document = cpu["web"] / stored
+            print(f"  CPU while they came in: web {per_document * 1000:.1f} ms a document (2 cores: "
+                  f"{2 / per_document:.0f} documents/s), workers {cpu['workers']:.1f} s in all")
+        built, failed = wait_for_leads(database, stored, started)
+        until = time.monotonic() - started
+        print(f"  leads built: {built} of {stored} ({failed} failed) {until:.1f} s after the first document: "
+              f"{built / until:.0f} leads/s, {until - elapsed:.1f} s after the last answer")
+        print(f"  stored -> lead in the database ({built} leads): {figures(lead_delays(database), 's', 2)}")
+    finally:
+        database.dispose()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of a process and its descendants so far (Linux /proc; 0 elsewhere)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0.0
+    parents: dict[int, int] = {}
+    seconds: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(entry.name)] = int(fields[1])
+        seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, stack = 0.0, [root]
+    while stack:
+        pid = stack.pop()
+        total += seconds.get(pid, 0.0)
+        stack.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def wait_for_leads(database: Database, expected: int, started: float, timeout: float = 600) -> tuple[int, int]:
+    """Polls until every ADF record stored has its lead (or failed): (built, failed)."""
+    query = text(
+        "SELECT count(lead_id), count(error) FROM intake_records WHERE channel = 'adf-http'"
+    )
+    built = failed = 0
+    while time.monotonic() - started < timeout:
+        with database.engine.connect() as connection:
+            built, failed = connection.execute(query).one()
+        if built + failed >= expected:
+            break
+        time.sleep(0.05)
+    return int(built), int(failed)
+
+
+def lead_delays(database: Database) -> list[float]:
+    """Seconds from each ADF record's storing to its lead's creation (both written with the machine's clock)."""
+    query = text(
+        "SELECT r.received_at, l.created_at FROM intake_records r JOIN leads l ON l.id = r.lead_id "
+        "WHERE r.channel = 'adf-http'"
+    )
+    with database.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [(_moment(created) - _moment(received)).total_seconds() for received, created in rows]
+
+
+def _moment(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def main() -> None:
@@ -234,10 +322,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="form leads per second")
     parser.add_argument("--calls-per-second", type=float, default=5.0, help="missed calls played alongside")
     parser.add_argument("--adf", type=int, default=1000, help="ADF documents for the intake rate")
+    parser.add_argument("--clients", type=int, default=4, help="clients posting ADF documents at once")
     parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL server")
     args = parser.parse_args()
     if not args.postgres:
-        run(args.leads, args.rate, args.calls_per_second, args.adf, None)
+        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, None)
         return
     from tests.support import postgres
 
@@ -245,7 +334,7 @@ def main() -> None:
     server.start()
     try:
         server.execute("CREATE DATABASE gateway_bench")
-        run(args.leads, args.rate, args.calls_per_second, args.adf, server.url("gateway_bench"))
+        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, server.url("gateway_bench"))
     finally:
         server.stop()
 

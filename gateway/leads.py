@@ -458,3 +458,31 @@ class Inquiry:
             data["sms_consent"] = consent
         data["received_at"] = self.received_at.isoformat() if self.received_at else None
         return data
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Inquiry:
+        """The inquiry `as_data` wrote (an intake record's, built into a lead later by the worker)."""
+        consent = data.get("sms_consent")
+        return cls(
+            channel=data["channel"],
+            source=data["source"],
+            department=data["department"],
+            first_name=data.get("first_name"),
+            last_name=data.get("last_name"),
+            phone=data.get("phone"),
+            email=data.get("email"),
+            message=data.get("message"),
+            vehicles=tuple(Vehicle(**vehicle) for vehicle in data.get("vehicles") or ()),
+            ids=tuple((item.get("source"), item["id"]) for item in data.get("ids") or ()),
+            provider=data.get("provider"),
+            sms_consent=None if consent is None else SmsConsent(
+                granted=bool(consent["granted"]), text=consent.get("text"), at=_moment(consent.get("at")),
+                ip=consent.get("ip"),
+            ),
+            received_at=_moment(data.get("received_at")),
+            extra=dict(data.get("extra") or {}),
+        )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

@@ -590,14 +590,22 @@ def dedupe_key(prospect: Prospect) -> str | None:
     The key is only unique at one store (two dealers may get the same id from one site): store it
     beside the store.
     """
+    first = first_id(prospect)
+    if first is None:
+        return None
+    source = quote((first.source or "").strip().casefold(), safe="")
+    return f"{source}/{first.value}"
+
+
+def first_id(prospect: Prospect) -> ProspectId | None:
+    """The prospect's first `<id>` (lowest `sequence`, then document order): the lead's own id at the
+    party that sent it first. None when it carries none."""
     if not prospect.ids:
         return None
-    first = min(
+    return min(
         enumerate(prospect.ids),
         key=lambda item: (item[1].sequence is None, item[1].sequence or 0, item[0]),
     )[1]
-    source = quote((first.source or "").strip().casefold(), safe="")
-    return f"{source}/{first.value}"
 
 
 def best_phone(prospect: Prospect, region: str = DEFAULT_REGION) -> str | None:

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.database import Base, utcnow
@@ -21,10 +21,22 @@ class IntakeChannel(StrEnum):
 
 class IntakeRecord(Base):
     """One lead taken in. `dedupe_key` ("web:<external_id>", "adf:<source>/<id>") is unique per store, so
-    the same form or prospect sent twice (a retry, a resend) finds the first one and changes nothing."""
+    the same form or prospect sent twice (a retry, a resend) finds the first one and changes nothing.
+
+    A form's record gets its lead in the request. An ADF prospect's is stored first with `lead_id` NULL
+    (pending) and built by the worker: `claimed_at` marks the worker building it (a claim this old is
+    a dead worker's, taken again), `attempts` counts the claims, and `error` says why it could not be
+    built (it is then behind a review task and no longer pending)."""
 
     __tablename__ = "intake_records"
-    __table_args__ = (UniqueConstraint("store_id", "dedupe_key"),)
+    __table_args__ = (
+        UniqueConstraint("store_id", "dedupe_key"),
+        Index(
+            "ix_intake_records_pending", "id",
+            postgresql_where=text("lead_id IS NULL AND error IS NULL"),
+            sqlite_where=text("lead_id IS NULL AND error IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id"))
@@ -35,6 +47,9 @@ class IntakeRecord(Base):
     # The inquiry as received, normalised (names, phone, e-mail, vehicle, message, consent, ids).
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class IntakeMail(Base):

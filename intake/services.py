@@ -1,7 +1,13 @@
 """Leads from forms and ADF: a customer's written request becomes a lead with an owner and a task, and
 `events.lead_received` sets the rest going (the cadence's first text and acknowledgement, the owner's
-alert, the CRM records), all in the transaction that takes the request in.
+alert, the CRM records).
 
+- A form's lead is made in the transaction that takes the form in (its answer is the lead).
+- An ADF document is only stored by the request or the mail that brings it: each prospect one pending
+  `intake_records` row, all in one INSERT (`store_adf`). The worker claims pending rows and builds each
+  lead in a transaction of its own (`claim_pending`, `build_record`): the same `build_lead` as a form's,
+  the same events. A row that cannot be built is marked failed and put behind a review task
+  (`fail_record`); nothing is dropped.
 - The same request twice changes nothing: a form's `external_id` and an ADF prospect's first `<id>` are
   kept per store in `intake_records` with a unique key, claimed by an insert the database arbitrates.
 - A request joins the open lead of its phone at the store (a form after a missed call), else the open
@@ -15,12 +21,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from gateway import events
@@ -39,7 +46,7 @@ from gateway.leads import (
 )
 from gateway.models import Contact, Lead, Store, TaskKind
 from gateway.phones import mask
-from intake.adf import AdfDocument, Prospect, best_phone, dedupe_key
+from intake.adf import AdfDocument, Prospect, best_phone, dedupe_key, first_id
 from intake.mail import AdfMail, read_mail
 from intake.mail import store_keys_for as store_keys_for
 from intake.models import IntakeChannel, IntakeMail, IntakeRecord
@@ -50,6 +57,12 @@ DEFAULT_DEPARTMENT = "sales"
 WEB_SOURCE = "Website"
 EMAIL_SOURCE = "E-mail"
 PREVIEW = 300
+KEY_LENGTH = 300
+# A record claimed this long ago and still not built was claimed by a worker that died: taken again.
+CLAIM_TIMEOUT = timedelta(minutes=2)
+# Claims of one record that may end without a lead (a worker killed, the database failing) before the
+# record is marked failed and put in front of a person instead.
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -62,11 +75,23 @@ class Taken:
     intake_id: int
 
 
+@dataclass(frozen=True)
+class Stored:
+    """One ADF prospect as stored: its intake record, its own `<id>`, and whether the store had it
+    already (a resend), with that earlier prospect's lead once it is built (`created`: it opened it)."""
+
+    intake_id: int
+    external_id: str | None
+    duplicate: bool
+    lead: Lead | None = None
+    created: bool = False
+
+
 @dataclass
 class MailResult:
     """What one e-mail to the intake became."""
 
-    taken: list[Taken] = field(default_factory=list)
+    stored: list[Stored] = field(default_factory=list)
     reviews: list[int] = field(default_factory=list)  # intake_mails ids behind review tasks
     replies: list[int] = field(default_factory=list)  # lead ids the mail was a reply to
     stores: list[str] = field(default_factory=list)
@@ -96,7 +121,7 @@ def receive_inquiry(
     """Take one request in (see the module docstring). Does not commit."""
     record: IntakeRecord | None = None
     if key is not None:
-        key = key[:300]
+        key = key[:KEY_LENGTH]
         record = _record(session, store.id, key)
         if record is not None and record.lead_id is not None:
             return _repeat(session, record)
@@ -118,7 +143,12 @@ def receive_inquiry(
         )
         session.add(record)
         session.flush()
+    return build_lead(session, store, inquiry, record, now)
 
+
+def build_lead(session: Session, store: Store, inquiry: Inquiry, record: IntakeRecord, now: datetime) -> Taken:
+    """The lead of a stored request: the contact, the lead it opens or joins, the consent, the owner and
+    the callback task, the timeline, and `events.lead_received`. Does not commit."""
     contact = _contact(session, inquiry)
     _complete_contact(contact, inquiry, now)
     lead: Lead | None = None
@@ -264,20 +294,188 @@ def inquiry_from_prospect(prospect: Prospect, store: Store, now: datetime) -> In
     )
 
 
-def receive_adf(
+def store_adf(
     session: Session, store: Store, document: AdfDocument, channel: IntakeChannel, now: datetime
-) -> list[Taken]:
-    """One lead per prospect; a prospect whose `<id>` this store has seen changes nothing."""
-    taken = []
+) -> list[Stored]:
+    """Each prospect a pending intake record, in one INSERT that skips the prospects whose `<id>` the
+    store has (a resend: it changes nothing and is answered with the earlier record, and its lead once
+    built). The worker builds the leads (`build_record`); the caller commits, then asks for that job when
+    `count_new` says something new was stored."""
+    table: Any = IntakeRecord.__table__
+    keys: list[str | None] = []
+    rows: list[dict[str, Any]] = []
     for prospect in document.prospects:
-        key = dedupe_key(prospect)
-        inquiry = inquiry_from_prospect(prospect, store, now)
-        taken.append(
-            receive_inquiry(
-                session, store, inquiry, channel=channel, key=f"adf:{key}" if key else None, now=now
-            )
+        own = dedupe_key(prospect)
+        key = f"adf:{own}"[:KEY_LENGTH] if own else None
+        keys.append(key)
+        if key is not None and key in keys[:-1]:
+            continue  # the same prospect twice in one document: stored once
+        rows.append({
+            "store_id": store.id, "channel": channel.value, "dedupe_key": key, "lead_id": None,
+            "created": True, "data": inquiry_from_prospect(prospect, store, now).as_data(),
+            "received_at": now, "claimed_at": None, "attempts": 0, "error": None,
+        })
+    dialect_insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # The rows as parameters of one cached statement: SQLAlchemy sends them as one multi-row INSERT
+    # ("insertmanyvalues"; a document of more than a few hundred prospects takes one per few hundred).
+    inserted = session.execute(
+        dialect_insert(table)
+        .on_conflict_do_nothing(index_elements=[table.c.store_id, table.c.dedupe_key])
+        .returning(table.c.id, table.c.dedupe_key),
+        rows,
+    ).all()
+    new_ids = {key: record_id for record_id, key in inserted if key is not None}
+    # Prospects without an <id> are always new. A multi-row INSERT numbers its rows in the order given,
+    # so their ids, in order, are theirs in document order.
+    keyless = iter(sorted(record_id for record_id, key in inserted if key is None))
+    earlier = _earlier_records(session, store.id, [k for k in dict.fromkeys(keys) if k and k not in new_ids])
+    stored: list[Stored] = []
+    first_use: set[str] = set()
+    for prospect, key in zip(document.prospects, keys, strict=True):
+        own_id = first_id(prospect)
+        external_id = own_id.value if own_id is not None else None
+        if key is None:
+            stored.append(Stored(intake_id=next(keyless), external_id=external_id, duplicate=False))
+        elif key in new_ids and key not in first_use:
+            first_use.add(key)
+            stored.append(Stored(intake_id=new_ids[key], external_id=external_id, duplicate=False))
+        elif key in new_ids:
+            stored.append(Stored(intake_id=new_ids[key], external_id=external_id, duplicate=True))
+        else:
+            record = earlier[key]
+            lead = session.get(Lead, record.lead_id) if record.lead_id is not None else None
+            stored.append(Stored(
+                intake_id=record.id, external_id=external_id, duplicate=True, lead=lead, created=record.created,
+            ))
+    return stored
+
+
+def count_new(stored: Iterable[Stored]) -> int:
+    return sum(1 for item in stored if not item.duplicate)
+
+
+def _earlier_records(session: Session, store_id: int, keys: list[str]) -> dict[str, IntakeRecord]:
+    if not keys:
+        return {}
+    found = session.scalars(
+        select(IntakeRecord).where(IntakeRecord.store_id == store_id, IntakeRecord.dedupe_key.in_(keys))
+    )
+    return {record.dedupe_key: record for record in found if record.dedupe_key is not None}
+
+
+# --- building stored records into leads (the worker) ---------------------------------------------------
+
+
+def _pending(now: datetime) -> ColumnElement[bool]:
+    """Not built, not failed, and claimed by nobody (or by a worker that died: claimed too long ago)."""
+    return and_(
+        IntakeRecord.lead_id.is_(None),
+        IntakeRecord.error.is_(None),
+        or_(IntakeRecord.claimed_at.is_(None), IntakeRecord.claimed_at <= now - CLAIM_TIMEOUT),
+    )
+
+
+def claim_pending(session: Session, now: datetime, limit: int) -> list[tuple[int, int]]:
+    """Up to `limit` pending records for this worker to build, oldest first, as (id, attempt).
+
+    A conditional UPDATE claims them (on PostgreSQL over rows locked with SKIP LOCKED, so concurrent
+    workers take different rows without waiting; SQLite has one writer at a time): of two workers, each
+    record goes to one. The attempt number is the claim's: `build_record` builds only under it."""
+    candidates = select(IntakeRecord.id).where(_pending(now)).order_by(IntakeRecord.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE, not `id IN (subquery)`: PostgreSQL may run such a subquery again for each row it updates,
+    # and then claims more than `limit` rows.
+    claimable = candidates.cte("claimable")
+    claimed = session.execute(
+        update(IntakeRecord)
+        .where(IntakeRecord.id == claimable.c.id, _pending(now))
+        .values(claimed_at=now, attempts=IntakeRecord.attempts + 1)
+        .returning(IntakeRecord.id, IntakeRecord.attempts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((record_id, attempt) for record_id, attempt in claimed)
+
+
+def has_pending(session: Session, now: datetime, waiting: timedelta) -> bool:
+    """A record unclaimed for `waiting` since it was stored (its job lost), or claimed by a dead worker."""
+    stale = and_(
+        _pending(now),
+        or_(IntakeRecord.claimed_at.is_not(None), IntakeRecord.received_at <= now - waiting),
+    )
+    return bool(session.scalar(select(exists().where(stale))))
+
+
+def build_record(session: Session, record_id: int, attempt: int, now: datetime) -> Taken | None:
+    """Build the lead of a record this worker claimed (`attempt`); None when the claim is no longer
+    ours (taken again after CLAIM_TIMEOUT) or the record was built meanwhile. Does not commit."""
+    record = session.scalar(
+        select(IntakeRecord)
+        .where(
+            IntakeRecord.id == record_id, IntakeRecord.attempts == attempt,
+            IntakeRecord.lead_id.is_(None), IntakeRecord.error.is_(None),
         )
-    return taken
+        .with_for_update()  # PostgreSQL: a claim taken again meanwhile waits for this build, then sees it
+    )
+    if record is None:
+        return None
+    store = required(session.get(Store, record.store_id), f"store {record.store_id}")
+    return build_lead(session, store, Inquiry.from_data(record.data), record, now)
+
+
+def fail_record(session: Session, record_id: int, reason: str, now: datetime) -> int:
+    """A record that could not be built: marked failed with the reason (no longer pending) and put in
+    front of a person, a review task on the customer's lead (opened for it when there is none) that
+    shows what the prospect said. Returns the task's id. Does not commit."""
+    record = required(session.get(IntakeRecord, record_id), f"intake record {record_id}")
+    record.error = reason[:4000]
+    record.claimed_at = None
+    store = required(session.get(Store, record.store_id), f"store {record.store_id}")
+    data = record.data if isinstance(record.data, dict) else {}
+    phone, email = _text_of(data, "phone"), _text_of(data, "email")
+    contact = contact_for_phone(session, phone) if phone else _contact_for_sender(session, email)
+    source = (_text_of(data, "source") or ADF)[:100]
+    origin = Origin(
+        store_id=store.id, department=department_for(store, _text_of(data, "department")), source=source,
+        tracked_number_id=None,
+    )
+    lead, _ = open_or_join_lead(session, contact, origin, now)
+    owner = assign_owner(session, lead, now)
+    task = ensure_task(session, lead, TaskKind.REVIEW, owner, follow_up_due(store, lead.department, now), now)
+    who = " ".join(str(data.get(part) or "") for part in ("first_name", "last_name")).strip()
+    task.note = (
+        f"An {ADF} lead from {source} could not be made into a lead ({reason}). Customer: {who or '?'}, "
+        f"{mask(phone) or 'no phone'}, {email or 'no e-mail'}. It is kept as intake record #{record.id}."
+    )[:2000]
+    record_event(
+        session, lead, "intake-failed", f"{ADF} lead from {source} kept for review: it could not be built.", now,
+        {"intake_record": record.id, "reason": reason[:1000], "inquiry": data},
+    )
+    log.error("intake record %s could not be built and is kept for review (task %s): %s", record.id, task.id, reason)
+    return task.id
+
+
+def mark_failed(session: Session, record_id: int, reason: str) -> None:
+    """Failed, when not even the review task could be written: the record keeps the reason."""
+    session.execute(
+        update(IntakeRecord)
+        .where(IntakeRecord.id == record_id, IntakeRecord.lead_id.is_(None))
+        .values(error=reason[:4000], claimed_at=None)
+    )
+
+
+def release_claim(session: Session, record_id: int, attempt: int) -> None:
+    """Give back a claim whose build the database broke off, so the next job takes the record at once."""
+    session.execute(
+        update(IntakeRecord)
+        .where(IntakeRecord.id == record_id, IntakeRecord.attempts == attempt, IntakeRecord.lead_id.is_(None))
+        .values(claimed_at=None)
+    )
+
+
+def _text_of(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 # --- e-mail ---------------------------------------------------------------------------------------------
@@ -312,7 +510,7 @@ def receive_mail(session: Session, raw: bytes, recipients: Sequence[str], now: d
     result.stores = [store.key for store in stores]
     for store in stores:
         for document in parsed.documents:
-            result.taken.extend(receive_adf(session, store, document, IntakeChannel.ADF_EMAIL, now))
+            result.stored.extend(store_adf(session, store, document, IntakeChannel.ADF_EMAIL, now))
         if parsed.errors or not parsed.documents:
             _unread_mail(session, store, parsed, raw, now, result)
     return result

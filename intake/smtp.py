@@ -2,9 +2,10 @@
 
 It takes mail for `<store-key>@` any domain and for the addresses in a store's `intake_emails`, and
 refuses other recipients at RCPT (550), so a wrong address bounces to its sender instead of vanishing.
-Each accepted message is committed before the server answers 250: leads from its ADF (body or
-attachment), or, when it holds no readable ADF, the whole message behind a review task. A database that
-cannot take it gets 451, and the sending server tries again later. Nothing is accepted and then lost.
+Each accepted message is committed before the server answers 250: the prospects of its ADF (body or
+attachment) stored for the worker to build their leads (as `POST /api/v1/intake/adf` does), or, when
+it holds no readable ADF, the whole message behind a review task. A database that cannot take it gets
+451, and the sending server tries again later. Nothing is accepted and then lost.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from flask import Flask
 
 from gateway import runtime
-from intake import services
+from intake import jobs, services
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,10 @@ class IntakeHandler:
         with self.app.app_context():
             current = runtime.current()
             with current.database.session() as session:
-                return services.receive_mail(session, raw, recipients, current.clock.now())
+                result = services.receive_mail(session, raw, recipients, current.clock.now())
+            if services.count_new(result.stored):
+                jobs.request_build(current.redis, services.count_new(result.stored))
+            return result
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -87,8 +91,8 @@ class IntakeHandler:
             log.exception("intake: a message could not be stored; the sender will retry")
             return "451 4.3.0 Temporary failure; try again later"
         log.info(
-            "intake mail for %s: %d lead(s), %d for review, %d repl(ies)",
-            ",".join(result.stores) or "?", len(result.taken), len(result.reviews), len(result.replies),
+            "intake mail for %s: %d prospect(s) stored, %d for review, %d repl(ies)",
+            ",".join(result.stores) or "?", len(result.stored), len(result.reviews), len(result.replies),
         )
         return "250 2.0.0 Message accepted"
 

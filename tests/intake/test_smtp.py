@@ -1,5 +1,6 @@
-"""ADF by e-mail, end to end: `smtplib` to the intake's aiosmtpd server on loopback, leads in the
-database, a review task for what holds no readable ADF, refusals at RCPT for addresses no store uses."""
+"""ADF by e-mail, end to end: `smtplib` to the intake's aiosmtpd server on loopback, the prospects stored
+and their leads built by a real worker on the real Redis, a review task for what holds no readable ADF,
+refusals at RCPT for addresses no store uses."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.models import Contact, Lead, LeadEvent, Task, TaskKind
-from intake.models import IntakeMail
+from intake.models import IntakeMail, IntakeRecord
 from intake.smtp import IntakeServer, parse_address
 from tests.intake.conftest import INTAKE_ADDRESS
 
@@ -49,8 +50,14 @@ def rows(db: Any, model: Any) -> list[Any]:
         return list(session.scalars(select(model).order_by(model.id)))
 
 
-def test_adf_in_the_body_to_the_store_key_at_any_domain_becomes_a_lead(intake_server: IntakeServer, db: Any) -> None:
+def test_adf_in_the_body_to_the_store_key_at_any_domain_becomes_a_lead(
+    intake_server: IntakeServer, db: Any, work: Any
+) -> None:
     send(intake_server, (SAMPLES / "cars_com_body.eml").read_bytes(), ["north-honda@leads.gateway.example.com"])
+    [record] = rows(db, IntakeRecord)
+    assert record.channel == "adf-email"
+    assert record.lead_id is None  # stored before the 250; the worker builds the lead
+    work()
     [lead] = rows(db, Lead)
     assert lead.source == "Cars.com"
     with db.session() as session:
@@ -59,9 +66,36 @@ def test_adf_in_the_body_to_the_store_key_at_any_domain_becomes_a_lead(intake_se
         assert contact.phone == "+12025550187"  # the preferred mobile
 
 
-def test_adf_as_an_attachment_to_an_intake_address_becomes_a_lead(intake_server: IntakeServer, db: Any) -> None:
+def test_adf_by_email_end_to_end_stored_before_the_250_then_built_once_with_alert_and_crm(
+    intake_server: IntakeServer, db: Any, work: Any, fake_twilio: Any, crm: Any
+) -> None:
+    raw = (SAMPLES / "cars_com_body.eml").read_bytes()
+    send(intake_server, raw, ["north-honda@leads.gateway.example.com"])
+    work()
+    [lead] = rows(db, Lead)
+    with db.session() as session:
+        owner_phone = session.get(Lead, lead.id).owner.phone
+    [alert] = [m for m in fake_twilio.messages if m.get("To") == owner_phone]
+    assert "Dana" in alert["Body"]
+    assert len([r for r in crm.accepted if r.path == "/adf"]) == 1
+    [task] = rows(db, Task)
+    assert task.kind == TaskKind.CALLBACK.value
+
+    # The lead site sends the same mail again: nothing new, no second alert or CRM record.
+    send(intake_server, raw, ["north-honda@leads.gateway.example.com"])
+    work()
+    assert len(rows(db, IntakeRecord)) == 1
+    assert len(rows(db, Lead)) == 1
+    assert len([m for m in fake_twilio.messages if m.get("To") == owner_phone]) == 1
+    assert len([r for r in crm.accepted if r.path == "/adf"]) == 1
+
+
+def test_adf_as_an_attachment_to_an_intake_address_becomes_a_lead(
+    intake_server: IntakeServer, db: Any, work: Any
+) -> None:
     document = (SAMPLES / "autotrader_no_prolog.xml").read_bytes()
     send(intake_server, adf_mail(document, INTAKE_ADDRESS, attach=True), [INTAKE_ADDRESS])
+    work()
     [lead] = rows(db, Lead)
     assert lead.store.key == "north-honda"
     with db.session() as session:
@@ -71,18 +105,22 @@ def test_adf_as_an_attachment_to_an_intake_address_becomes_a_lead(intake_server:
 @pytest.mark.parametrize(
     "name", ["aggregator_two_prospects.xml", "autotrader_no_prolog.xml", "cars_com_used.xml", "spec_style.xml"]
 )
-def test_each_forgiving_document_by_email(intake_server: IntakeServer, db: Any, name: str) -> None:
+def test_each_forgiving_document_by_email(intake_server: IntakeServer, db: Any, work: Any, name: str) -> None:
     document = (SAMPLES / name).read_bytes()
     send(intake_server, adf_mail(document, "north-honda@example.net", attach=False), ["north-honda@example.net"])
+    work()
     expected = 2 if name == "aggregator_two_prospects.xml" else 1
     assert len(rows(db, Lead)) == expected
     assert rows(db, IntakeMail) == []
 
 
-def test_a_resent_prospect_by_email_changes_nothing(intake_server: IntakeServer, db: Any) -> None:
+def test_a_resent_prospect_by_email_changes_nothing(intake_server: IntakeServer, db: Any, work: Any) -> None:
     raw = (SAMPLES / "cars_com_body.eml").read_bytes()
     send(intake_server, raw, ["north-honda@leads.gateway.example.com"])
+    work()
     send(intake_server, raw, ["north-honda@leads.gateway.example.com"])
+    work()
+    assert len(rows(db, IntakeRecord)) == 1
     assert len(rows(db, Lead)) == 1
     assert len(rows(db, Task)) == 1
 
@@ -133,8 +171,11 @@ def test_an_address_no_store_uses_is_refused_at_rcpt(intake_server: IntakeServer
     assert rows(db, Lead) == []
 
 
-def test_an_email_from_a_customer_with_an_open_lead_is_a_reply(intake_server: IntakeServer, db: Any) -> None:
+def test_an_email_from_a_customer_with_an_open_lead_is_a_reply(
+    intake_server: IntakeServer, db: Any, work: Any
+) -> None:
     send(intake_server, (SAMPLES / "cars_com_body.eml").read_bytes(), ["north-honda@leads.gateway.example.com"])
+    work()
     reply = EmailMessage()
     reply["From"] = "Dana Whitfield <Dana.Whitfield@example.com>"
     reply["To"] = INTAKE_ADDRESS

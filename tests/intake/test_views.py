@@ -16,7 +16,10 @@ from sqlalchemy import func, select
 from gateway.crm.formats import ADF_DTD_PATH
 from gateway.models import Contact, Lead, Task, TaskKind
 from gateway.simulator import play_call
+from intake import services
+from intake.jobs import REQUEUE_AFTER
 from intake.models import IntakeRecord
+from intake.services import CLAIM_TIMEOUT, MAX_ATTEMPTS
 from tests.intake.conftest import STORE_EMAIL
 from tests.support.api import ApiClient
 from tests.support.config import CUSTOMER, SIMULTANEOUS
@@ -286,41 +289,166 @@ def _auth(api: ApiClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {api.key}"}
 
 
-def test_adf_by_http_one_lead_per_prospect_and_a_resend_changes_nothing(
-    api: ApiClient, db: Any, work: Any, crm: Any
-) -> None:
-    document = (SAMPLES / "aggregator_two_prospects.xml").read_bytes()
-    response = api.client.post(
-        "/api/v1/intake/adf", data=document, headers={"Content-Type": "application/x-adf+xml", **_auth(api)}
+def post_adf(api: ApiClient, document: bytes, path: str = "/api/v1/intake/adf", client: Any = None) -> Any:
+    return (client or api.client).post(
+        path, data=document, headers={"Content-Type": "application/x-adf+xml", **_auth(api)}
     )
-    assert response.status_code == 201, response.json
-    items = response.json["items"]
-    assert len(items) == 2
-    assert items[0]["phone"] == "+12025550122"  # the cellphone before the work phone
-    assert items[1]["phone"] == "+12405550195"
+
+
+def adf(*prospects: str) -> bytes:
+    return ('<?xml version="1.0"?><?adf version="1.0"?><adf>' + "".join(prospects) + "</adf>").encode()
+
+
+def prospect(ident: str | None, phone: str, first: str = "Nina", last: str = "Park", extra: str = "") -> str:
+    own = f'<id sequence="1" source="CarSite">{ident}</id>' if ident else ""
+    return (
+        f'<prospect status="new">{own}<requestdate>2026-11-24T09:58:00-05:00</requestdate>'
+        '<vehicle interest="buy" status="used"><year>2023</year><make>Honda</make><model>HR-V</model></vehicle>'
+        f'<customer><contact><name part="first">{first}</name><name part="last">{last}</name>'
+        f'<phone type="cellphone">{phone}</phone></contact>{extra}</customer>'
+        '<vendor><vendorname>North Honda</vendorname></vendor>'
+        '<provider><name part="full">CarSite</name></provider></prospect>'
+    )
+
+
+def records(db: Any) -> list[IntakeRecord]:
     with db.session() as session:
-        names = {(c.first_name, c.last_name) for c in session.scalars(select(Contact))}
-    assert ("Zoë", "Brontë-Nuñez") in names
-    assert ("Łukasz", "Wiśniewski") in names
+        return list(session.scalars(select(IntakeRecord).order_by(IntakeRecord.id)))
+
+
+def owner_texts(fake_twilio: Any, db: Any, lead_id: int) -> list[dict[str, Any]]:
+    with db.session() as session:
+        owner_phone = session.get(Lead, lead_id).owner.phone
+    return [m for m in fake_twilio.messages if m.get("To") == owner_phone]
+
+
+def test_adf_is_stored_and_answered_202_and_the_worker_builds_the_lead(
+    api: ApiClient, db: Any, work: Any, fake_twilio: Any, crm: Any, clock: Any
+) -> None:
+    response = post_adf(api, adf(prospect("CS-1", "(301) 555-0142", extra="<comments>Still there?</comments>")))
+    assert response.status_code == 202, response.json
+    [record] = records(db)
+    assert response.json == {
+        "store": "north-honda",
+        "items": [{"intake_id": record.id, "external_id": "CS-1", "duplicate": False, "lead": None}],
+    }
+    # Stored, not built: the prospect's data and its key, no lead yet.
+    assert record.lead_id is None
+    assert record.channel == "adf-http"
+    assert record.dedupe_key == "adf:carsite/CS-1"
+    assert record.data["phone"] == "+13015550142"
+    assert leads(db) == []
+
+    work()  # the job the request queued after its commit
+
+    [lead] = leads(db)
+    [record] = records(db)
+    assert record.lead_id == lead.id
+    assert record.error is None
+    with db.session() as session:
+        row = session.get(Lead, lead.id)
+        assert row.contact.phone == "+13015550142"
+        assert (row.contact.first_name, row.contact.last_name) == ("Nina", "Park")
+        assert row.source == "CarSite"
+        assert row.owner is not None
+        [task] = session.scalars(select(Task).where(Task.lead_id == lead.id))
+        assert task.kind == TaskKind.CALLBACK.value
+        assert task.due_at == clock.now() + timedelta(minutes=5)
+    [alert] = owner_texts(fake_twilio, db, lead.id)
+    assert "Nina Park" in alert["Body"]
+    [sent] = [r for r in crm.accepted if r.path == "/adf"]
+    comments = valid_adf(sent.body).findtext("prospect/customer/comments")
+    assert "Customer comments: Still there?" in comments
+    assert "Original id: CS-1 (CarSite)" in comments
+    types = [json.loads(r.body)["type"] for r in crm.accepted if r.path == "/hooks"]
+    assert "lead.received" in types
+
+
+def test_a_resent_prospect_changes_nothing_and_is_answered_with_its_lead(
+    api: ApiClient, db: Any, work: Any, fake_twilio: Any, mails: Any, crm: Any
+) -> None:
+    document = adf(prospect("CS-7", "+13015550177"))
+    first = post_adf(api, document)
+    # Sent again before the worker got to it: recognised, nothing more to build.
+    early = post_adf(api, document)
+    assert early.status_code == 202
+    [item] = early.json["items"]
+    assert item == {"intake_id": first.json["items"][0]["intake_id"], "external_id": "CS-7", "duplicate": True,
+                    "lead": None}
     work()
+    [lead] = leads(db)
+    before = (len(fake_twilio.messages), len(mails.envelopes), len(crm.accepted))
+
+    again = post_adf(api, document)
+    assert again.status_code == 202
+    [item] = again.json["items"]
+    assert item["duplicate"] is True
+    assert item["intake_id"] == first.json["items"][0]["intake_id"]
+    assert item["lead"]["id"] == lead.id
+    assert item["lead"]["phone"] == "+13015550177"
+    assert item["lead"]["duplicate"] is True
+    work()
+    assert (len(fake_twilio.messages), len(mails.envelopes), len(crm.accepted)) == before
+    assert len(owner_texts(fake_twilio, db, lead.id)) == 1
+    assert len(records(db)) == 1
+    assert len(leads(db)) == 1
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Task)) == 1
+
+
+def test_several_prospects_in_one_document(api: ApiClient, db: Any, work: Any, crm: Any) -> None:
+    document = (SAMPLES / "aggregator_two_prospects.xml").read_bytes()
+    response = post_adf(api, document)
+    assert response.status_code == 202, response.json
+    items = response.json["items"]
+    assert [item["external_id"] for item in items] == ["LP-771203", "LP-770988"]
+    assert [item["duplicate"] for item in items] == [False, False]
+    assert [r.id for r in records(db)] == [item["intake_id"] for item in items]
+    work()
+    with db.session() as session:
+        names = {(c.first_name, c.last_name): c.phone for c in session.scalars(select(Contact))}
+    assert names[("Zoë", "Brontë-Nuñez")] == "+12025550122"  # the cellphone before the work phone
+    assert names[("Łukasz", "Wiśniewski")] == "+12405550195"
+    assert len(leads(db)) == 2
     sources = {json.loads(r.body)["data"]["lead"]["source"] for r in crm.accepted if r.path == "/hooks"}
     assert "LeadPoint Auto" in sources
-    again = api.client.post(
-        "/api/v1/intake/adf?store=north-honda", data=document,
-        headers={"Content-Type": "application/xml", **_auth(api)},
-    )
-    assert again.status_code == 200
+    again = post_adf(api, document, "/api/v1/intake/adf?store=north-honda")
+    assert again.status_code == 202
     assert [item["duplicate"] for item in again.json["items"]] == [True, True]
+    assert {item["lead"]["id"] for item in again.json["items"]} == {lead.id for lead in leads(db)}
     assert len(leads(db)) == 2
 
 
+def test_prospects_without_an_id_and_one_given_twice_in_a_document(api: ApiClient, db: Any, work: Any) -> None:
+    document = adf(
+        prospect(None, "+13015550101", first="Ann"),
+        prospect("CS-9", "+13015550102", first="Bo"),
+        prospect(None, "+13015550103", first="Cy"),
+        prospect("CS-9", "+13015550102", first="Bo"),
+    )
+    response = post_adf(api, document)
+    assert response.status_code == 202, response.json
+    items = response.json["items"]
+    assert [(item["external_id"], item["duplicate"]) for item in items] == [
+        (None, False), ("CS-9", False), (None, False), ("CS-9", True)
+    ]
+    assert items[3]["intake_id"] == items[1]["intake_id"]
+    by_id = {record.id: record for record in records(db)}
+    assert len(by_id) == 3
+    assert [by_id[items[n]["intake_id"]].data["first_name"] for n in range(3)] == ["Ann", "Bo", "Cy"]
+    work()
+    assert len(leads(db)) == 3
+    assert all(record.lead_id is not None for record in records(db))
+
+
 @pytest.mark.parametrize("name", ["autotrader_no_prolog.xml", "cars_com_used.xml", "spec_style.xml"])
-def test_forgiving_adf_documents_become_leads(api: ApiClient, db: Any, name: str) -> None:
+def test_forgiving_adf_documents_become_leads(api: ApiClient, db: Any, work: Any, name: str) -> None:
     response = api.client.post(
         "/api/v1/intake/adf", data=(SAMPLES / name).read_bytes(),
         headers={"Content-Type": "application/xml", **_auth(api)},
     )
-    assert response.status_code == 201, response.json
+    assert response.status_code == 202, response.json
+    work()
     assert len(leads(db)) == 1
 
 
@@ -335,21 +463,26 @@ def test_malformed_adf_is_a_400_naming_line_and_column(api: ApiClient, db: Any) 
     assert error["line"] == 3
     assert isinstance(error["column"], int)
     assert "line 3" in error["message"]
+    assert records(db) == []
     assert leads(db) == []
 
 
 @pytest.mark.parametrize("name", ["billion_laughs.xml", "external_entity.xml"])
-def test_entity_expansion_and_external_entities_are_refused(api: ApiClient, db: Any, name: str) -> None:
+def test_entity_expansion_and_external_entities_are_refused_with_nothing_stored(
+    api: ApiClient, db: Any, work: Any, name: str
+) -> None:
     response = api.client.post(
         "/api/v1/intake/adf", data=(SAMPLES / name).read_bytes(),
         headers={"Content-Type": "application/xml", **_auth(api)},
     )
     assert response.status_code == 400
     assert response.json["error"]["code"] == "adf_refused"
+    work()
+    assert records(db) == []
     assert leads(db) == []
 
 
-def test_adf_needs_an_xml_content_type_and_a_store_the_key_may_see(api: ApiClient) -> None:
+def test_adf_needs_an_xml_content_type_and_a_store_the_key_may_see(api: ApiClient, db: Any) -> None:
     document = (SAMPLES / "spec_style.xml").read_bytes()
     wrong_type = api.client.post(
         "/api/v1/intake/adf", data=document, headers={"Content-Type": "text/plain", **_auth(api)}
@@ -359,6 +492,116 @@ def test_adf_needs_an_xml_content_type_and_a_store_the_key_may_see(api: ApiClien
         "/api/v1/intake/adf?store=south-ford", data=document, headers={"Content-Type": "application/xml", **_auth(api)}
     )
     assert other_store.status_code == 404
+    no_key = api.client.post("/api/v1/intake/adf", data=document, headers={"Content-Type": "application/xml"})
+    assert no_key.status_code == 401
+    assert records(db) == []
+
+
+# --- ADF: the build when Redis, a worker or a record fails ----------------------------------------------
+
+
+def test_adf_while_redis_is_down_is_stored_and_the_sweep_builds_its_lead(
+    api: ApiClient, make_app: Any, db: Any, work: Any, clock: Any, fake_twilio: Any
+) -> None:
+    no_redis = make_app(redis_url="redis://127.0.0.1:1/0").test_client()
+    response = post_adf(api, adf(prospect("CS-20", "+13015550120")), client=no_redis)
+    assert response.status_code == 202, response.json
+    work()  # no job reached the queue, and the record is not overdue yet: nothing is built
+    assert leads(db) == []
+    clock.advance(REQUEUE_AFTER + timedelta(seconds=1))
+    work()  # the sweep finds the record no job carried
+    [lead] = leads(db)
+    assert records(db)[0].lead_id == lead.id
+    assert len(owner_texts(fake_twilio, db, lead.id)) == 1
+
+
+def _claim_and_die(db: Any, clock: Any) -> list[tuple[int, int]]:
+    """What a worker killed between its claim and the build leaves: claimed records, no lead."""
+    with db.session() as session:
+        return services.claim_pending(session, clock.now(), 10)
+
+
+def test_a_record_claimed_by_a_worker_that_died_is_built_once_when_the_claim_is_old(
+    api: ApiClient, make_app: Any, db: Any, work: Any, clock: Any, fake_twilio: Any, crm: Any
+) -> None:
+    no_redis = make_app(redis_url="redis://127.0.0.1:1/0").test_client()
+    assert post_adf(api, adf(prospect("CS-30", "+13015550130")), client=no_redis).status_code == 202
+    [(record_id, attempt)] = _claim_and_die(db, clock)
+    assert attempt == 1
+
+    clock.advance(REQUEUE_AFTER + timedelta(seconds=1))
+    work()  # claimed a moment ago: another worker leaves it alone
+    assert leads(db) == []
+
+    clock.advance(CLAIM_TIMEOUT)
+    work()  # claimed long ago: the dead worker's claim is taken again and the lead built
+    [lead] = leads(db)
+    [record] = records(db)
+    assert (record.id, record.lead_id, record.attempts) == (record_id, lead.id, 2)
+
+    # The first worker, were it only slow, finds its claim gone: it builds nothing.
+    with db.session() as session:
+        assert services.build_record(session, record_id, attempt, clock.now()) is None
+    clock.advance(CLAIM_TIMEOUT * 2)
+    work()
+    assert len(leads(db)) == 1
+    assert len(owner_texts(fake_twilio, db, lead.id)) == 1
+    assert len([r for r in crm.accepted if r.path == "/adf"]) == 1
+
+
+def test_a_record_that_cannot_be_built_becomes_a_review_task_and_the_others_are_built(
+    api: ApiClient, make_app: Any, db: Any, work: Any, clock: Any, caplog: Any
+) -> None:
+    no_redis = make_app(redis_url="redis://127.0.0.1:1/0").test_client()
+    bad = post_adf(api, adf(prospect("CS-40", "+13015550140", first="Bad")), client=no_redis).json
+    good = post_adf(api, adf(prospect("CS-41", "+13015550141", first="Good")), client=no_redis).json
+    # The bad one was written by a newer version, with a vehicle field this one does not know.
+    with db.session() as session:
+        record = session.get(IntakeRecord, bad["items"][0]["intake_id"])
+        data = dict(record.data)
+        data["vehicles"] = [{**data["vehicles"][0], "colour": "blue"}]
+        record.data = data
+
+    clock.advance(REQUEUE_AFTER + timedelta(seconds=1))
+    work()
+
+    by_id = {record.id: record for record in records(db)}
+    failed, built = by_id[bad["items"][0]["intake_id"]], by_id[good["items"][0]["intake_id"]]
+    assert built.lead_id is not None
+    assert built.error is None
+    assert failed.lead_id is None
+    assert "TypeError" in failed.error
+    assert "colour" in failed.error
+    assert "could not be built" in caplog.text
+    with db.session() as session:
+        [review] = session.scalars(select(Task).where(Task.kind == TaskKind.REVIEW.value))
+        assert f"intake record #{failed.id}" in review.note
+        assert review.owner_id is not None
+        lead = session.get(Lead, review.lead_id)
+        assert lead.contact.phone == "+13015550140"
+        assert lead.id != built.lead_id
+    # Failed is no longer pending: later sweeps leave it to the person.
+    clock.advance(CLAIM_TIMEOUT * 2)
+    work()
+    with db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Task).where(Task.kind == TaskKind.REVIEW.value)) == 1
+
+
+def test_a_record_whose_builds_keep_dying_is_put_in_front_of_a_person(
+    api: ApiClient, make_app: Any, db: Any, work: Any, clock: Any
+) -> None:
+    no_redis = make_app(redis_url="redis://127.0.0.1:1/0").test_client()
+    assert post_adf(api, adf(prospect("CS-50", "+13015550150")), client=no_redis).status_code == 202
+    for _ in range(MAX_ATTEMPTS):
+        assert _claim_and_die(db, clock)
+        clock.advance(CLAIM_TIMEOUT + timedelta(seconds=1))
+    work()
+    [record] = records(db)
+    assert record.lead_id is None
+    assert f"not built after {MAX_ATTEMPTS} attempts" in record.error
+    with db.session() as session:
+        [review] = session.scalars(select(Task).where(Task.kind == TaskKind.REVIEW.value))
+        assert session.get(Lead, review.lead_id).contact.phone == "+13015550150"
 
 
 # --- the database or Redis down ---------------------------------------------------------------------------
