@@ -6,7 +6,9 @@ the `urgent` lane, the second `urgent` then `default`, the others every lane, mo
 `lanes_for`): so however long the CRM lane's backlog or however slow a CRM, a missed caller's first text
 and the owner's alert always have a process waiting for them. RQ's own WorkerPool gives every worker the
 same queues, which cannot promise that; each process here is an ordinary RQ SimpleWorker (no fork per
-job: the app, its pools and its connections stay warm between jobs).
+job: the app, its pools and its connections stay warm between jobs). The last process runs the sweep, so
+the urgent-only process spends no time on it, and the processes that take every lane run at a lower CPU
+priority (`niced`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,20 @@ def lanes_for(index: int, concurrency: int) -> tuple[Lane, ...]:
     if index == 1 and concurrency >= 3:
         return (Lane.URGENT, Lane.DEFAULT)
     return LANES
+
+
+def niced(index: int, concurrency: int) -> bool:
+    """Whether the `index`-th process runs at a lower CPU priority: those that take every lane, when
+    others keep to the urgent lanes. On a machine short of CPU the web processes and the urgent lane
+    come first, and CRM deliveries (which may lag by seconds) wait; an idle machine sees no difference."""
+    return concurrency > 1 and lanes_for(index, concurrency) == LANES
+
+
+NICENESS = 5
+
+
+def _lower_priority() -> None:
+    os.nice(NICENESS)
 
 
 def sweep_once(app: Flask) -> None:
@@ -335,9 +351,11 @@ def run_pool(concurrency: int, env: dict[str, str] | None = None) -> int:
     def start(index: int) -> subprocess.Popen[bytes]:
         lanes = ",".join(lane.value for lane in lanes_for(index, concurrency))
         command = [sys.executable, "-m", "gateway.cli", "worker", "--lanes", lanes]
-        if index != 0:
+        if index != concurrency - 1:
             command.append("--no-sweep")
-        return subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter and module
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, env=env, preexec_fn=_lower_priority if niced(index, concurrency) else None
+        )
 
     def stop(signum: int, _frame: object) -> None:
         stopping.set()

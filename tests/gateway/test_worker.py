@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from gateway import worker
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.settings import Settings
 from gateway.worker import STOP_GRACE
@@ -129,3 +130,9 @@ def test_a_stop_signal_ends_the_worker_while_redis_is_gone_with_one_line_and_no_
         assert "worker processes stopped" in output
         assert f"did not stop within {STOP_GRACE:.0f}s; killed" not in output
     assert "Traceback" not in output, output
+
+
+def test_the_processes_that_take_every_lane_give_way_on_a_busy_machine():
+    assert [worker.niced(index, 3) for index in range(3)] == [False, False, True]
+    assert [worker.niced(index, 2) for index in range(2)] == [False, True]
+    assert worker.niced(0, 1) is False  # one process does everything at normal priority
