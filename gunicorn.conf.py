@@ -4,7 +4,7 @@ this file (and `gateway serve` runs gunicorn there). Command-line options overri
 - Two processes of four threads each (`gthread`): the incoming-call webhook mostly waits (on Redis, on
   the hot path's writer), so threads answer more calls per core than more processes would, and two
   processes keep a call answered while one is busy. `WEB_CONCURRENCY` changes the process count.
-- The access log masks phone numbers and never holds a click-to-call link (gateway/access_log.py).
+- The access log masks phone numbers and never holds a click-to-call link (gateway/logs.py).
 - Prometheus: every process writes its counters to one folder (`PROMETHEUS_MULTIPROC_DIR`, by default
   the instance folder's `metrics/`), so `GET /metrics` sums them; a process that exits is marked dead.
 """
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-logger_class = "gateway.access_log.MaskingLogger"
+logger_class = "gateway.logs.MaskingLogger"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = 4

@@ -4,7 +4,10 @@ Starts a throwaway PostgreSQL (tests/support/postgres.py), migrates it, loads th
 VACUUM ANALYZEs, then times the endpoint through the Flask app (auth, rate limit and JSON included)
 for one store and for every store, over 30 days and over a year. Prints p50/p95/max per case.
 
-    .venv/bin/python -m bench.metrics [--calls 1000000] [--leads 100000] [--runs 30]
+    .venv/bin/python -m bench.metrics [--calls 1000000] [--leads 100000] [--runs 30] [--keep DIR]
+
+`--keep DIR` keeps the loaded PostgreSQL in DIR (as bench/workspace.py does; the two can share one folder: the
+workspace's volume is this one plus agents, owners and texts) and reuses it on later runs.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from redis import Redis
 
 from gateway.api.keys import create_key
 from gateway.app import create_app
-from gateway.clock import FrozenClock
 from gateway.database import Database, upgrade
 from gateway.embedded_redis import free_port
 from gateway.models import Store
+from gateway.runtime import FrozenClock
 from gateway.settings import Settings
 from tests.support.postgres import PostgresServer
 
@@ -90,16 +93,23 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--keep", type=Path, help="keep the loaded PostgreSQL in this folder and reuse it")
     args = parser.parse_args()
 
-    server = PostgresServer(None)
+    server = PostgresServer(None, keep=args.keep)
     server.start()
     try:
-        server.execute("CREATE DATABASE bench")
         url = server.url("bench")
-        upgrade(url)
         dsn = f"postgresql://postgres@127.0.0.1:{server.port}/bench"
-        load(url, dsn, args.calls, args.leads)
+        if server.reused:
+            upgrade(url)
+            with psycopg.connect(dsn, autocommit=True) as connection:
+                connection.execute("ANALYZE")
+            print(f"reusing the database loaded in {args.keep}")
+        else:
+            server.execute("CREATE DATABASE bench")
+            upgrade(url)
+            load(url, dsn, args.calls, args.leads)
         with tempfile.TemporaryDirectory() as instance:
             settings = Settings(
                 database_url=url,

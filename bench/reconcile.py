@@ -20,14 +20,13 @@ from pathlib import Path
 from redis import Redis
 
 from gateway.app import create_app
-from gateway.clock import FrozenClock
 from gateway.database import upgrade
 from gateway.dealer_config.apply import apply_config
 from gateway.dealer_config.parse import parse_config
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.provider import TwilioProvider
 from gateway.reconcile.jobs import run_pass
-from gateway.runtime import runtime_of, shutdown
+from gateway.runtime import FrozenClock, runtime_of, shutdown
 from gateway.settings import Settings
 from tests.fakes.twilio_api import FakeTwilio
 

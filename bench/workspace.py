@@ -5,6 +5,11 @@ page through the Flask app (session lookup, queries and template rendering inclu
 as one of its agents and as an administrator's key over every store. Prints p50/p95/max per page.
 
     .venv/bin/python -m bench.workspace [--calls 1000000] [--leads 100000] [--texts 200000] [--runs 20]
+                                        [--keep DIR] [--only admin]
+
+`--keep DIR` keeps the seeded PostgreSQL in DIR (a folder the postgres user can reach, e.g. under /tmp):
+the first run seeds it, later runs migrate it (`upgrade heads`, so a new index is built) and time the
+pages without seeding again. Remove the folder to start afresh. `--only` times one viewer.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from sqlalchemy import text as sql_text
 from bench.metrics import NOW, SPAN, load
 from gateway.api.keys import create_key
 from gateway.app import create_app
-from gateway.clock import FrozenClock
 from gateway.dashboard import auth
 from gateway.database import Database, upgrade
 from gateway.embedded_redis import free_port
 from gateway.models import Agent, Store
+from gateway.runtime import FrozenClock
 from gateway.settings import Settings
 from tests.support.postgres import PostgresServer
 
@@ -77,23 +82,44 @@ def add_people_and_texts(url: str, dsn: str, store_ids: list[int], leads: int, t
     return people
 
 
+def people_of(url: str) -> tuple[list[int], dict[int, list[int]]]:
+    """The stores and their agents (manager first) of a database seeded by an earlier run."""
+    database = Database(url)
+    people: dict[int, list[int]] = {}
+    with database.session() as session:
+        store_ids = [s.id for s in session.query(Store).order_by(Store.id)]
+        for agent in session.query(Agent).order_by(Agent.id):
+            people.setdefault(agent.store_id, []).append(agent.id)
+    database.dispose()
+    return store_ids, people
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--texts", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--keep", type=Path, help="keep the seeded PostgreSQL in this folder and reuse it")
+    parser.add_argument("--only", choices=["manager", "agent", "admin"], help="time one viewer only")
     args = parser.parse_args()
 
-    server = PostgresServer(None)
+    server = PostgresServer(None, keep=args.keep)
     server.start()
     try:
-        server.execute("CREATE DATABASE bench")
         url = server.url("bench")
-        upgrade(url)
         dsn = f"postgresql://postgres@127.0.0.1:{server.port}/bench"
-        store_ids = load(url, dsn, args.calls, args.leads)
-        people = add_people_and_texts(url, dsn, store_ids, args.leads, args.texts)
+        if server.reused:
+            upgrade(url)
+            with psycopg.connect(dsn, autocommit=True) as connection:
+                connection.execute("ANALYZE")
+            store_ids, people = people_of(url)
+            print(f"reusing the database seeded in {args.keep}")
+        else:
+            server.execute("CREATE DATABASE bench")
+            upgrade(url)
+            store_ids = load(url, dsn, args.calls, args.leads)
+            people = add_people_and_texts(url, dsn, store_ids, args.leads, args.texts)
         with tempfile.TemporaryDirectory() as instance:
             settings = Settings(
                 database_url=url,
@@ -136,6 +162,8 @@ def main() -> None:
             }
             print(f"{'who':<10} {'page':<18} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
             for who, token in tokens.items():
+                if args.only and not who.startswith(args.only):
+                    continue
                 client = app.test_client()
                 client.set_cookie(auth.SESSION_COOKIE, token)
                 for name, path in pages.items():

@@ -16,8 +16,8 @@ from cadences import jobs, services
 from cadences.models import Channel, StopReason
 from gateway import events
 from gateway.dashboard import timeline
-from gateway.inquiries import Inquiry
 from gateway.jobs import register_sweeper
+from gateway.leads import Inquiry
 from gateway.models import Call, Contact, Lead, Message
 
 

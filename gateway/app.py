@@ -28,11 +28,11 @@ import voicemail
 import webhooks
 from gateway import agents, api, crm, dashboard, messaging, metrics, reconcile, runtime, web
 from gateway.calls import failsafe, hotpath, owners
-from gateway.clock import Clock, SystemClock
 from gateway.database import Database
 from gateway.jobs import SESSION_REDIS_KEY
 from gateway.logs import configure_logging
 from gateway.provider import Provider, make_provider
+from gateway.runtime import Clock, SystemClock
 from gateway.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)

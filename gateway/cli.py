@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -72,7 +73,10 @@ class StopSignals:
             time.sleep(0.2)
 
 
-def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 40.0) -> None:
+    """SIGTERM to each, then SIGKILL to the process group of any still running `timeout` seconds later
+    (longer than the worker pool's own grace): each child leads a session of its own, so its children
+    (gunicorn's workers, the worker processes and their schedulers) go with it instead of living on."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
@@ -81,7 +85,9 @@ def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20.
         try:
             child.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
-            child.kill()
+            click.echo(f"process {child.pid} did not stop within {timeout:.0f}s; killed with its children", err=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
             child.wait()
 
 
@@ -226,6 +232,9 @@ def worker(burst: bool, concurrency: int | None, lanes: str | None, sweep: bool)
     settings = settings_for_command()
     count = concurrency or settings.workers
     if not burst and lanes is None and count > 1:
+        from gateway.logs import configure_logging
+
+        configure_logging(json_logs=not settings.testing)
         raise SystemExit(run_pool(count))
     try:
         chosen = tuple(Lane(name.strip()) for name in lanes.split(",")) if lanes else LANES
@@ -459,8 +468,8 @@ def apikey() -> None:
 def apikey_create(name: str, stores: tuple[str, ...]) -> None:
     """Create a key; prints it once, alone on the last line."""
     from gateway.api.keys import UnknownStore, create_key
-    from gateway.clock import SystemClock
     from gateway.database import Database, upgrade
+    from gateway.runtime import SystemClock
 
     settings = settings_for_command()
     upgrade(settings.database_url)
@@ -498,8 +507,8 @@ def apikey_list() -> None:
 def apikey_revoke(key: str) -> None:
     """Revoke a key by its id or prefix."""
     from gateway.api.keys import revoke_key
-    from gateway.clock import SystemClock
     from gateway.database import Database
+    from gateway.runtime import SystemClock
 
     database = Database(settings_for_command().database_url)
     with database.session() as session:

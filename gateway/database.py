@@ -3,6 +3,10 @@ and its migrations (`gateway db upgrade`: Alembic, from the first table on, ever
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -78,12 +82,96 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def write_lock_path(database: str | None) -> str | None:
+    """The file every writer of one SQLite database locks (None for in-memory databases)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database + "-write.lock"
+
+
+class WriteLock:
+    """An exclusive flock beside an SQLite file, taken by every writer of every process before it asks
+    SQLite for the write lock, and given back when its transaction ends.
+
+    SQLite makes a writer that finds the database locked poll for it, sleeping 1, 2, 5 ... and at last
+    100 ms between tries: under load a writer sleeps on long after the lock is free, and requests queue
+    behind the sleepers. A writer blocked on flock is woken by the kernel the moment the holder lets go.
+    Each holder uses its own open file (flock excludes between them, even in one process). A thread that
+    already holds the lock through another connection (a session opened inside another) does not take it
+    again: it waits on SQLite's own lock and busy timeout, as without this lock, not on itself."""
+
+    _holding: Any = threading.local()  # .count: the locks this thread holds
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._pid = 0
+        self._held = False
+
+    def acquire(self) -> None:
+        holding: int = getattr(self._holding, "count", 0)
+        if self.path is None or self._held or holding:
+            return
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._held = True
+        self._holding.count = getattr(self._holding, "count", 0) + 1
+
+    def release(self) -> None:
+        if not self._held or self._fd is None:
+            return
+        self._held = False
+        self._holding.count = max(getattr(self._holding, "count", 1) - 1, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.release()
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _LockingConnection(sqlite3.Connection):
+    """pysqlite's connection, giving the database's WriteLock back when a transaction ends."""
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        self.write_lock = WriteLock(write_lock_path(str(database)))
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.write_lock.release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.write_lock.release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.write_lock.close()
+
+
 def make_engine(url: str, *, pool: bool = True) -> Engine:
-    """An engine; SQLite gets WAL, a busy timeout and foreign keys, since web and worker write at once."""
+    """An engine; SQLite gets WAL, a busy timeout, foreign keys and the WriteLock, since web and worker
+    write at once."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": 30, "check_same_thread": False, "factory": _LockingConnection},
             poolclass=None if pool else NullPool,
         )
 
@@ -100,8 +188,17 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
-            # A write lock up front: no deadlock when two processes upgrade read locks at once.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A write lock up front: no deadlock when two processes upgrade read locks at once. The
+            # WriteLock first, so the wait for it is a kernel wake-up, not SQLite's sleeping retries.
+            lock: WriteLock | None = getattr(connection.connection.dbapi_connection, "write_lock", None)
+            if lock is not None:
+                lock.acquire()
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                if lock is not None:
+                    lock.release()
+                raise
 
         return engine
     if not pool:

@@ -57,7 +57,7 @@ contact_opted_out = _signals.signal("contact-opted-out")
 voicemail_transcribed = _signals.signal("voicemail-transcribed")
 # One of our agents texted a gateway number (a reply to an alert, to relay): agent=, message=, now=
 agent_texted = _signals.signal("agent-texted")
-# A lead came in writing: a website form or an ADF prospect (gateway.inquiries.Inquiry), with its owner
+# A lead came in writing: a website form or an ADF prospect (gateway.leads.Inquiry), with its owner
 # and task already set. created= says whether it opened the lead or joined an open one:
 # lead=, inquiry=, intake_id= (the intake's record), created=, now=
 lead_received = _signals.signal("lead-received")

@@ -337,6 +337,11 @@ class Message(Base):
             "ix_messages_store_created", "store_id", "created_at",
             postgresql_include=["id", "lead_id", "direction", "kind", "agent_id"],
         ),
+        # ... and every store's (migration 0011).
+        Index(
+            "ix_messages_created_at", "created_at",
+            postgresql_include=["lead_id", "id", "direction", "kind", "agent_id"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -369,7 +374,7 @@ class Message(Base):
     origin: Mapped[str | None] = mapped_column(String(100), unique=True)
     # An inbound text found in the provider's log whose webhook never came (gateway/reconcile/).
     reconciled: Mapped[bool] = mapped_column(default=False, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -426,7 +431,7 @@ class LeadEvent(Base):
 
 
 class SignInFailure(Base):
-    """A failed sign-in or API key from an address (gateway/attempts.py): the per-address limits."""
+    """A failed sign-in or API key from an address (gateway/web.py): the per-address limits."""
 
     __tablename__ = "sign_in_failures"
     __table_args__ = (Index("ix_sign_in_failures_address_at", "address", "at"),)

@@ -1,18 +1,19 @@
-"""What a request or a job needs at hand: settings, database, provider, clock, Redis; and which process
+"""What a request or a job needs at hand (settings, database, provider, clock, Redis), the clocks; which process
 this is, kept current across fork without a system call per check (gunicorn forks its workers from the
 process that built the app; threads, connections and queues made before the fork belong to the parent)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
 
 from flask import Flask, current_app
 from redis import Redis
 
-from gateway.clock import Clock
 from gateway.database import Database
 from gateway.settings import Settings
 
@@ -67,3 +68,37 @@ class _Process:
 
 process = _Process
 os.register_at_fork(after_in_child=_Process.forked)
+
+
+# --- clocks: passed in, so tests move time without patching ----------------------------------------------
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FrozenClock:
+    """A clock tests set and move by hand."""
+
+    def __init__(self, at: datetime) -> None:
+        if at.tzinfo is None:
+            raise ValueError("FrozenClock needs an aware datetime")
+        self._at = at
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._at
+
+    def set(self, at: datetime) -> None:
+        with self._lock:
+            self._at = at
+
+    def advance(self, delta: timedelta) -> datetime:
+        with self._lock:
+            self._at += delta
+            return self._at

@@ -6,7 +6,9 @@ the `urgent` lane, the second `urgent` then `default`, the others every lane, mo
 `lanes_for`): so however long the CRM lane's backlog or however slow a CRM, a missed caller's first text
 and the owner's alert always have a process waiting for them. RQ's own WorkerPool gives every worker the
 same queues, which cannot promise that; each process here is an ordinary RQ SimpleWorker (no fork per
-job: the app, its pools and its connections stay warm between jobs).
+job: the app, its pools and its connections stay warm between jobs). The last process runs the sweep, so
+the urgent-only process spends no time on it, and the processes that take every lane run at a lower CPU
+priority (`niced`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from flask import Flask
 from redis import ConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.queue import Queue
+from rq.scheduler import RQScheduler
+from rq.worker import WorkerStatus
 
 from gateway import runtime
 from gateway.jobs import LANES, Lane, SweepThread, make_queue, run_sweep
@@ -41,6 +51,12 @@ URGENT_LAG_WARNING = 1.0
 _WARN_EVERY = 60.0
 # A worker process that keeps dying is restarted at most this often.
 RESTART_PAUSE = 1.0
+# On the way out, a Redis command gives up after this long (the blocking dequeue's timeout is minutes).
+STOP_TIMEOUT = 5.0
+# A worker process not stopped this long after the stop signal (and not running a job) exits anyway;
+# `--concurrency N` kills one still running after STOP_GRACE.
+WORKER_STOP_GRACE = 20.0
+STOP_GRACE = 30.0
 DEFAULT_CONCURRENCY = 3
 
 
@@ -53,6 +69,20 @@ def lanes_for(index: int, concurrency: int) -> tuple[Lane, ...]:
     if index == 1 and concurrency >= 3:
         return (Lane.URGENT, Lane.DEFAULT)
     return LANES
+
+
+def niced(index: int, concurrency: int) -> bool:
+    """Whether the `index`-th process runs at a lower CPU priority: those that take every lane, when
+    others keep to the urgent lanes. On a machine short of CPU the web processes and the urgent lane
+    come first, and CRM deliveries (which may lag by seconds) wait; an idle machine sees no difference."""
+    return concurrency > 1 and lanes_for(index, concurrency) == LANES
+
+
+NICENESS = 5
+
+
+def _lower_priority() -> None:
+    os.nice(NICENESS)
 
 
 def sweep_once(app: Flask) -> None:
@@ -86,75 +116,246 @@ class _LagWatch:
                     waited, job.func_name)
 
 
+class _RedisOutageInOneLine(logging.Filter):
+    """RQ's work loop ends on a Redis error outside its blocking dequeue with "found an unhandled
+    exception" and a traceback. A lost connection is an outage, not a bug: its message, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RedisConnectionError | RedisTimeoutError):
+            record.msg = f"{record.getMessage()} (redis unavailable: {error})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_REDIS_OUTAGE_IN_ONE_LINE = _RedisOutageInOneLine()
+
+
+class GatewayScheduler(RQScheduler):
+    """RQ's scheduler process (due retries and delayed jobs back into their lanes). Redis gone: it ends
+    with one line instead of a traceback, and the worker starts another once Redis answers; stopped
+    while Redis is gone, it ends quietly (its locks expire by themselves)."""
+
+    stopping = False
+
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self.stopping = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def work(self) -> None:
+        try:
+            super().work()  # type: ignore[no-untyped-call]
+        except RedisError as error:
+            if not self.stopping:
+                log.warning("the job scheduler stops, redis unavailable (%s); the worker starts it again",
+                            error)
+
+
 class GatewayWorker(SimpleWorker):
-    """An RQ SimpleWorker that notes how long each job waited in its lane."""
+    """An RQ SimpleWorker that notes how long each job waited in its lane, and that stops on SIGTERM
+    or SIGINT whether or not Redis answers.
+
+    RQ's own stop asks Redis to note the stop when a job is running and, on the way out, waits on
+    Redis with the long read timeout meant for its blocking dequeue; `stopping` is also set, so that
+    `run_worker` does not start the worker again and a stop that came before RQ's signal handlers were
+    in place is not lost.
+    """
 
     lag_watch = _LagWatch()
+
+    def __init__(self, *args: Any, stopping: threading.Event | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopping = stopping if stopping is not None else threading.Event()
 
     def execute_job(self, job: Job, queue: Queue) -> Any:
         self.lag_watch.started(job, queue)
         return super().execute_job(job, queue)
 
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """RQ's handler of the first SIGTERM or SIGINT: idle, stop now; busy, after the current job."""
+        self.stopping.set()
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def check_for_suspension(self, burst: bool) -> None:
+        # First thing in each turn of RQ's loop: a stop noted while the worker was starting ends it here.
+        if self.stopping.is_set():
+            raise StopRequested
+        super().check_for_suspension(burst)
+
+    def set_shutdown_requested_date(self) -> None:
+        # Called from RQ's signal handler while a job runs: a Redis error here would be raised inside
+        # the job. The date only informs `rq info`; the worker stops after the job all the same.
+        try:
+            super().set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        except RedisError as error:
+            log.warning("redis unavailable (%s); the worker stops after the current job", error)
+
+    def _start_scheduler(
+        self, burst: bool = False, logging_level: str | None = "INFO", *args: Any, **kwargs: Any
+    ) -> None:
+        # RQ's step, with GatewayScheduler on a connection whose reads time out (the scheduler never
+        # blocks on purpose, so a Redis that stopped answering must not hold it, nor the stop that
+        # waits for it). RQ has no setting for the scheduler class; rq is pinned below 4 for this.
+        if burst:
+            super()._start_scheduler(burst, logging_level, *args, **kwargs)
+            return
+        pool_kwargs = self.connection.connection_pool.connection_kwargs
+        self.scheduler = GatewayScheduler(
+            self.queues,
+            connection=Redis(connection_pool=ConnectionPool(**{**pool_kwargs, "socket_timeout": STOP_TIMEOUT})),
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
+
+    def stop_scheduler(self) -> None:
+        # RQ's sends SIGTERM and waits as long as the scheduler takes; one held by a Redis that takes
+        # connections but does not answer is killed instead (its locks expire by themselves).
+        process = self.scheduler._process if self.scheduler is not None else None
+        if process is None or process.pid is None:
+            return
+        process.terminate()
+        process.join(STOP_TIMEOUT)
+        if process.is_alive():
+            log.warning("the job scheduler (pid %s) did not stop within %.0fs; killed", process.pid, STOP_TIMEOUT)
+            process.kill()
+            process.join()
+
+    def teardown(self) -> None:
+        # The way out (stop the scheduler, record the worker's end) must not wait on a Redis that does
+        # not answer: it runs on a connection with a short read timeout instead of the dequeue's, and
+        # no retries.
+        kwargs = self.connection.connection_pool.connection_kwargs
+        self.connection = Redis(
+            connection_pool=ConnectionPool(**{**kwargs, "socket_timeout": STOP_TIMEOUT, "retry": Retry(NoBackoff(), 0)})
+        )
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except RedisError:
+            # RQ's teardown stops at the failed record and leaves its command listener running.
+            if self.pubsub_thread is not None:
+                self.pubsub_thread.stop()
+                self.pubsub_thread.join(timeout=1)
+            raise
+        finally:
+            self.connection.connection_pool.disconnect()
+
+
+class _StopDeadline(threading.Thread):
+    """Once a stop is asked for, the worker has `WORKER_STOP_GRACE` seconds to end unless a job is
+    running (RQ lets it finish). Past that, the process ends here with one line, its scheduler
+    killed first. What can hold a stop so long is a Redis that takes connections but does not answer
+    while the worker starts (RQ's reads wait minutes for its blocking dequeue)."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        super().__init__(name="gateway-stop-deadline", daemon=True)
+        self.stopping = stopping
+        self.finished = threading.Event()
+        self.worker: GatewayWorker | None = None
+
+    def run(self) -> None:
+        self.stopping.wait()
+        while not self.finished.wait(WORKER_STOP_GRACE):
+            worker = self.worker
+            if worker is not None and worker.get_state() == WorkerStatus.BUSY:
+                continue
+            log.warning("the worker did not stop within %.0fs of the stop signal (redis not answering); "
+                        "it exits now", WORKER_STOP_GRACE)
+            process = worker.scheduler._process if worker is not None and worker.scheduler else None
+            if process is not None and process.pid is not None:
+                process.kill()
+            os._exit(1)
+
 
 def run_worker(
     app: Flask, *, lanes: Sequence[Lane] = LANES, burst: bool = False, sweep: bool = True
 ) -> None:
-    """Work jobs of `lanes` until stopped. Redis down: wait for it and go on (the sweep loses nothing)."""
+    """Work jobs of `lanes` until SIGTERM or SIGINT. Redis down: wait for it and go on (the sweep loses
+    nothing). A stop ends the worker whether or not Redis answers, with one line (not in burst mode)."""
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
+    logging.getLogger("rq.worker").addFilter(_REDIS_OUTAGE_IN_ONE_LINE)
+    stopping = threading.Event()
+    # RQ's handlers are in place only while its loop runs: ours note a stop at every other moment.
+    previous = _listen_for_stop(stopping)
+    deadline = _StopDeadline(stopping)
+    if not burst:
+        deadline.start()
     with app.app_context():
         current = runtime.current()
-        # The worker blocks on Redis for new jobs: its connection must not time out a blocking read.
-        connection = Redis(
-            connection_pool=ConnectionPool(
-                **{**current.redis.connection_pool.connection_kwargs, "socket_timeout": None}
-            )
-        )
         sweeper = None
         if sweep:
             sweeper = SweepThread(
                 lambda: sweep_once(app), current.redis, current.settings.sweep_interval, name
             )
             sweeper.start()
-        stopping = threading.Event()
+        outage: RedisError | None = None
         try:
             delay = 0.5
             while not stopping.is_set():
-                worker: SimpleWorker | None = None
+                # A connection per attempt: the worker blocks on Redis for new jobs, so its reads must
+                # not time out before the blocking dequeue does (RQ sets that); its teardown shortens them.
+                connection = Redis(
+                    connection_pool=ConnectionPool(
+                        **{**current.redis.connection_pool.connection_kwargs, "socket_timeout": None}
+                    )
+                )
                 try:
                     worker = GatewayWorker(
                         [make_queue(connection, lane) for lane in lanes],
                         connection=connection,
                         name=f"{name}-{time.time_ns()}",
+                        stopping=stopping,
                     )
+                    deadline.worker = worker
                     worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
-                    return
+                    if burst:
+                        return
+                    outage = None
+                    if not stopping.is_set():
+                        log.warning("the RQ work loop ended unasked; starting it again in %.1fs", delay)
                 except RedisError as error:
                     if burst:
                         raise
-                    if getattr(worker, "_shutdown_requested_date", None) is not None:
-                        log.warning("redis unavailable while stopping (%s); the worker exits", error)
-                        return
-                    _listen_for_stop(stopping)
-                    log.warning("redis unavailable (%s); retrying in %.1fs", error, delay)
-                    stopping.wait(delay)
-                    delay = min(delay * 2, 10.0)
+                    outage = error
+                    if not stopping.is_set():
+                        log.warning("redis unavailable (%s); retrying in %.1fs", error, delay)
+                finally:
+                    # Not the connection of RQ's command listener, which may still be on its way out.
+                    connection.connection_pool.disconnect(inuse_connections=False)
+                if stopping.is_set():
+                    break
+                _listen_for_stop(stopping)  # RQ's handlers belong to the worker that ended
+                stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+            if outage is None:
+                log.info("worker %s stopped", name)
+            else:
+                log.warning("worker %s stopped, redis unavailable (%s)", name, outage)
         finally:
+            deadline.finished.set()
             if sweeper is not None:
                 sweeper.stop()
+            _restore(previous)
 
 
 def run_pool(concurrency: int, env: dict[str, str] | None = None) -> int:
     """`gateway worker --concurrency N`: N worker processes (`lanes_for`), each restarted if it dies,
-    until SIGTERM or SIGINT, which are passed on; returns once every process has stopped."""
+    until SIGTERM or SIGINT, which are passed on; returns once every process has stopped. A process
+    that has not stopped `STOP_GRACE` seconds later (a job that will not end, a Redis that holds it)
+    is killed, with a line that says so."""
     stopping = threading.Event()
     children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(index: int) -> subprocess.Popen[bytes]:
         lanes = ",".join(lane.value for lane in lanes_for(index, concurrency))
         command = [sys.executable, "-m", "gateway.cli", "worker", "--lanes", lanes]
-        if index != 0:
+        if index != concurrency - 1:
             command.append("--no-sweep")
-        return subprocess.Popen(command, env=env)  # noqa: S603 - our own interpreter and module
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            command, env=env, preexec_fn=_lower_priority if niced(index, concurrency) else None
+        )
 
     def stop(signum: int, _frame: object) -> None:
         stopping.set()
@@ -165,6 +366,8 @@ def run_pool(concurrency: int, env: dict[str, str] | None = None) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index in range(concurrency):
+            if stopping.is_set():
+                break
             children[index] = start(index)
         while not stopping.wait(0.5):
             for index, child in list(children.items()):
@@ -174,25 +377,36 @@ def run_pool(concurrency: int, env: dict[str, str] | None = None) -> int:
                     time.sleep(RESTART_PAUSE)
                     children[index] = start(index)
     finally:
-        for child in children.values():
+        deadline = time.monotonic() + STOP_GRACE
+        for index, child in children.items():
             try:
-                child.wait(timeout=30)
+                child.wait(timeout=max(deadline - time.monotonic(), 0))
             except subprocess.TimeoutExpired:
+                log.warning("worker process %s (lanes %s) did not stop within %.0fs; killed", child.pid,
+                            ",".join(lanes_for(index, concurrency)), STOP_GRACE)
                 child.kill()
                 child.wait()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    log.info("worker processes stopped")
     return 0
 
 
-def _listen_for_stop(stopping: threading.Event) -> None:
-    """While Redis is away, SIGTERM and SIGINT end the worker. RQ's own handlers would ask the gone
-    Redis for the worker's state and raise, which once kept a stopped worker retrying forever."""
-    if threading.current_thread() is not threading.main_thread():
-        return
+_Handlers = dict[int, Callable[[int, FrameType | None], Any] | int | None]
 
-    def stop(_signum: int, _frame: object) -> None:
+
+def _listen_for_stop(stopping: threading.Event) -> _Handlers:
+    """SIGTERM and SIGINT set `stopping` (RQ's handlers take over while its loop runs). Returns the
+    handlers they replace."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, stop)
+    return {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(handlers: _Handlers) -> None:
+    for number, handler in handlers.items():
+        signal.signal(number, handler)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.inquiries import WEB_FORM, Inquiry, SmsConsent, Vehicle
+from gateway.leads import WEB_FORM, Inquiry, SmsConsent, Vehicle
 from gateway.mail import is_address
 from gateway.models import Store
 from gateway.phones import InvalidPhone, to_e164

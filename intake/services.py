@@ -32,9 +32,11 @@ from sqlalchemy.orm import Session
 
 from gateway import events
 from gateway.database import insert_ignoring_conflict, required
-from gateway.inquiries import ADF, Inquiry, Vehicle
 from gateway.leads import (
+    ADF,
+    Inquiry,
     Origin,
+    Vehicle,
     assign_owner,
     contact_for_phone,
     ensure_task,

@@ -17,12 +17,11 @@ from flask import Flask
 from redis import Redis
 
 from gateway.app import create_app
-from gateway.clock import FrozenClock
 from gateway.database import Database, upgrade
 from gateway.dealer_config.apply import apply_config
 from gateway.dealer_config.parse import parse_config
 from gateway.embedded_redis import EmbeddedRedis, free_port
-from gateway.runtime import shutdown
+from gateway.runtime import FrozenClock, shutdown
 from gateway.settings import Settings
 from gateway.worker import run_worker, sweep_once
 from tests.fakes.twilio_api import FakeTwilio

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from gateway import events, runtime
 from gateway.agents import priority
 from gateway.agents.click_to_call import click_to_call_url
-from gateway.inquiries import WEB_FORM, Inquiry
+from gateway.leads import WEB_FORM, Inquiry
 from gateway.messaging.outbound import queue_text, sender_for
 from gateway.models import Agent, Call, CallOutcome, Lead, Message, Role, Task
 from gateway.phones import national

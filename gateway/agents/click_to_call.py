@@ -17,7 +17,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from gateway import inputs, runtime
+from gateway import runtime, web
 from gateway.agents.models import ClickToCallUse
 from gateway.calls.rows import new_call
 from gateway.database import insert_ignoring_conflict, required
@@ -94,17 +94,17 @@ def read_token(settings: Settings, token: str, now: datetime) -> LinkClaim:
         value: Any = _serializer(settings).loads(token[:500])
     except BadSignature:
         raise LinkError(400, "invalid_link", "This call link is not valid. Was it cut short or changed?") from None
-    # Signed claims are bounded like any input (gateway/inputs.py): a secret that leaked, or a token
+    # Signed claims are bounded like any input (gateway/web.py): a secret that leaked, or a token
     # made by another version, must still never reach the database with an id no column holds.
     try:
         if not isinstance(value, list) or len(value) != 4:
             raise ValueError("not a claim")
         lead_id, agent_id, nonce, expires = value
-        if not (inputs.is_row_id(lead_id) and inputs.is_row_id(agent_id)):
+        if not (web.is_row_id(lead_id) and web.is_row_id(agent_id)):
             raise ValueError("ids out of range")
         if not isinstance(nonce, str) or not 0 < len(nonce) <= 64:
             raise ValueError("no nonce")
-        claim = LinkClaim(lead_id, agent_id, nonce, inputs.epoch_instant(expires, name="expiry"))
+        claim = LinkClaim(lead_id, agent_id, nonce, web.epoch_instant(expires, name="expiry"))
     except ValueError:
         raise LinkError(400, "invalid_link", "This call link is not valid.") from None
     if now >= claim.expires_at:

@@ -12,10 +12,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from gateway import attempts, inputs, runtime, web
+from gateway import runtime, web
 from gateway.api.keys import find_key, store_ids
-from gateway.inputs import MAX_ID
-from gateway.web import ApiError
+from gateway.web import MAX_ID, ApiError
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -50,15 +49,15 @@ def authenticate() -> None:
     address = (request.remote_addr or "unknown")[:64]
     moment = runtime.current().clock.now()
     try:
-        attempts.check_failures(session, address, ("api_key",), FAILED_KEYS_PER_ADDRESS, moment)
-    except attempts.TooManyAttempts as limit:
+        web.check_failures(session, address, ("api_key",), FAILED_KEYS_PER_ADDRESS, moment)
+    except web.TooManyAttempts as limit:
         raise ApiError(
             429, "too_many_failed_keys", "Too many unknown API keys from this address; wait and try again.",
             retry_after=limit.retry_after,
         ) from None
     key = find_key(session, token.strip())
     if key is None:
-        attempts.record_failure(session, address, "api_key", moment)
+        web.record_failure(session, address, "api_key", moment)
         session.commit()
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked.")
     g.api_key = key
@@ -93,7 +92,7 @@ def require_store(store_id: int | None) -> None:
         raise ApiError(404, "not_found", "No such resource.")
 
 
-# Query parameters, cursors and JSON bodies are read through these helpers (over gateway/inputs.py), so
+# Query parameters, cursors and JSON bodies are read through these helpers (over gateway/web.py), so
 # an endpoint gets the bounds and the 400s without writing them.
 
 
@@ -102,7 +101,7 @@ def limit_arg() -> int:
     if raw is None:
         return DEFAULT_LIMIT
     try:
-        return inputs.whole_number(raw, low=1, high=MAX_LIMIT, name="limit")
+        return web.whole_number(raw, low=1, high=MAX_LIMIT, name="limit")
     except ValueError:
         raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.") from None
 
@@ -113,7 +112,7 @@ def id_arg(name: str) -> int | None:
     if raw is None:
         return None
     try:
-        return inputs.row_id(raw, name=name)
+        return web.row_id(raw, name=name)
     except ValueError:
         raise ApiError(400, f"invalid_{name}", f"{name} must be a {name} id.") from None
 
@@ -124,7 +123,7 @@ def time_arg(name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        return inputs.instant(raw, name=name)
+        return web.instant(raw, name=name)
     except ValueError as error:
         raise ApiError(400, f"invalid_{name}", f"{error}.") from None
 
@@ -133,12 +132,12 @@ def json_body(*, optional: bool = False) -> dict[str, Any]:
     """The request's JSON object, bounded in size and depth. `optional`: no body at all is {}."""
     if optional and not request.content_length and not request.data:
         return {}
-    if (request.content_length or 0) > inputs.MAX_JSON_BYTES:
-        raise ApiError(413, "body_too_large", f"A JSON body is at most {inputs.MAX_JSON_BYTES} bytes.")
+    if (request.content_length or 0) > web.MAX_JSON_BYTES:
+        raise ApiError(413, "body_too_large", f"A JSON body is at most {web.MAX_JSON_BYTES} bytes.")
     if not request.is_json:
         raise ApiError(400, "invalid_body", "Send a JSON object with Content-Type: application/json.")
     try:
-        value = inputs.json_document(request.get_data(cache=True))
+        value = web.json_document(request.get_data(cache=True))
     except ValueError as error:
         raise ApiError(400, "invalid_json", f"The body is not usable JSON: {error}.") from None
     if not isinstance(value, dict):
@@ -176,7 +175,7 @@ def decode_cursor(raw: str | None) -> dict[str, Any] | None:
         return {"at": at.isoformat(), "id": min(int(timed.group(2)), MAX_ID)}
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        value = inputs.json_document(base64.urlsafe_b64decode(padded.encode()), max_bytes=4096)
+        value = web.json_document(base64.urlsafe_b64decode(padded.encode()), max_bytes=4096)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
     if not isinstance(value, dict):
@@ -187,7 +186,7 @@ def decode_cursor(raw: str | None) -> dict[str, Any] | None:
 def cursor_id(cursor: dict[str, Any]) -> int:
     """The row id a cursor points after; a tampered cursor is a 400, not a 500."""
     value: int = cursor.get("id", -1)
-    if not inputs.is_row_id(value):
+    if not web.is_row_id(value):
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.")
     return value
 
@@ -195,7 +194,7 @@ def cursor_id(cursor: dict[str, Any]) -> int:
 def cursor_time(cursor: dict[str, Any], name: str = "at") -> datetime:
     """The instant a cursor points after, as UTC; one no database can store is a 400."""
     try:
-        return inputs.instant(cursor.get(name), name="the cursor's time")  # type: ignore[arg-type]
+        return web.instant(cursor.get(name), name="the cursor's time")  # type: ignore[arg-type]
     except ValueError:
         raise ApiError(400, "invalid_cursor", "The cursor is not one this API gave out.") from None
 

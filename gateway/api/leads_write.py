@@ -9,8 +9,8 @@ from flask import Response, g, jsonify
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from gateway import inputs, web
 from gateway import serialize as out
+from gateway import web
 from gateway.api import blueprint, json_body, now, require_store
 from gateway.api.leads import load_lead
 from gateway.leads import UNCHANGED, OpenLeadExists, update_lead
@@ -28,7 +28,7 @@ def parse_appointment(value: Any) -> datetime | None:
     if not isinstance(value, str):
         raise ApiError(400, "invalid_appointment_at", "appointment_at must be an ISO 8601 string or null.")
     try:
-        return inputs.instant(value, name="appointment_at")
+        return web.instant(value, name="appointment_at")
     except ValueError as error:
         raise ApiError(400, "invalid_appointment_at", f"{error}.") from None
 

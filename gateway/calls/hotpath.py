@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from gateway.calls import rows
+from gateway.database import WriteLock, write_lock_path
 from gateway.metrics import HOTPATH_COMMIT_SECONDS
 from gateway.runtime import on_shutdown, process, runtime_of
 
@@ -248,7 +248,7 @@ class HotPath:
         self._connection: Any = None
         self._inherited: list[Any] = []
         self._interprocess: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext() if self.postgres else _FileLock(_lock_path(engine))
+            contextlib.nullcontext() if self.postgres else WriteLock(write_lock_path(engine.url.database))
         )
         self._start()
 
@@ -581,37 +581,6 @@ class _Watcher:
         os.write(self._wake_write, b"x")
         self._thread.join(self.RECONNECT_SECONDS * 2)
         os.close(self._wake_write)
-
-
-def _lock_path(engine: Engine) -> str | None:
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return database + "-hotpath.lock"
-
-
-class _FileLock:
-    """An exclusive flock shared by the writers of every process on one SQLite file.
-
-    SQLite makes a second process's writer poll for the lock, sleeping a millisecond and more between
-    tries; a writer blocked on flock is woken by the kernel the moment the first lets go."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._pid = 0
-
-    def __enter__(self) -> None:
-        if self.path is None:
-            return
-        if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def install(app: Flask) -> HotPath:

@@ -163,7 +163,8 @@ def _outcome(call: Call, status: str) -> CallOutcome:
 
 def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: datetime) -> Call | None:
     """Settle a call that ended. Returns the call when this request did the work, None if done before."""
-    if get_call(session, ended.sid) is None:
+    known = get_call(session, ended.sid)
+    if known is None:
         if origin is None:
             log.error("call %s ended at an unknown number; nothing to settle", ended.sid)
             return None
@@ -191,8 +192,11 @@ def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: 
     )
     if not getattr(claimed, "rowcount", 0):
         return None
-    call = required(get_call(session, ended.sid), f"call {ended.sid}")
-    session.refresh(call)
+    if known is not None:
+        session.refresh(known)  # the row as the update left it
+        call = known
+    else:
+        call = required(get_call(session, ended.sid), f"call {ended.sid}")
     if call.kind == "click_to_call":
         return call  # outbound agent calls are settled by the agent loop
     settle_call(session, call, origin, now)

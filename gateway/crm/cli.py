@@ -53,9 +53,9 @@ def deadletters(limit: int) -> None:
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
 def replay(ids: tuple[int, ...], replay_all: bool) -> None:
     """Send dead letters again (same body, same idempotency key) with a fresh 24 h retry window."""
-    from gateway.clock import SystemClock
     from gateway.crm.outbox import NotDead
     from gateway.crm.outbox import replay as replay_deliveries
+    from gateway.runtime import SystemClock
 
     if not ids and not replay_all:
         raise click.UsageError("name the deliveries to replay (IDs) or pass --all")

@@ -36,8 +36,8 @@ from gateway.crm.formats import (
     render_json_event,
 )
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind
-from gateway.inquiries import WEB_FORM, Inquiry
 from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
+from gateway.leads import WEB_FORM, Inquiry
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
 
@@ -219,7 +219,8 @@ def write_deliveries(
         session.add(row)
         rows.append(row)
     if rows:
-        session.flush()
+        # No flush here: the rows go in with the transaction's next flush, together with the other
+        # events' rows (one INSERT for them all), in the order they were added, which is stream order.
         request_delivery(session)
     return rows
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from gateway import attempts, runtime, web
+from gateway import runtime, web
 from gateway.api.keys import find_key, store_ids
 from gateway.dashboard.models import SignInCode, WorkspaceSession
 from gateway.messaging.outbound import queue_text
@@ -82,11 +82,11 @@ def client_address(req: Request) -> str:
     return (req.remote_addr or "unknown")[:64]
 
 
-# --- per-address limits (gateway/attempts.py) ----------------------------------------------------------------
+# --- per-address limits (gateway/web.py) ----------------------------------------------------------------
 
-check_failures = attempts.check_failures
-record_failure = attempts.record_failure
-TooManyAttempts = attempts.TooManyAttempts
+check_failures = web.check_failures
+record_failure = web.record_failure
+TooManyAttempts = web.TooManyAttempts
 
 SIGN_IN_KINDS = ("code", "phone", "key")
 

@@ -445,13 +445,12 @@ def kpis() -> str:
         if not match:
             raise pages.NotFoundPage("There is no such store among yours.")
         ids = {match[0].id}
-    summary = figures_of.compute_metrics(session, ids, since, until, now)
     offset = int((now.astimezone(pages.zone(zone)).utcoffset() or timedelta()).total_seconds() // 3600)
-    figures = figures_of.breakdowns(session, ids, since, until, now, zone, offset)
+    summary, figures = figures_of.page_figures(session, ids, since, until, now, zone, offset)
     first_day = since.astimezone(pages.zone(zone)).date()
     last_day = (until - timedelta(seconds=1)).astimezone(pages.zone(zone)).date()
     names = {s.id: s.name for s in all_stores}
-    agent_names = {a.id: a.name for a in session.scalars(select(Agent))}
+    agent_names = {agent_id: name for agent_id, name in session.execute(select(Agent.id, Agent.name))}
     for row in figures["store"]:
         row["label"] = names.get(row["key"], "another store")
     for row in figures["source"]:

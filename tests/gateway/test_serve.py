@@ -36,33 +36,63 @@ def get_json(url: str, key: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.skipif(os.environ.get("GATEWAY_TEST_DATABASE") == "postgresql", reason="embedded defaults are SQLite")
-def test_serve_runs_everything_on_the_embedded_defaults(tmp_path):
-    port = free_port()
+def serve_env(tmp_path: Path) -> dict[str, str]:
+    """The newcomer's environment, with ports of its own: Redis and the e-mail intake too, which would
+    otherwise be the defaults that every `serve` of a parallel test run tries to take at once."""
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL"}
     }
-    env.update(GATEWAY_INSTANCE_DIR=str(tmp_path / "instance"), GATEWAY_REDIS_PORT=str(free_port()))
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--web-workers", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    env.update(
+        GATEWAY_INSTANCE_DIR=str(tmp_path / "instance"),
+        GATEWAY_REDIS_PORT=str(free_port()),
+        GATEWAY_INTAKE_SMTP=f"127.0.0.1:{free_port()}",
     )
+    return env
+
+
+def start_serve(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`gateway serve`, its output (and its children's) to a file: a pipe nobody reads fills up and
+    blocks the processes writing to it, and a blocking read waits forever for a line that never comes."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", *args], cwd=ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_banner(serve: subprocess.Popen[bytes], log_path: Path, seconds: float = 120.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and serve.poll() is None:
+        output = log_path.read_text()
+        if "Stop with Ctrl-C" in output:
+            return output
+        time.sleep(0.1)
+    output = log_path.read_text()
+    assert "Stop with Ctrl-C" in output, output
+    return output
+
+
+def wait_until_healthy(base: str) -> None:
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1).close()  # noqa: S310 - loopback
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(os.environ.get("GATEWAY_TEST_DATABASE") == "postgresql", reason="embedded defaults are SQLite")
+def test_serve_runs_everything_on_the_embedded_defaults(tmp_path):
+    port = free_port()
+    env = serve_env(tmp_path)
+    log_path = tmp_path / "serve.log"
+    serve = start_serve(env, log_path, "--port", str(port), "--web-workers", "1")
     try:
-        assert serve.stdout is not None
-        banner = ""
-        deadline = time.monotonic() + 60
-        while "curl" not in banner and time.monotonic() < deadline:
-            banner += serve.stdout.readline()
-        assert "sandbox" in banner
+        assert "sandbox" in wait_for_banner(serve, log_path)
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_healthy(base)
         client_env = {**env, "PUBLIC_BASE_URL": base}
         assert "added store north-honda" in gateway(client_env, "config", "apply", "examples/dealer-group.yaml")
         played = gateway(client_env, "simulate", "call", "--from", "+12025550199", "--to", "+12025550123")
@@ -73,7 +103,7 @@ def test_serve_runs_everything_on_the_embedded_defaults(tmp_path):
         assert leads[0]["owner"] in {"alice", "ben"}
         # The worker sends (in sandbox mode: records) the first cadence text and the owner's alert.
         statuses: list[str] = []
-        for _ in range(100):
+        for _ in range(300):
             lead = get_json(f"{base}/api/v1/leads/{leads[0]['id']}", key)
             statuses = [m["status"] for m in lead["messages"]]
             if statuses and all(s == "sandbox" for s in statuses):
@@ -83,38 +113,46 @@ def test_serve_runs_everything_on_the_embedded_defaults(tmp_path):
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
-            serve.wait(timeout=20)
+            serve.wait(timeout=60)
         except subprocess.TimeoutExpired:
             serve.kill()
             serve.wait()
-        if serve.stdout is not None:
-            serve.stdout.close()
 
 
-def _descendants(pid: int) -> set[int]:
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+Process = tuple[int, str]  # a process id and the process's start time: ids are reused, the pair is not
+
+
+def _descendants(pid: int) -> set[Process]:
     """Every process below `pid`, from /proc (children of children too: gunicorn's workers)."""
     parents: dict[int, int] = {}
+    started: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+                started[int(entry.name)] = fields[19]
     found: set[int] = set()
     frontier = {pid}
     while frontier:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
-    return found
+    return {(child, started[child]) for child in found}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def _alive(process: Process) -> bool:
+    """Still running: the same process (not another that got its id since), and not a zombie."""
+    pid, started = process
+    fields = _stat(pid)
+    return fields is not None and fields[19] == started and fields[0] != "Z"
 
 
 def _port_free(port: int) -> bool:
@@ -133,34 +171,18 @@ def _port_free(port: int) -> bool:
 @pytest.mark.skipif(os.environ.get("GATEWAY_TEST_DATABASE") == "postgresql", reason="embedded defaults are SQLite")
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_serve_writes_its_url_for_simulate_and_a_stop_signal_leaves_nothing_running(tmp_path, stop_signal):
-    port, redis_port = free_port(), free_port()
-    instance = tmp_path / "instance"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "PUBLIC_BASE_URL"}
-    }
-    env.update(GATEWAY_INSTANCE_DIR=str(instance), GATEWAY_REDIS_PORT=str(redis_port))
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--web-workers", "2", "--workers", "2"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    started: set[int] = set()
-    output = ""
+    port = free_port()
+    env = serve_env(tmp_path)
+    instance = Path(env["GATEWAY_INSTANCE_DIR"])
+    log_path = tmp_path / "serve.log"
+    serve = start_serve(env, log_path, "--port", str(port), "--web-workers", "2", "--workers", "2")
+    started: set[Process] = set()
+    left: list[Process] = []
     try:
-        assert serve.stdout is not None
-        while "Stop with Ctrl-C" not in output:
-            line = serve.stdout.readline()
-            assert line, output
-            output += line
+        wait_for_banner(serve, log_path)
         base = f"http://127.0.0.1:{port}"
         assert (instance / "serve-url").read_text().split() == [base, base]
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_until_healthy(base)
         # No --url and no PUBLIC_BASE_URL (whose default port is 8000): simulate finds the running gateway.
         gateway(env, "config", "apply", "examples/dealer-group.yaml")
         played = gateway(env, "simulate", "call", "--from", "+12025550199", "--to", "+12025550123")
@@ -169,22 +191,26 @@ def test_serve_writes_its_url_for_simulate_and_a_stop_signal_leaves_nothing_runn
             urllib.request.urlopen(f"{base}/api/v1/leads?phone=%2B12025550199", timeout=5).close()  # noqa: S310
         started = _descendants(serve.pid)
         assert len(started) >= 6  # Redis, two workers, gunicorn's arbiter and its two workers
+        stopping_at = len(log_path.read_bytes())
     finally:
         serve.send_signal(stop_signal)
         try:
-            code = serve.wait(timeout=60)
+            code = serve.wait(timeout=120)
         except subprocess.TimeoutExpired:
             serve.kill()
+            serve.wait()
             raise
         finally:
-            rest = serve.stdout.read() if serve.stdout is not None else ""
-            if serve.stdout is not None:
-                serve.stdout.close()
-    output += rest
+            left = [process for process in started if _alive(process)]
+            for pid, _ in left:  # ours: a stop that failed leaves nothing behind for the next test
+                os.kill(pid, signal.SIGKILL)
+    output = log_path.read_text()
+    rest = log_path.read_bytes()[stopping_at:].decode()
     assert code == 0, output
-    assert [pid for pid in started if _alive(pid)] == []
+    assert left == []
     assert _port_free(port)
-    assert _port_free(redis_port)
+    assert _port_free(int(env["GATEWAY_REDIS_PORT"]))
+    assert _port_free(int(env["GATEWAY_INTAKE_SMTP"].rsplit(":", 1)[1]))
     assert not (instance / "serve-url").exists()
     assert "Traceback" not in output
     assert rest.strip().splitlines()[-1:] == [f"{signal.Signals(stop_signal).name}: stopped the web server, "

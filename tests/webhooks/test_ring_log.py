@@ -58,6 +58,16 @@ def hold_writer(app, seconds: float) -> None:
     hotpath.hot_path(app).log(lambda db: time.sleep(seconds), lambda error: None)
 
 
+def committed_rows(app, sid) -> int:
+    """The call's committed rows, read beside a writer that holds its transaction open. Not through a
+    session: on SQLite every session's transaction begins IMMEDIATE, so it would wait for that writer
+    (and give up with "database is locked" once the busy timeout ran out)."""
+    row = hotpath.hot_path(app).read(
+        lambda statements: statements.fetch("SELECT count(*) FROM calls WHERE sid = :sid", {"sid": sid}))
+    assert row is not None
+    return int(row[0])
+
+
 def calls_with(db, sid) -> list[Call]:
     with db.session() as session:
         return list(session.scalars(select(Call).where(Call.sid == sid)))
@@ -67,13 +77,19 @@ def calls_with(db, sid) -> list[Call]:
 def test_the_end_of_a_call_reaching_another_process_first_waits_for_the_ring(app, make_app, db, settings,
                                                                              monkeypatch):
     ring_unflushed(app, settings)  # the writer's first commit: it is known healthy from here
-    held = threading.Event()
-    # This process commits its next ring late: held by an event, not a pause, so that a busy machine
-    # cannot commit it before the check below.
-    hotpath.hot_path(app).log(lambda db: held.wait(60), lambda error: None)
+    held, holding = threading.Event(), threading.Event()
+
+    def hold(_statements: Statements) -> None:
+        holding.set()
+        held.wait(60)
+
+    # This process commits its next ring late: its writer is held inside a transaction by an event, not
+    # a pause, so that a busy machine cannot commit the ring before the check below.
+    hotpath.hot_path(app).log(hold, lambda error: None)
+    assert holding.wait(60)
     sid, root = ring_unflushed(app, settings)
     assert [n.text for n in root.findall("./Dial/Number")] == [ALICE, BEN]
-    assert calls_with(db, sid) == []  # answered, not yet committed
+    assert committed_rows(app, sid) == 0  # answered, not yet committed
 
     # The other process waits for the ring as long as it takes here (the SQLite writer holds its lock
     # while held, so the ring is let go now and reaches the database while the other process waits).

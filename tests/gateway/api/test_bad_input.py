@@ -1,7 +1,7 @@
 """Bad input found by hand gets a 4xx with the JSON error body, never a 500 or a misleading 503.
 
 Each case was a 500 (or a 503 that blamed the database) before query integers, ids, cursors, JSON
-bodies and signed claims were read through gateway/inputs.py.
+bodies and signed claims were read through gateway/web.py.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.access_log import scrub
 from gateway.agents.click_to_call import make_token
 from gateway.embedded_redis import free_port
+from gateway.logs import scrub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUMBER = "2025550194"

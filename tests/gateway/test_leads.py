@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from gateway.inquiries import ADF, WEB_FORM, Inquiry, SmsConsent, Vehicle
+from gateway.leads import ADF, WEB_FORM, Inquiry, SmsConsent, Vehicle
 
 
 def test_a_full_inquiry_comes_back_from_its_json() -> None:

@@ -1,0 +1,138 @@
+"""`gateway worker` as a process: a stop signal ends it while the Redis it worked for is gone (stopped)
+or does not answer (frozen), with one line each and no traceback, alone or as a `--concurrency` pool.
+
+Nothing here can hang the suite: the worker writes to a file that is read, never a pipe; every wait has
+a deadline; the worker's process group and the private Redis are ended in `finally`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from gateway import worker
+from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.settings import Settings
+from gateway.worker import STOP_GRACE
+
+ROOT = Path(__file__).resolve().parents[2]
+# Generous guards for a busy machine; a worker that needs them has failed its test already.
+START_DEADLINE = 120.0
+STOP_DEADLINE = 120.0
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis server of this test's own, which the test stops or freezes."""
+    server = EmbeddedRedis(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)
+        server.stop()
+
+
+def _worker_env(settings: Settings, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEWAY_"))},
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": settings.secret_key,
+        "GATEWAY_INSTANCE_DIR": str(tmp_path / "instance"),
+        "GATEWAY_SWEEP_INTERVAL": "0.2",
+    }
+
+
+def _ready(client: Redis, processes: int) -> bool:
+    """Every worker process registered and waiting for jobs, and a job scheduler running."""
+    names = client.smembers("rq:workers")
+    return (
+        len(names) == processes
+        and all(client.hget(name, "state") == b"idle" for name in names)
+        and bool(client.keys("rq:scheduler:*"))
+    )
+
+
+def _outages_noticed(log_path: Path) -> int:
+    output = log_path.read_text()
+    return output.count("could not connect to Redis") + output.count("redis unavailable")
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "stop_signal", "outage"),
+    [
+        (1, signal.SIGTERM, "stopped"),
+        (2, signal.SIGINT, "stopped"),
+        (1, signal.SIGINT, "frozen"),
+        (2, signal.SIGTERM, "frozen"),
+    ],
+)
+def test_a_stop_signal_ends_the_worker_while_redis_is_gone_with_one_line_and_no_traceback(
+    settings: Settings, private_redis: EmbeddedRedis, tmp_path: Path, concurrency: int,
+    stop_signal: signal.Signals, outage: str,
+) -> None:
+    log_path = tmp_path / "worker.log"
+    client = Redis.from_url(private_redis.url, socket_timeout=2)
+    assert private_redis.process is not None
+    with log_path.open("wb") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", str(concurrency)],
+            cwd=ROOT, env=_worker_env(settings, private_redis.url, tmp_path),
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            start_new_session=True,  # its own process group, so that `finally` can end the pool's children
+        )
+    try:
+        ready = _wait_for(lambda: worker.poll() is not None or _ready(client, concurrency), START_DEADLINE)
+        assert worker.poll() is None, log_path.read_text()
+        assert ready, log_path.read_text()
+        client.close()
+
+        if outage == "stopped":
+            private_redis.process.terminate()
+            private_redis.process.wait(timeout=30)
+            # Each process notices: RQ's own loop retries the connection, or ours does.
+            assert _wait_for(lambda: _outages_noticed(log_path) >= concurrency, START_DEADLINE), log_path.read_text()
+        else:
+            # It takes connections (the kernel accepts them) but answers nothing: reads wait.
+            private_redis.process.send_signal(signal.SIGSTOP)
+
+        worker.send_signal(stop_signal)
+        code = worker.wait(timeout=STOP_DEADLINE)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    output = log_path.read_text()
+    assert code == 0, output
+    assert output.count("stopped, redis unavailable") == concurrency, output
+    # Each process stopped by itself: none ran out its grace, none was killed by the pool.
+    assert "the worker did not stop" not in output
+    if concurrency > 1:
+        assert "worker processes stopped" in output
+        assert f"did not stop within {STOP_GRACE:.0f}s; killed" not in output
+    assert "Traceback" not in output, output
+
+
+def test_the_processes_that_take_every_lane_give_way_on_a_busy_machine():
+    assert [worker.niced(index, 3) for index in range(3)] == [False, False, True]
+    assert [worker.niced(index, 2) for index in range(2)] == [False, True]
+    assert worker.niced(0, 1) is False  # one process does everything at normal priority
