@@ -52,10 +52,11 @@ QUEUED_FLAG = "gateway:intake:build-queued"
 QUEUED_FLAG_SECONDS = 30
 # Documents stored per second of the wall clock, kept for a few seconds.
 STORED_COUNTER = "gateway:intake:stored:{}"
-# More documents than this in the current and the last second is a burst.
+# More documents than this in the current and the last second is a burst. During one the builder takes
+# a tenth of its time (each lead's own work, the alert and CRM jobs after it, cost about as much again).
 BUSY_INTAKE = 20
-PAUSE_RATIO = 4.0
-MAX_PAUSE = 0.5
+PAUSE_RATIO = 9.0
+MAX_PAUSE = 1.0
 
 
 def enqueue_build(session: Session) -> None:
