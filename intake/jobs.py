@@ -7,23 +7,19 @@ cannot be built holds up no other: it is marked failed with the reason and becom
 sweep queues the job again for records left pending: Redis down at the commit, a job lost, a worker
 killed after its claim.
 
-Two things keep a burst of documents (a lead site resending a day's leads) from slowing the intake:
-- One builder at a time. A job claims every pending record, not only its request's, and a Redis flag
+One builder at a time keeps a burst of documents (a lead site resending a day's leads) from slowing
+the intake. A job claims every pending record, not only its request's, and a Redis flag
   says a job is queued or running and will look again before it stops: a request queues a job only
   when the flag is down. A thousand documents in a few seconds cost a few jobs, not a thousand; on
   SQLite a second builder would only wait for the one write lock, and on PostgreSQL the other worker
-  processes stay free for texts and calls.
-- While documents pour in (more than BUSY_INTAKE in the last second or two) the builder pauses after
-  each lead, PAUSE_RATIO times as long as the lead took, leaving the CPU and SQLite's write lock to the
-  requests, whose lead sites wait on each answer. The records are safe; their leads follow as the burst
-  eases, at full speed again once it has.
+  processes stay free for texts and calls. The builder never sleeps: a job on the urgent lane that
+  paused would hold a process missed callers' first texts need.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from datetime import datetime, timedelta
 
 from redis import Redis
@@ -50,13 +46,6 @@ _DATABASE_TROUBLE = (OperationalError, InterfaceError)
 # this long, should that job be lost.
 QUEUED_FLAG = "gateway:intake:build-queued"
 QUEUED_FLAG_SECONDS = 30
-# Documents stored per second of the wall clock, kept for a few seconds.
-STORED_COUNTER = "gateway:intake:stored:{}"
-# More documents than this in the current and the last second is a burst. During one the builder takes
-# a tenth of its time (each lead's own work, the alert and CRM jobs after it, cost about as much again).
-BUSY_INTAKE = 20
-PAUSE_RATIO = 9.0
-MAX_PAUSE = 1.0
 
 
 def enqueue_build(session: Session) -> None:
@@ -65,16 +54,11 @@ def enqueue_build(session: Session) -> None:
 
 
 def request_build(redis: Redis, stored: int) -> None:
-    """After the commit that stored `stored` new records: count them, and queue a build job unless one is
-    queued or running (it claims these records too: it looks again after this commit). Redis down: the
-    sweep builds them."""
+    """After the commit that stored `stored` new records: queue a build job unless one is queued or
+    running (it claims these records too: it looks again after this commit). Redis down: the sweep
+    builds them."""
     try:
-        with redis.pipeline(transaction=False) as pipe:
-            counter = STORED_COUNTER.format(int(time.time()))
-            pipe.incrby(counter, stored)
-            pipe.expire(counter, 5)
-            pipe.set(QUEUED_FLAG, b"1", nx=True, ex=QUEUED_FLAG_SECONDS)
-            first = bool(pipe.execute()[-1])
+        first = bool(redis.set(QUEUED_FLAG, b"1", nx=True, ex=QUEUED_FLAG_SECONDS))
     except RedisError as error:
         log.warning("redis unavailable, %d intake record(s) left for the sweep: %s", stored, error)
         return
@@ -92,15 +76,6 @@ def _raise_flag(redis: Redis, *, only_if_down: bool) -> bool:
 def _lower_flag(redis: Redis) -> None:
     with contextlib.suppress(RedisError):  # else it expires; the sweep builds meanwhile
         redis.delete(QUEUED_FLAG)
-
-
-def _intake_is_busy(redis: Redis) -> bool:
-    now = int(time.time())
-    try:
-        counts = redis.mget([STORED_COUNTER.format(now), STORED_COUNTER.format(now - 1)])
-    except RedisError:
-        return False
-    return sum(int(count) for count in counts if count is not None) > BUSY_INTAKE
 
 
 def build_leads_job() -> None:
@@ -133,12 +108,8 @@ def _claim() -> list[tuple[int, int]]:
 
 
 def _build(claimed: list[tuple[int, int]]) -> None:
-    redis = runtime.current().redis
     for record_id, attempt in claimed:
-        started = time.monotonic()
         build_one(record_id, attempt)
-        if _intake_is_busy(redis):
-            time.sleep(min((time.monotonic() - started) * PAUSE_RATIO, MAX_PAUSE))
 
 
 def build_one(record_id: int, attempt: int) -> None:
