@@ -43,6 +43,10 @@ class Lane(StrEnum):
 LANES = (Lane.URGENT, Lane.DEFAULT, Lane.CRM)
 
 
+# Ids one job of a batch function takes at most, when a transaction's jobs are merged.
+MERGED_BATCH = 50
+
+
 @dataclass(frozen=True)
 class PendingJob:
     func: Callable[..., Any]  # a module-level function (RQ stores its dotted path), e.g. send_messages_job
@@ -50,13 +54,47 @@ class PendingJob:
     job_id: str | None = None
     retry: bool = True
     lane: Lane = Lane.DEFAULT
+    batch: bool = False  # the one argument is a list of ids: such jobs of one transaction are merged
 
 
 def enqueue_after_commit(
-    session: Session, func: Callable[..., Any], *args: Any, lane: Lane = Lane.DEFAULT, job_id: str | None = None
+    session: Session,
+    func: Callable[..., Any],
+    *args: Any,
+    lane: Lane = Lane.DEFAULT,
+    job_id: str | None = None,
+    batch: bool = False,
 ) -> None:
-    """Queue a job that is sent to Redis only once this session's transaction has committed."""
-    session.info.setdefault(_PENDING_KEY, []).append(PendingJob(func, tuple(args), job_id, lane=lane))
+    """Queue a job that is sent to Redis only once this session's transaction has committed.
+
+    batch=True: `func` takes one list of ids, and the transaction's jobs of the same function and lane
+    go as one job (a missed call's first text and its owner's alert: one job, sent at once, not two)."""
+    job = PendingJob(func, tuple(args), job_id, lane=lane, batch=batch)
+    session.info.setdefault(_PENDING_KEY, []).append(job)
+
+
+def merged(jobs: list[PendingJob]) -> list[PendingJob]:
+    """The jobs with each function's batch jobs of one lane merged, in order, MERGED_BATCH ids a job."""
+    out: list[PendingJob] = []
+    groups: dict[tuple[Callable[..., Any], Lane], list[Any]] = {}
+    for job in jobs:
+        if not job.batch or job.job_id is not None:
+            out.append(job)
+            continue
+        key = (job.func, job.lane)
+        if key not in groups:
+            groups[key] = []
+            out.append(job)  # its place in the order; replaced below
+        groups[key].extend(job.args[0])
+    result: list[PendingJob] = []
+    for job in out:
+        if not job.batch or job.job_id is not None:
+            result.append(job)
+            continue
+        ids = list(dict.fromkeys(groups.pop((job.func, job.lane), [])))
+        for start in range(0, len(ids), MERGED_BATCH):
+            result.append(PendingJob(job.func, (ids[start : start + MERGED_BATCH],), None, job.retry, job.lane, True))
+    return result
 
 
 @event.listens_for(Session, "after_commit")
@@ -64,7 +102,7 @@ def _send_pending(session: Session) -> None:
     pending: list[PendingJob] = session.info.pop(_PENDING_KEY, [])
     redis: Redis | None = session.info.get(SESSION_REDIS_KEY)
     if pending and redis is not None:
-        enqueue(redis, pending)
+        enqueue(redis, merged(pending))
 
 
 @event.listens_for(Session, "after_rollback")

@@ -148,7 +148,7 @@ def queue_text(session: Session, *, now: datetime, enqueue: bool = True, **text:
     session.flush()
     send_after = values["send_after"]
     if enqueue and (send_after is None or send_after <= now):
-        enqueue_after_commit(session, send_messages_job, [message.id], lane=Lane.URGENT)
+        enqueue_after_commit(session, send_messages_job, [message.id], lane=Lane.URGENT, batch=True)
     return message
 
 
@@ -196,7 +196,9 @@ def queue_texts(
             if row["origin"] in inserted and (row["send_after"] is None or row["send_after"] <= now)
         ]
         for start in range(0, len(due), SEND_BATCH):
-            enqueue_after_commit(session, send_messages_job, due[start : start + SEND_BATCH], lane=Lane.URGENT)
+            enqueue_after_commit(
+                session, send_messages_job, due[start : start + SEND_BATCH], lane=Lane.URGENT, batch=True
+            )
     return {origin: message for origin, message in messages.items() if origin is not None}
 
 
@@ -610,7 +612,7 @@ def enqueue_due_messages(session: Session, now: datetime) -> None:
         )
     )
     for start in range(0, len(ids), SEND_BATCH):
-        enqueue_after_commit(session, send_messages_job, ids[start : start + SEND_BATCH])
+        enqueue_after_commit(session, send_messages_job, ids[start : start + SEND_BATCH], batch=True)
     if ids:
         # Touch them so the next sweep leaves them to the jobs just queued.
         session.execute(update(Message).where(Message.id.in_(ids)).values(updated_at=now))

@@ -9,9 +9,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from gateway.crm.delivery import deliver_due_job
+from gateway.jobs import MERGED_BATCH, Lane, PendingJob, make_queue, merged
 from gateway.leads import contact_for_phone
-from gateway.messaging.outbound import queue_text, queue_texts, send_messages, text_values
+from gateway.messaging.outbound import queue_text, queue_texts, send_messages, send_messages_job, text_values
 from gateway.models import Message
+from gateway.simulator import play_call
+from gateway.worker import GatewayWorker
 from tests.support.config import SIMULTANEOUS
 
 CUSTOMERS = [f"+1202555{n:04d}" for n in range(3100, 3112)]
@@ -151,3 +155,36 @@ def test_a_cadence_jobs_texts_go_in_chunks_with_each_customers_texts_together_an
     assert [m["Body"] for m in fake_twilio.messages if m["To"] == CUSTOMERS[0]] == ["a1", "a2", "a3"]
     assert sorted(m["Body"] for m in fake_twilio.messages) == ["a1", "a2", "a3", "b", "c"]
     assert set(statuses(db, [a1, a2, a3, b, c]).values()) == {"queued"}
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_missed_calls_first_text_and_alert_go_in_one_urgent_job(app, poster, redis, fake_twilio):
+    list(play_call(poster, to=SIMULTANEOUS, caller=CUSTOMERS[0], outcome="no-answer"))
+    urgent = make_queue(redis, Lane.URGENT)
+    jobs = urgent.get_jobs()
+    assert [job.func_name for job in jobs] == ["gateway.messaging.outbound.send_messages_job"]
+    assert len(jobs[0].args[0]) == 2  # the customer's text and the owner's alert
+    with app.app_context():
+        GatewayWorker([urgent], connection=redis).work(burst=True, max_jobs=1)
+    sent = [m["To"] for m in fake_twilio.messages]
+    assert CUSTOMERS[0] in sent
+    assert any(to != CUSTOMERS[0] for to in sent)  # the owner's alert, in the same job
+
+
+def _job(ids, lane=Lane.URGENT, func=send_messages_job, **rest):
+    return PendingJob(func, (ids,), lane=lane, batch=True, **rest)
+
+
+def test_merged_joins_a_transactions_batch_jobs_per_function_and_lane_in_order():
+    other = PendingJob(deliver_due_job, lane=Lane.CRM)
+    jobs = merged([_job([1]), other, _job([2, 1]), _job([3], lane=Lane.DEFAULT), _job([4])])
+    assert [(job.func, job.lane, job.args) for job in jobs] == [
+        (send_messages_job, Lane.URGENT, ([1, 2, 4],)),
+        (deliver_due_job, Lane.CRM, ()),
+        (send_messages_job, Lane.DEFAULT, ([3],)),
+    ]
+    named = _job([5], job_id="fixed")  # a job with its own id stays as it is
+    assert merged([named, _job([6])]) == [named, _job([6])]
+    many = merged([_job(list(range(n * 10, n * 10 + 10))) for n in range(12)])
+    assert [len(job.args[0]) for job in many] == [MERGED_BATCH, MERGED_BATCH, 20]
+    assert [i for job in many for i in job.args[0]] == list(range(120))
