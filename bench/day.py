@@ -671,6 +671,7 @@ class Contact:
     scheduled: float = 0.0
     started: float = 0.0
     ended: float = 0.0  # calls: final status callback posted; texts: webhook posted
+    answered: float = 0.0  # texts: the gateway's answer to the webhook came back
     sid: str = ""
     duration: int = 0
     error: str = ""
@@ -803,6 +804,7 @@ class Player:
         contact.sid = sid
         contact.ended = time.time()
         status, _ = self.provider.post("/webhooks/sms/incoming", params)
+        contact.answered = time.time()
         if not 200 <= status < 300:
             contact.error = f"text webhook answered {status}"
 
@@ -1025,6 +1027,7 @@ class Outcome:
     missing_first_text: list[str] = field(default_factory=list)
     double_first_text: list[str] = field(default_factory=list)
     after_stop: list[str] = field(default_factory=list)
+    stop_in_flight: list[str] = field(default_factory=list)
     crm_missing: dict[str, list[str]] = field(default_factory=dict)
     alerts_missing: int = 0
 
@@ -1070,10 +1073,14 @@ def analyse(contacts: list[Contact], messages: list[dict[str, Any]], receipts: l
         elif unanswered and len(firsts) > 1:
             result.double_first_text.append(customer)
         if stopped_at is not None:
-            # Texts the provider took after the STOP webhook was posted (and answered: + its round trip).
-            late = [m for m in to_customer.get(customer, []) if m["t"] > stopped_at]
-            if late:
+            # Texts the provider took after the gateway answered the STOP webhook: it had the opt-out then.
+            # A text that left while the STOP was still on its way in is counted apart (`in_flight`).
+            answered = min((c.answered for c in theirs if c.kind == "stop" and c.answered), default=stopped_at)
+            texts = to_customer.get(customer, [])
+            if [m for m in texts if m["t"] > answered]:
                 result.after_stop.append(customer)
+            elif [m for m in texts if stopped_at < m["t"] <= answered]:
+                result.stop_in_flight.append(customer)
         # Alerts: the k-th alert of a kind belongs to the k-th contact of that kind.
         for kind, own in (("call", unanswered), ("text", [c for c in theirs if c.kind == "text"])):
             times = sorted(alerts[customer][kind])
@@ -1232,7 +1239,7 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
          f"{len(expecting) - len(result.missing_first_text) - len(result.double_first_text)}/{len(expecting)}"
          f" (none: {len(result.missing_first_text)}, more than one: {len(result.double_first_text)})"),
         (not result.after_stop,
-         f"nobody texted after STOP: {len(stoppers) - len(result.after_stop)}/{len(stoppers)}"
+         f"nobody texted after the STOP was answered: {len(stoppers) - len(result.after_stop)}/{len(stoppers)}"
          f" (texted after: {len(result.after_stop)})"),
         (crm_ok,
          "every unanswered call in every CRM destination: "
@@ -1242,7 +1249,8 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
     for ok, line in checks:
         print(f"  {verdict(ok)}  {line}")
     print(f"  info  customers with more than one open lead: {len(doubles)}; "
-          f"missed-call and text alerts not seen: {result.alerts_missing}")
+          f"missed-call and text alerts not seen: {result.alerts_missing}; texted while their STOP was "
+          f"on its way in (posted, not yet answered): {len(result.stop_in_flight)}")
     origin = min(c.started for c in contacts)
     for customer in none[:5]:
         print(f"  no lead for {customer}, who made: " + "; ".join(
