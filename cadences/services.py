@@ -52,7 +52,7 @@ from cadences.models import (
 )
 from cadences.templates import render
 from gateway.calls.services import texts_allowed
-from gateway.database import insert_ignoring_conflict
+from gateway.database import insert_returning_or_none
 from gateway.jobs import enqueue_after_commit
 from gateway.leads import record_event
 from gateway.messaging.outbound import queue_texts, sender_for, text_values
@@ -158,7 +158,7 @@ def enrol(
         )
         return None
     key = active_key(lead.id, definition.key)
-    inserted = insert_ignoring_conflict(
+    enrolment = insert_returning_or_none(
         session,
         CadenceEnrolment,
         {
@@ -175,9 +175,8 @@ def enrol(
         },
         ["active_key"],
     )
-    if not inserted:
+    if enrolment is None:
         return None
-    enrolment = session.scalars(select(CadenceEnrolment).where(CadenceEnrolment.active_key == key)).one()
     steps = []
     for index, spec in enumerate(specs):
         relative_to = APPOINTMENT if spec.get("relative_to") == APPOINTMENT else START

@@ -140,29 +140,48 @@ class WriteLock:
 
 
 class _LockingConnection(sqlite3.Connection):
-    """pysqlite's connection, giving the database's WriteLock back when a transaction ends."""
+    """pysqlite's connection, giving the database's WriteLock back when a transaction ends (and making a
+    reader's connection writable again, see `begin_reading`)."""
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(database, *args, **kwargs)
         self.write_lock = WriteLock(write_lock_path(str(database)))
+        self.reading = False
 
     def commit(self) -> None:
         try:
             super().commit()
         finally:
-            self.write_lock.release()
+            self._ended()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            self.write_lock.release()
+            self._ended()
+
+    def _ended(self) -> None:
+        self.write_lock.release()
+        if self.reading:
+            self.reading = False
+            self.execute("PRAGMA query_only=OFF")
 
     def close(self) -> None:
         try:
             super().close()
         finally:
             self.write_lock.close()
+
+
+READING = "gateway_reading"
+
+
+def begin_reading(session: Session) -> None:
+    """Begin the session's transaction as a reader, before its first statement, for work that only reads
+    (an API GET). On SQLite it takes neither the WriteLock nor SQLite's write lock, so it never waits for
+    the writers (in WAL mode a reader sees the last commit and blocks nobody); a write in it fails
+    ("attempt to write a readonly database"). PostgreSQL's readers never wait anyway: nothing changes."""
+    session.connection(execution_options={READING: True})
 
 
 def make_engine(url: str, *, pool: bool = True) -> Engine:
@@ -188,9 +207,16 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection: Any) -> None:
+            dbapi_connection = connection.connection.dbapi_connection
+            if connection.get_execution_options().get(READING) and isinstance(dbapi_connection, _LockingConnection):
+                # A reader (`begin_reading`): a deferred BEGIN, no lock; its connection refuses writes.
+                dbapi_connection.execute("PRAGMA query_only=ON")
+                dbapi_connection.reading = True
+                connection.exec_driver_sql("BEGIN")
+                return
             # A write lock up front: no deadlock when two processes upgrade read locks at once. The
             # WriteLock first, so the wait for it is a kernel wake-up, not SQLite's sleeping retries.
-            lock: WriteLock | None = getattr(connection.connection.dbapi_connection, "write_lock", None)
+            lock: WriteLock | None = getattr(dbapi_connection, "write_lock", None)
             if lock is not None:
                 lock.acquire()
             try:
@@ -268,25 +294,42 @@ def insert_ignoring_conflict(
     return bool(getattr(result, "rowcount", 0))
 
 
+def insert_returning_or_none(
+    session: Session, model: type[T], values: Mapping[str, Any], conflict_columns: Sequence[str]
+) -> T | None:
+    """`insert_ignoring_conflict` that returns the row it inserted (loaded from the INSERT's RETURNING,
+    no second query), or None when the unique key existed."""
+    dialect = session.get_bind().dialect.name
+    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        dialect_insert(model)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=list(conflict_columns))
+        .returning(model)
+    )
+    row: T | None = session.scalars(stmt).first()
+    return row
+
+
 def insert_many_ignoring_conflict(
     session: Session,
-    model: type[Base],
+    model: type[T],
     rows: Sequence[Mapping[str, Any]],
     conflict_column: str,
-) -> set[Any]:
-    """Many rows in one INSERT that skips those whose unique key exists; the keys of the rows it inserted.
+) -> list[T]:
+    """Many rows in one INSERT that skips those whose unique key exists; the rows it inserted, loaded from
+    the INSERT's RETURNING (no second query for them).
 
     The same guard against doubles as `insert_ignoring_conflict`, for a batch (a job's cadence texts)."""
     if not rows:
-        return set()
+        return []
     dialect = session.get_bind().dialect.name
-    table: Any = model.__table__
-    column = table.c[conflict_column]
+    table: Any = getattr(model, "__table__")  # noqa: B009 - a mapped class, typed as any T here
     dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # Executed with the rows as parameters: SQLAlchemy sends them as one multi-row INSERT per few hundred
     # ("insertmanyvalues"), from one cached compiled statement.
-    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=[column]).returning(column)
-    return set(session.scalars(stmt, [dict(row) for row in rows]))
+    stmt = dialect_insert(model).on_conflict_do_nothing(index_elements=[table.c[conflict_column]]).returning(model)
+    return list(session.scalars(stmt, [dict(row) for row in rows]))
 
 
 # --- migrations ---

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway import events
-from gateway.database import insert_ignoring_conflict, required
+from gateway.database import insert_returning_or_none, required
 from gateway.hours import is_open, next_opening
 from gateway.models import (
     Agent,
@@ -60,8 +60,10 @@ def contact_for_phone(session: Session, phone: str | None) -> Contact:
     existing = session.scalar(select(Contact).where(Contact.phone == phone))
     if existing is not None:
         return existing
-    insert_ignoring_conflict(session, Contact, {"phone": phone}, ["phone"])
-    # Inserted above, or by the concurrent transaction the insert waited for.
+    created = insert_returning_or_none(session, Contact, {"phone": phone}, ["phone"])
+    if created is not None:
+        return created
+    # Inserted by the concurrent transaction the insert waited for.
     return required(session.scalar(select(Contact).where(Contact.phone == phone)), "contact")
 
 
@@ -74,7 +76,7 @@ def open_or_join_lead(
     if lead is not None:
         lead.last_contact_at = now
         return lead, False
-    inserted = insert_ignoring_conflict(
+    created = insert_returning_or_none(
         session,
         Lead,
         {
@@ -93,10 +95,10 @@ def open_or_join_lead(
         },
         ["open_key"],
     )
-    lead = required(session.scalar(select(Lead).where(Lead.open_key == key)), f"open lead {key}")
-    if inserted:
-        events.lead_created.send(session, lead=lead, now=now)
-    return lead, inserted
+    if created is None:  # opened by the concurrent transaction the insert waited for
+        return required(session.scalar(select(Lead).where(Lead.open_key == key)), f"open lead {key}"), False
+    events.lead_created.send(session, lead=created, now=now)
+    return created, True
 
 
 def on_duty(agent: Agent, store: Store, department: str, now: datetime) -> bool:

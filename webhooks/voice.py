@@ -202,9 +202,9 @@ def call_status() -> Response:
     now = runtime.current().clock.now()
     try:
         session = web.session()
-        logged_call(session, ended.sid)
+        call = logged_call(session, ended.sid)
         route = route_cache().get(session, ended.to)
-        finish_call(session, ended, route.origin if route else None, now)
+        finish_call(session, ended, route.origin if route else None, now, loaded=call)
         session.commit()
     except SQLAlchemyError:
         log.exception("database unavailable for the end of call %s: kept for replay", ended.sid)

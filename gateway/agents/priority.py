@@ -113,7 +113,7 @@ def contacts_this_week(session: Session, lead: Lead, now: datetime) -> int:
     phone = lead.contact.phone
     if phone is None:
         return 1
-    called = session.scalar(
+    called = (
         select(func.count())
         .select_from(Call)
         .where(
@@ -122,8 +122,9 @@ def contacts_this_week(session: Session, lead: Lead, now: datetime) -> int:
             Call.direction == Direction.INBOUND.value,
             Call.started_at >= since,
         )
+        .scalar_subquery()
     )
-    texted = session.scalar(
+    texted = (
         select(func.count())
         .select_from(Message)
         .where(
@@ -132,8 +133,10 @@ def contacts_this_week(session: Session, lead: Lead, now: datetime) -> int:
             Message.direction == Direction.INBOUND.value,
             Message.created_at >= since,
         )
+        .scalar_subquery()
     )
-    return max(1, int(called or 0) + int(texted or 0))
+    counts = session.execute(select(called, texted)).one()  # both in one round trip
+    return max(1, int(counts[0] or 0) + int(counts[1] or 0))
 
 
 def _voicemail_seconds(session: Session, lead: Lead) -> int | None:

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from gateway import runtime, web
 from gateway.api.keys import find_key, store_ids
+from gateway.database import begin_reading
 from gateway.web import MAX_ID, ApiError
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -46,6 +47,9 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <api key>'.")
     session = web.session()
+    reading = request.method in ("GET", "HEAD")
+    if reading:
+        begin_reading(session)  # the API's reads wait for no writer
     address = (request.remote_addr or "unknown")[:64]
     moment = runtime.current().clock.now()
     try:
@@ -57,6 +61,8 @@ def authenticate() -> None:
         ) from None
     key = find_key(session, token.strip())
     if key is None:
+        if reading:
+            session.rollback()  # the failure is written in a transaction of its own
         web.record_failure(session, address, "api_key", moment)
         session.commit()
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked.")

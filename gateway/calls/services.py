@@ -161,9 +161,12 @@ def _outcome(call: Call, status: str) -> CallOutcome:
     return CallOutcome.ABANDONED
 
 
-def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: datetime) -> Call | None:
-    """Settle a call that ended. Returns the call when this request did the work, None if done before."""
-    known = get_call(session, ended.sid)
+def finish_call(
+    session: Session, ended: CallEnded, origin: Origin | None, now: datetime, *, loaded: Call | None = None
+) -> Call | None:
+    """Settle a call that ended. Returns the call when this request did the work, None if done before.
+    `loaded`: the call's row, when the caller has just read it (not read again)."""
+    known = loaded if loaded is not None and loaded.sid == ended.sid else get_call(session, ended.sid)
     if known is None:
         if origin is None:
             log.error("call %s ended at an unknown number; nothing to settle", ended.sid)
@@ -187,16 +190,16 @@ def finish_call(session: Session, ended: CallEnded, origin: Origin | None, now: 
     }
     if ended.reconciled:
         settled["reconciled"] = True
-    claimed = session.execute(
-        update(Call).where(Call.sid == ended.sid, Call.processed_at.is_(None)).values(**settled)
-    )
-    if not getattr(claimed, "rowcount", 0):
+    # The row as the update left it comes back with it (and refreshes the one in the session).
+    call = session.scalars(
+        update(Call)
+        .where(Call.sid == ended.sid, Call.processed_at.is_(None))
+        .values(**settled)
+        .returning(Call),
+        execution_options={"populate_existing": True},
+    ).first()
+    if call is None:
         return None
-    if known is not None:
-        session.refresh(known)  # the row as the update left it
-        call = known
-    else:
-        call = required(get_call(session, ended.sid), f"call {ended.sid}")
     if call.kind == "click_to_call":
         return call  # outbound agent calls are settled by the agent loop
     settle_call(session, call, origin, now)

@@ -39,7 +39,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from gateway import events
-from gateway.database import insert_ignoring_conflict, required
+from gateway.database import insert_ignoring_conflict, insert_returning_or_none, required
 from gateway.jobs import register_sweeper
 from gateway.leads import (
     Origin,
@@ -155,9 +155,7 @@ def _log_text(session: Session, text: IncomingText, values: dict[str, Any], now:
         "updated_at": now,
         **values,
     }
-    if not insert_ignoring_conflict(session, Message, row, ["sid"]):
-        return None
-    return required(session.scalar(select(Message).where(Message.sid == text.sid)), f"text {text.sid}")
+    return insert_returning_or_none(session, Message, row, ["sid"])
 
 
 def receive_text(

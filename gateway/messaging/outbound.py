@@ -184,9 +184,14 @@ def queue_texts(
 ) -> dict[str, Message]:
     """Write many texts, each with its unique origin, in one INSERT; a text whose origin exists already is
     not written again. Every origin's text, the first one written, by origin."""
-    inserted = insert_many_ignoring_conflict(session, Message, rows, "origin")
+    messages = {m.origin: m for m in insert_many_ignoring_conflict(session, Message, rows, "origin")}
+    inserted = set(messages)
     origins = [row["origin"] for row in rows]
-    messages = {m.origin: m for m in session.scalars(select(Message).where(Message.origin.in_(origins)))}
+    written_before = [origin for origin in origins if origin not in inserted]
+    if written_before:
+        messages.update(
+            (m.origin, m) for m in session.scalars(select(Message).where(Message.origin.in_(written_before)))
+        )
     for origin in origins:
         required(messages.get(origin), origin)
     if enqueue:
@@ -374,8 +379,10 @@ def send_messages(message_ids: Sequence[int]) -> dict[int, str]:
     later: list[int] = []
     outgoing: list[_Outgoing] = []
     with current.database.session() as session:
-        claimed = set(
-            session.scalars(
+        # The claimed rows come back with the claim, as the update left them.
+        loaded = {
+            m.id: m
+            for m in session.scalars(
                 update(Message)
                 .where(
                     Message.id.in_(list(message_ids)),
@@ -383,13 +390,12 @@ def send_messages(message_ids: Sequence[int]) -> dict[int, str]:
                     or_(Message.send_after.is_(None), Message.send_after <= now),
                 )
                 .values(status=MessageStatus.SENDING.value, claimed_at=now, attempts=Message.attempts + 1)
-                .returning(Message.id)
-                .execution_options(synchronize_session=False)
+                .returning(Message)
+                .execution_options(synchronize_session=False, populate_existing=True)
             )
-        )
-        if not claimed:
+        }
+        if not loaded:
             return outcome
-        loaded = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(claimed)))}
         batch: list[Message] = []
         recipients: set[str] = set()
         for message_id in dict.fromkeys(message_ids):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from gateway.api.keys import create_key
+from gateway.database import begin_reading
+from gateway.models import Lead
 from gateway.simulator import play_call
 from tests.support.config import CUSTOMER, SIMULTANEOUS, SOUTH
 
@@ -120,3 +125,43 @@ def test_errors_are_json_never_traces(client):
     assert page.mimetype == "text/html"
     response = client.delete("/webhooks/voice/incoming")
     assert response.status_code == 405
+
+
+@pytest.mark.usefixtures("two_stores")
+def test_an_api_read_waits_for_no_writer(client, keys, db):
+    """A GET is answered while another process's transaction holds the write lock (on SQLite the one
+    writer at a time; on PostgreSQL a row lock), from what was last committed."""
+    holding, done = threading.Event(), threading.Event()
+    released = []
+
+    def writer() -> None:
+        with db.session() as session:
+            session.execute(update(Lead).values(status="contacted"))  # takes the write lock
+            holding.set()
+            done.wait(30)
+            released.append(True)
+            session.rollback()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        response = get(client, keys["all"], f"/leads?phone={CUSTOMER}")
+        answered_while_held = not released
+    finally:
+        done.set()
+        thread.join()
+    assert response.status_code == 200
+    assert [lead["status"] for lead in response.get_json()["items"]] == ["new"]  # the last commit's
+    assert answered_while_held
+
+
+def test_a_reader_transaction_refuses_writes_and_its_connection_writes_again_after(db, configured):
+    with db.session() as session:
+        begin_reading(session)
+        assert session.scalars(select(Lead)).all() == []
+        if db.dialect == "sqlite":
+            with pytest.raises(OperationalError, match="readonly"):
+                session.execute(update(Lead).values(status="contacted"))
+        session.rollback()
+        session.execute(update(Lead).values(status="contacted"))  # a writer again
