@@ -12,6 +12,7 @@ that takes only urgent work, so a backlog in another lane never delays it (gatew
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SESSION_REDIS_KEY = "gateway.redis"
 _PENDING_KEY = "gateway.pending_jobs"
+_SINGLE_KEY = "gateway.single_jobs"
 RETRY = Retry(max=3, interval=[10, 60, 300])
 
 
@@ -97,17 +99,77 @@ def merged(jobs: list[PendingJob]) -> list[PendingJob]:
     return result
 
 
+class SingleJob:
+    """A job of which at most one is queued or running at a time, for work any one job drains whole (every
+    due CRM delivery): a thousand transactions that each write some of it cost a few jobs, not a thousand.
+
+    A Redis flag is up while the job is queued or running. A request (after the commit that wrote the work)
+    queues the job only when the flag was down. The job keeps the flag up while it finds work; when it finds
+    none it takes the flag down and looks once more, since work committed just before saw the flag up and
+    queued nothing. The flag expires after `seconds`, should its job be lost; the sweep requests again."""
+
+    def __init__(self, flag: str, func: Callable[[], Any], lane: Lane, seconds: int = 60) -> None:
+        self.flag = flag
+        self.func = func
+        self.lane = lane
+        self.seconds = seconds
+
+    def request(self, redis: Redis) -> None:
+        """Queue the job unless it is queued or running. Redis down: the sweep requests it later."""
+        try:
+            first = bool(redis.set(self.flag, b"1", nx=True, ex=self.seconds))
+        except RedisError as error:
+            log.warning("redis unavailable, %s left for the sweep: %s", self.func.__name__, error)
+            return
+        if first and not enqueue(redis, [PendingJob(self.func, lane=self.lane)]):
+            self.lower(redis)
+
+    def request_after_commit(self, session: Session) -> None:
+        """`request` once this session's transaction has committed (once, however often it is asked)."""
+        singles: set[SingleJob] = session.info.setdefault(_SINGLE_KEY, set())
+        singles.add(self)
+
+    def keep(self, redis: Redis) -> None:
+        """The running job found work: the flag stays up (and its expiry starts again)."""
+        with contextlib.suppress(RedisError):
+            redis.set(self.flag, b"1", ex=self.seconds)
+
+    def lower(self, redis: Redis) -> None:
+        with contextlib.suppress(RedisError):  # else it expires
+            redis.delete(self.flag)
+
+    def take_over(self, redis: Redis) -> bool:
+        """After `lower` and a last look that found work: True if this job goes on with it, False if a
+        request queued another job meanwhile (that one goes on)."""
+        try:
+            return bool(redis.set(self.flag, b"1", nx=True, ex=self.seconds))
+        except RedisError:
+            return True
+
+    def again(self, redis: Redis) -> None:
+        """The running job made way after its share: a fresh one at the back of the lane, the flag kept up."""
+        self.keep(redis)
+        if not enqueue(redis, [PendingJob(self.func, lane=self.lane)]):
+            self.lower(redis)
+
+
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
     pending: list[PendingJob] = session.info.pop(_PENDING_KEY, [])
+    singles: set[SingleJob] = session.info.pop(_SINGLE_KEY, set())
     redis: Redis | None = session.info.get(SESSION_REDIS_KEY)
-    if pending and redis is not None:
+    if redis is None:
+        return
+    if pending:
         enqueue(redis, merged(pending))
+    for single in singles:
+        single.request(redis)
 
 
 @event.listens_for(Session, "after_rollback")
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_SINGLE_KEY, None)
 
 
 def enqueue(redis: Redis, jobs: list[PendingJob]) -> bool:

@@ -18,17 +18,15 @@ the intake. A job claims every pending record, not only its request's, and a Red
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import datetime, timedelta
 
 from redis import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from gateway import runtime
-from gateway.jobs import Lane, PendingJob, enqueue, enqueue_after_commit
+from gateway.jobs import Lane, SingleJob, enqueue_after_commit
 from intake import services
 
 log = logging.getLogger(__name__)
@@ -42,11 +40,6 @@ REQUEUE_AFTER = timedelta(seconds=5)
 # Errors that say the database, not the record, is the trouble: the record is left pending, not failed.
 _DATABASE_TROUBLE = (OperationalError, InterfaceError)
 
-# Up while a build job is queued or running (it looks once more after taking it down); it expires after
-# this long, should that job be lost.
-QUEUED_FLAG = "gateway:intake:build-queued"
-QUEUED_FLAG_SECONDS = 30
-
 
 def enqueue_build(session: Session) -> None:
     """Queue `build_leads_job` for when this session's transaction commits (the sweep's way)."""
@@ -57,25 +50,8 @@ def request_build(redis: Redis, stored: int) -> None:
     """After the commit that stored `stored` new records: queue a build job unless one is queued or
     running (it claims these records too: it looks again after this commit). Redis down: the sweep
     builds them."""
-    try:
-        first = bool(redis.set(QUEUED_FLAG, b"1", nx=True, ex=QUEUED_FLAG_SECONDS))
-    except RedisError as error:
-        log.warning("redis unavailable, %d intake record(s) left for the sweep: %s", stored, error)
-        return
-    if first and not enqueue(redis, [PendingJob(build_leads_job, lane=Lane.URGENT)]):
-        _lower_flag(redis)
-
-
-def _raise_flag(redis: Redis, *, only_if_down: bool) -> bool:
-    try:
-        return bool(redis.set(QUEUED_FLAG, b"1", nx=only_if_down, ex=QUEUED_FLAG_SECONDS))
-    except RedisError:
-        return False  # no request can queue a job either; the sweep does
-
-
-def _lower_flag(redis: Redis) -> None:
-    with contextlib.suppress(RedisError):  # else it expires; the sweep builds meanwhile
-        redis.delete(QUEUED_FLAG)
+    if stored:
+        BUILD.request(redis)
 
 
 def build_leads_job() -> None:
@@ -84,21 +60,23 @@ def build_leads_job() -> None:
     for _ in range(BATCHES_PER_JOB):
         claimed = _claim()
         if not claimed:
-            # Down with the flag, so the next request queues a job, and one more look: a record stored
-            # before the flag went down had its request see the flag up and queue nothing.
-            _lower_flag(current.redis)
+            # Down with the flag, so the next request queues a job, and one more look (gateway.jobs.SingleJob).
+            BUILD.lower(current.redis)
             claimed = _claim()
             if not claimed:
                 return
-            if not _raise_flag(current.redis, only_if_down=True):
+            if not BUILD.take_over(current.redis):
                 _build(claimed)  # a request queued a job meanwhile: that one goes on
                 return
-        _raise_flag(current.redis, only_if_down=False)  # still running: keep it up
+        BUILD.keep(current.redis)
         _build(claimed)
     # More may be waiting: they go on in a fresh job at the back of the lane, so that a missed caller's
     # first text queued meanwhile is not held behind a whole backlog of leads.
-    with current.database.session() as session:
-        enqueue_build(session)
+    BUILD.again(current.redis)
+
+
+# Up while a build job is queued or running; it expires after 30 s, should that job be lost.
+BUILD = SingleJob("gateway:intake:build-queued", build_leads_job, Lane.URGENT, seconds=30)
 
 
 def _claim() -> list[tuple[int, int]]:

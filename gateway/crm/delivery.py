@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, aliased
 from gateway import runtime
 from gateway.crm.models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
 from gateway.crm.transport import AdfEmail, DeliveryError, post_adf, post_json, send_adf_emails
-from gateway.jobs import Lane, PendingJob, enqueue
+from gateway.jobs import Lane, SingleJob
 from gateway.models import Store
 from gateway.runtime import Runtime
 
@@ -168,11 +168,24 @@ def unblocked() -> Any:
 
 
 def deliver_due_job() -> None:
-    """RQ job (crm lane): deliver what is due, batch after batch, for up to JOB_SECONDS."""
+    """RQ job (crm lane): deliver what is due, batch after batch, for up to JOB_SECONDS; one such job is
+    queued or running at a time (`DELIVERY`), however many transactions wrote deliveries meanwhile."""
     current = runtime.current()
     deadline = time.monotonic() + JOB_SECONDS
-    while time.monotonic() < deadline and deliver_batch(current):
-        pass
+    while time.monotonic() < deadline:
+        if deliver_batch(current):
+            DELIVERY.keep(current.redis)
+            continue
+        DELIVERY.lower(current.redis)
+        if not deliver_batch(current):  # the last look: a delivery written as the flag went down
+            return
+        if not DELIVERY.take_over(current.redis):
+            return  # a request queued another job meanwhile: that one goes on
+    # More may be due: it goes on in a fresh job at the back of the lane.
+    DELIVERY.again(current.redis)
+
+
+DELIVERY = SingleJob("gateway:crm:delivery-queued", deliver_due_job, Lane.CRM)
 
 
 def deliver_batch(current: Runtime, only: Sequence[int] | None = None) -> int:
@@ -356,7 +369,7 @@ def record(current: Runtime, outcomes: list[Outcome], *, follow_up: bool = False
         for outcome in outcomes:
             destinations.finished(outcome.attempt.target)
     if follow_up:
-        enqueue(current.redis, [PendingJob(deliver_due_job, lane=Lane.CRM)])
+        DELIVERY.request(current.redis)
 
 
 def _record_one(session: Session, outcome: Outcome, now: datetime) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from gateway import events, runtime, serialize
-from gateway.crm.delivery import DEFAULT_CLAIM_TIMEOUT, RETRY_WINDOW, deliver_due_job, setting, unblocked
+from gateway.crm.delivery import DEFAULT_CLAIM_TIMEOUT, DELIVERY, RETRY_WINDOW, setting, unblocked
 from gateway.crm.formats import (
     ADF_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -36,7 +36,7 @@ from gateway.crm.formats import (
     render_json_event,
 )
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind
-from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
+from gateway.jobs import register_sweeper
 from gateway.leads import WEB_FORM, Inquiry
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
@@ -384,20 +384,9 @@ def _forget_new_leads(session: Session) -> None:
 
 # ------------------------------------------------------------------------------------------- delivery
 
-_DELIVERY_REQUESTED = "gateway.crm.delivery_requested"
-
-
 def request_delivery(session: Session) -> None:
     """Once this transaction commits, a worker delivers what is due (gateway/crm/delivery.py)."""
-    if not session.info.get(_DELIVERY_REQUESTED):
-        session.info[_DELIVERY_REQUESTED] = True
-        enqueue_after_commit(session, deliver_due_job, lane=Lane.CRM)
-
-
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_request(session: Session) -> None:
-    session.info.pop(_DELIVERY_REQUESTED, None)
+    DELIVERY.request_after_commit(session)
 
 
 # ---------------------------------------------------------------------------------------------- sweeps

@@ -14,7 +14,7 @@ from gateway import runtime
 from gateway.crm import delivery
 from gateway.crm.models import CrmDelivery
 from gateway.crm.outbox import release_stuck_deliveries
-from gateway.jobs import Lane, make_queue
+from gateway.jobs import Lane, SingleJob, make_queue
 from gateway.models import Store
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
@@ -185,7 +185,47 @@ def test_a_first_text_goes_while_5000_crm_deliveries_wait(app, db, poster, redis
     with app.app_context():
         worker = GatewayWorker([make_queue(redis, lane) for lane in (Lane.URGENT, Lane.DEFAULT, Lane.CRM)],
                                connection=redis)
-        worker.work(burst=True, max_jobs=3)  # one worker, most urgent lane first
-    assert CUSTOMER in [m["To"] for m in fake_twilio.messages]
+        worker.work(burst=True, max_jobs=1)  # one worker, most urgent lane first: one job
+    sent = [m["To"] for m in fake_twilio.messages]
+    assert CUSTOMER in sent
+    assert len(sent) == 2  # and the owner's alert, in the same job
     assert crm_lane.count >= 5000  # the CRM lane has not been touched
     assert len(rows(db, status="pending")) >= 5000
+
+
+@pytest.mark.usefixtures("configured")
+def test_many_transactions_writing_deliveries_queue_one_delivery_job(db, poster, redis, work, healthy):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    for caller in callers(6):
+        missed_call(poster, caller)  # each call's transactions write deliveries
+    crm_lane = make_queue(redis, Lane.CRM)
+    assert crm_lane.count == 1  # one job drains them all
+    work(sweep=False)
+    assert rows(db) and {row.status for row in rows(db)} == {"delivered"}
+    assert crm_lane.count == 0 and not redis.exists(delivery.DELIVERY.flag)  # down again once drained
+    missed_call(poster, callers(7)[-1])
+    assert crm_lane.count == 1  # the next delivery queues a job again
+
+
+def test_a_single_job_is_queued_again_once_it_stops_or_its_flag_expires(redis):
+    single = SingleJob("test:single-queued", _noop_job, Lane.CRM, seconds=1)
+    lane = make_queue(redis, Lane.CRM)
+    single.request(redis)
+    single.request(redis)
+    assert lane.count == 1  # queued once while it is queued or running
+    single.lower(redis)  # the job found nothing and stopped
+    single.request(redis)
+    assert lane.count == 2
+    redis.set(single.flag, b"1", ex=1)  # a job that was lost: its flag expires
+    redis.pexpire(single.flag, 1)
+    while redis.exists(single.flag):
+        pass
+    single.request(redis)
+    assert lane.count == 3
+    assert not single.take_over(redis)  # a request queued a job meanwhile: the old one stops
+    single.lower(redis)
+    assert single.take_over(redis)
+
+
+def _noop_job() -> None:
+    """A job function for the lane tests (never run)."""
