@@ -5,7 +5,7 @@
 
 Starts, on loopback: the Twilio fake (a process), an embedded Redis, a migrated SQLite database
 (PostgreSQL with --postgres), the configuration (North Honda names no lead cadence, so each form gets the
-built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x4 threads), `gateway worker --concurrency 3`
+built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x2 threads, as gunicorn.conf.py), `gateway worker --concurrency 3`
 and an aiosmtpd server standing in for the mail relay (SMTP_URL).
 
 1. Form leads: --leads web forms with SMS consent, offered at --rate per second (each from a customer
@@ -134,7 +134,7 @@ def run(leads: int, rate: float, calls_per_second: float, adf: int, clients: int
                 PUBLIC_BASE_URL=base, GATEWAY_SWEEP_INTERVAL="1", SMTP_URL=f"smtp://127.0.0.1:{smtp_port}",
                 GATEWAY_API_RATE_LIMIT="1000000",  # one key sends every request here
             )
-            stack.gunicorn("wsgi:app", port, workers=2, threads=4)
+            stack.gunicorn("wsgi:app", port, workers=2, threads=2)
             web = stack.processes[-1].pid
             # As `gateway serve` runs them: one process for urgent work (texts), one urgent and default
             # (e-mail), one every lane.
