@@ -51,11 +51,12 @@ MAX_BACKOFF = 3600.0
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
 # Deliveries claimed at once, and attempts in flight from one process: in all, and to one destination.
-# A JSON webhook gets every event of every lead (five or six for a missed call): at 100 ms an answer,
-# 16 at a time carry 160 a second, what a store's busiest hour writes; 8 fell a minute behind it.
+# A JSON webhook gets every event of every lead (five or six for a missed call). A batch's sends wait
+# for each other (claim, send, record, claim again: a few hundred ms a round on a busy machine), so at
+# 100 ms an answer 8 at a time fell a minute behind a busy hour's events and 16 half a minute.
 BATCH = 200
-POOL_SIZE = 40
-PER_TARGET = 16
+POOL_SIZE = 72
+PER_TARGET = 32
 # E-mails to one mail server go over this many sessions at once, each carrying many messages.
 SMTP_SESSIONS = 4
 # How long a batch waits for its slowest attempts before leaving them to finish in the background.

@@ -93,7 +93,7 @@ class _Pools:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._direct = urllib3.PoolManager(num_pools=64, maxsize=16, block=False, retries=False)
+        self._direct = urllib3.PoolManager(num_pools=64, maxsize=32, block=False, retries=False)
         self._proxies: dict[str, urllib3.ProxyManager] = {}
 
     def for_url(self, url: str) -> urllib3.PoolManager:
@@ -103,7 +103,7 @@ class _Pools:
         with self._lock:
             manager = self._proxies.get(proxy)
             if manager is None:
-                manager = self._proxies[proxy] = urllib3.ProxyManager(proxy, maxsize=16, retries=False)
+                manager = self._proxies[proxy] = urllib3.ProxyManager(proxy, maxsize=32, retries=False)
             return manager
 
 
