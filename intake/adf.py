@@ -14,6 +14,9 @@ unsafe or not ADF with an `AdfError`:
 - a root element other than `<adf>`, an `<adf>` without a `<prospect>`, a document over `max_bytes`.
 
 Nothing here touches the database or the network: the intake service stores what this returns.
+It is a little over 600 lines because it is one forgiving reader of one format: each element's reading
+accepts the looseness above in the place it occurs (names split or whole, phone types under any of their
+names, empty vehicles), and splitting it would spread one element's rules over several files.
 """
 
 from __future__ import annotations
