@@ -5,8 +5,8 @@
 
 Starts, on loopback: the Twilio fake (a process), an embedded Redis, a migrated SQLite database
 (PostgreSQL with --postgres), the configuration (North Honda names no lead cadence, so each form gets the
-built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x2 threads, as gunicorn.conf.py), `gateway worker --concurrency 3`
-and an aiosmtpd server standing in for the mail relay (SMTP_URL).
+built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x2 threads, as gunicorn.conf.py),
+`gateway worker --concurrency 3` and an aiosmtpd server standing in for the mail relay (SMTP_URL).
 
 1. Form leads: --leads web forms with SMS consent, offered at --rate per second (each from a customer
    of its own), while missed calls are played at --calls-per-second (a peak day's other traffic).

@@ -201,8 +201,10 @@ def test_many_transactions_writing_deliveries_queue_one_delivery_job(db, poster,
     crm_lane = make_queue(redis, Lane.CRM)
     assert crm_lane.count == 1  # one job drains them all
     work(sweep=False)
-    assert rows(db) and {row.status for row in rows(db)} == {"delivered"}
-    assert crm_lane.count == 0 and not redis.exists(delivery.DELIVERY.flag)  # down again once drained
+    assert rows(db)
+    assert {row.status for row in rows(db)} == {"delivered"}
+    assert crm_lane.count == 0
+    assert not redis.exists(delivery.DELIVERY.flag)  # down again once drained
     missed_call(poster, callers(7)[-1])
     assert crm_lane.count == 1  # the next delivery queues a job again
 
