@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, aliased
 
 from gateway import runtime
-from gateway.crm.models import UNFINISHED, CrmDelivery, DeliveryStatus, DestinationKind
+from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind, pending, unfinished
 from gateway.crm.transport import AdfEmail, DeliveryError, post_adf, post_json, send_adf_emails
 from gateway.jobs import Lane, SingleJob
 from gateway.models import Store
@@ -163,7 +163,7 @@ def unblocked() -> Any:
     older = aliased(CrmDelivery)
     return ~(
         select(older.id)
-        .where(older.stream == CrmDelivery.stream, older.id < CrmDelivery.id, older.status.in_(UNFINISHED))
+        .where(older.stream == CrmDelivery.stream, older.id < CrmDelivery.id, unfinished(older))
         .exists()
     )
 
@@ -204,7 +204,7 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
     paused = destinations.paused(now)
     with current.database.session() as session:
         query = select(CrmDelivery.id, CrmDelivery.target).where(
-            CrmDelivery.status == DeliveryStatus.PENDING.value,
+            pending(),
             CrmDelivery.next_attempt_at <= now,
             unblocked(),
         )
@@ -409,7 +409,7 @@ def _defer_target(session: Session, target: str, now: datetime) -> None:
         update(CrmDelivery)
         .where(
             CrmDelivery.target == target,
-            CrmDelivery.status == DeliveryStatus.PENDING.value,
+            pending(),
             CrmDelivery.next_attempt_at < until,
         )
         .values(next_attempt_at=until)

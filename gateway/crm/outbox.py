@@ -35,7 +35,7 @@ from gateway.crm.formats import (
     render_adf,
     render_json_event,
 )
-from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind
+from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind, pending
 from gateway.jobs import register_sweeper
 from gateway.leads import WEB_FORM, Inquiry
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
@@ -398,7 +398,7 @@ def enqueue_due_deliveries(session: Session, now: datetime) -> None:
         session.scalars(
             select(CrmDelivery.id)
             .where(
-                CrmDelivery.status == DeliveryStatus.PENDING.value,
+                pending(),
                 CrmDelivery.next_attempt_at <= now,
                 (CrmDelivery.queued_at.is_(None)) | (CrmDelivery.queued_at <= now - REQUEUE_AFTER)
                 | (CrmDelivery.queued_at < CrmDelivery.next_attempt_at),
