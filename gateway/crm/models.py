@@ -32,7 +32,6 @@ class DestinationKind(StrEnum):
     WEBHOOK = "webhook"
 
 
-UNFINISHED = (DeliveryStatus.PENDING.value, DeliveryStatus.DELIVERING.value)
 # The partial indexes' conditions, written as the queries write them (so both databases use the indexes).
 PENDING_ONLY = "status = 'pending'"
 UNFINISHED_ONLY = "status IN ('pending', 'delivering')"
