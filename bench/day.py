@@ -21,6 +21,10 @@ It prints first-text latency (final status callback posted -> the fake records t
 text), alert latency (-> the fake records the alert to an agent), CRM delivery lag per destination
 (call end -> the receiver has it), the webhooks' requests/s, and the invariants with PASS/FAIL.
 Every process it started is stopped by PID when it ends, on an error or Ctrl-C as well.
+
+It is one file of about 1,400 lines, on purpose: a benchmark someone reruns to check a figure in the README
+should be read top to bottom in one place (the stack it starts, the day it plays, how each figure and
+invariant is computed), with nothing of the gateway imported to compute what it judges.
 """
 
 from __future__ import annotations
