@@ -47,9 +47,9 @@ def authenticate() -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "Send 'Authorization: Bearer <api key>'.")
     session = web.session()
-    reading = request.method in ("GET", "HEAD")
-    if reading:
-        begin_reading(session)  # the API's reads wait for no writer
+    # The key check only reads: it waits for no writer, whatever the method (on SQLite a POST's own
+    # writes take the write lock once, after it, instead of twice).
+    begin_reading(session)
     address = (request.remote_addr or "unknown")[:64]
     moment = runtime.current().clock.now()
     try:
@@ -61,13 +61,17 @@ def authenticate() -> None:
         ) from None
     key = find_key(session, token.strip())
     if key is None:
-        if reading:
-            session.rollback()  # the failure is written in a transaction of its own
+        session.rollback()  # the failure is written in a transaction of its own
         web.record_failure(session, address, "api_key", moment)
         session.commit()
         raise ApiError(401, "unauthorized", "The API key is unknown or revoked.")
     g.api_key = key
     g.store_ids = store_ids(session, key)
+    if request.method not in ("GET", "HEAD"):
+        # The request writes: its transaction begins as a writer. The key (columns only, all loaded) is
+        # kept as read, not read again.
+        session.expunge(key)
+        session.rollback()
     limiter = rate_limiter()
     if limiter is not None:
         limiter(key.prefix)

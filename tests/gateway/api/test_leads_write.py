@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway import events
 from gateway.models import Lead, LeadEvent, Task
@@ -188,3 +188,22 @@ def test_appointment_parse_keeps_the_instant():
     from gateway.api.leads_write import parse_appointment
 
     assert parse_appointment("2026-03-08T01:30:00-05:00") == datetime(2026, 3, 8, 6, 30, tzinfo=UTC)
+
+
+def test_a_write_takes_the_write_lock_once_its_key_check_none(api, lead_id, db):
+    """On SQLite the key check reads as a reader; only the change itself begins IMMEDIATE."""
+    began: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        if statement.startswith("BEGIN"):
+            began.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        response = api.patch(f"/api/v1/leads/{lead_id}", json={"status": "contacted"})
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["status"] == "contacted"
+    if db.dialect == "sqlite":
+        assert began == ["BEGIN", "BEGIN IMMEDIATE"]
