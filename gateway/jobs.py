@@ -76,26 +76,28 @@ def enqueue_after_commit(
 
 
 def merged(jobs: list[PendingJob]) -> list[PendingJob]:
-    """The jobs with each function's batch jobs of one lane merged, in order, MERGED_BATCH ids a job."""
-    out: list[PendingJob] = []
-    groups: dict[tuple[Callable[..., Any], Lane], list[Any]] = {}
+    """The jobs with each function's batch jobs of one lane merged where the first of them stood, their ids
+    in order and once each, MERGED_BATCH ids a job."""
+    ids: dict[tuple[Callable[..., Any], Lane], list[Any]] = {}
+    order: list[PendingJob | tuple[Callable[..., Any], Lane]] = []
     for job in jobs:
         if not job.batch or job.job_id is not None:
-            out.append(job)
+            order.append(job)
             continue
         key = (job.func, job.lane)
-        if key not in groups:
-            groups[key] = []
-            out.append(job)  # its place in the order; replaced below
-        groups[key].extend(job.args[0])
+        if key not in ids:
+            ids[key] = []
+            order.append(key)
+        ids[key].extend(job.args[0])
     result: list[PendingJob] = []
-    for job in out:
-        if not job.batch or job.job_id is not None:
-            result.append(job)
+    for item in order:
+        if isinstance(item, PendingJob):
+            result.append(item)
             continue
-        ids = list(dict.fromkeys(groups.pop((job.func, job.lane), [])))
-        for start in range(0, len(ids), MERGED_BATCH):
-            result.append(PendingJob(job.func, (ids[start : start + MERGED_BATCH],), None, job.retry, job.lane, True))
+        func, lane = item
+        unique = list(dict.fromkeys(ids[item]))
+        for start in range(0, len(unique), MERGED_BATCH):
+            result.append(PendingJob(func, (unique[start : start + MERGED_BATCH],), lane=lane, batch=True))
     return result
 
 
@@ -151,6 +153,20 @@ class SingleJob:
         self.keep(redis)
         if not enqueue(redis, [PendingJob(self.func, lane=self.lane)]):
             self.lower(redis)
+
+    def drain(self, redis: Redis, step: Callable[[], bool], more: Callable[[], bool]) -> None:
+        """The job's body: `step` does one share of the work (False when it found none) while `more()`
+        says this job may go on; then a fresh job takes the rest, at the back of the lane."""
+        while more():
+            if step():
+                self.keep(redis)
+                continue
+            self.lower(redis)
+            if not step():  # the last look: work committed as the flag went down
+                return
+            if not self.take_over(redis):
+                return  # a request queued another job meanwhile: that one goes on
+        self.again(redis)
 
 
 @event.listens_for(Session, "after_commit")

@@ -55,24 +55,18 @@ def request_build(redis: Redis, stored: int) -> None:
 
 
 def build_leads_job() -> None:
-    """Build the leads of pending intake records until none is left or this job has done its share."""
+    """Build the leads of pending intake records until none is left or this job has done its share; then
+    the rest goes on in a fresh job at the back of the lane, so that a missed caller's first text queued
+    meanwhile is not held behind a whole backlog of leads."""
     current = runtime.current()
-    for _ in range(BATCHES_PER_JOB):
-        claimed = _claim()
-        if not claimed:
-            # Down with the flag, so the next request queues a job, and one more look (gateway.jobs.SingleJob).
-            BUILD.lower(current.redis)
-            claimed = _claim()
-            if not claimed:
-                return
-            if not BUILD.take_over(current.redis):
-                _build(claimed)  # a request queued a job meanwhile: that one goes on
-                return
-        BUILD.keep(current.redis)
-        _build(claimed)
-    # More may be waiting: they go on in a fresh job at the back of the lane, so that a missed caller's
-    # first text queued meanwhile is not held behind a whole backlog of leads.
-    BUILD.again(current.redis)
+    shares = iter(range(BATCHES_PER_JOB))
+    BUILD.drain(current.redis, _build_some, lambda: next(shares, None) is not None)
+
+
+def _build_some() -> bool:
+    claimed = _claim()
+    _build(claimed)
+    return bool(claimed)
 
 
 # Up while a build job is queued or running; it expires after 30 s, should that job be lost.

@@ -173,17 +173,7 @@ def deliver_due_job() -> None:
     queued or running at a time (`DELIVERY`), however many transactions wrote deliveries meanwhile."""
     current = runtime.current()
     deadline = time.monotonic() + JOB_SECONDS
-    while time.monotonic() < deadline:
-        if deliver_batch(current):
-            DELIVERY.keep(current.redis)
-            continue
-        DELIVERY.lower(current.redis)
-        if not deliver_batch(current):  # the last look: a delivery written as the flag went down
-            return
-        if not DELIVERY.take_over(current.redis):
-            return  # a request queued another job meanwhile: that one goes on
-    # More may be due: it goes on in a fresh job at the back of the lane.
-    DELIVERY.again(current.redis)
+    DELIVERY.drain(current.redis, lambda: bool(deliver_batch(current)), lambda: time.monotonic() < deadline)
 
 
 DELIVERY = SingleJob("gateway:crm:delivery-queued", deliver_due_job, Lane.CRM)

@@ -48,7 +48,6 @@ from gateway.provider import ERROR_OPTED_OUT, NOT_TEXTABLE_CODES, ProviderError,
 
 log = logging.getLogger(__name__)
 
-SEND_BATCH = 50
 # Provider calls in flight at once within one batch of texts.
 PROVIDER_CONCURRENCY = 8
 MAX_ATTEMPTS = 5
@@ -200,10 +199,8 @@ def queue_texts(
             for row in rows
             if row["origin"] in inserted and (row["send_after"] is None or row["send_after"] <= now)
         ]
-        for start in range(0, len(due), SEND_BATCH):
-            enqueue_after_commit(
-                session, send_messages_job, due[start : start + SEND_BATCH], lane=Lane.URGENT, batch=True
-            )
+        if due:  # MERGED_BATCH a job (gateway.jobs.merged)
+            enqueue_after_commit(session, send_messages_job, due, lane=Lane.URGENT, batch=True)
     return {origin: message for origin, message in messages.items() if origin is not None}
 
 
@@ -617,8 +614,8 @@ def enqueue_due_messages(session: Session, now: datetime) -> None:
             .limit(5000)
         )
     )
-    for start in range(0, len(ids), SEND_BATCH):
-        enqueue_after_commit(session, send_messages_job, ids[start : start + SEND_BATCH], batch=True)
+    if ids:  # MERGED_BATCH a job (gateway.jobs.merged)
+        enqueue_after_commit(session, send_messages_job, ids, batch=True)
     if ids:
         # Touch them so the next sweep leaves them to the jobs just queued.
         session.execute(update(Message).where(Message.id.in_(ids)).values(updated_at=now))
