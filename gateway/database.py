@@ -261,6 +261,11 @@ class Database:
         self.engine.dispose()
 
 
+def _dialect_insert(session: Session) -> Any:
+    """The bound database's INSERT, the one that has ON CONFLICT (PostgreSQL's or SQLite's)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 def insert_ignoring_conflict(
     session: Session,
     model: type[Base],
@@ -299,10 +304,8 @@ def insert_returning_or_none(
 ) -> T | None:
     """`insert_ignoring_conflict` that returns the row it inserted (loaded from the INSERT's RETURNING,
     no second query), or None when the unique key existed."""
-    dialect = session.get_bind().dialect.name
-    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = (
-        dialect_insert(model)
+        _dialect_insert(session)(model)
         .values(**values)
         .on_conflict_do_nothing(index_elements=list(conflict_columns))
         .returning(model)
@@ -323,12 +326,14 @@ def insert_many_ignoring_conflict(
     The same guard against doubles as `insert_ignoring_conflict`, for a batch (a job's cadence texts)."""
     if not rows:
         return []
-    dialect = session.get_bind().dialect.name
     table: Any = getattr(model, "__table__")  # noqa: B009 - a mapped class, typed as any T here
-    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     # Executed with the rows as parameters: SQLAlchemy sends them as one multi-row INSERT per few hundred
     # ("insertmanyvalues"), from one cached compiled statement.
-    stmt = dialect_insert(model).on_conflict_do_nothing(index_elements=[table.c[conflict_column]]).returning(model)
+    stmt = (
+        _dialect_insert(session)(model)
+        .on_conflict_do_nothing(index_elements=[table.c[conflict_column]])
+        .returning(model)
+    )
     return list(session.scalars(stmt, [dict(row) for row in rows]))
 
 
