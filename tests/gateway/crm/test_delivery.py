@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from redis import Redis
 from rq import Queue
 from sqlalchemy import insert, select
 
@@ -20,6 +21,7 @@ from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
 from tests.support.config import CUSTOMER, SIMULTANEOUS
 from tests.support.crm_server import FakeCrm
+from tests.support.unreachable import dead_redis
 
 SECRET = "whsec-test"
 TIMEOUT = 0.3
@@ -231,3 +233,13 @@ def test_a_single_job_is_queued_again_once_it_stops_or_its_flag_expires(redis):
 
 def _noop_job() -> None:
     """A job function for the lane tests (never run)."""
+
+
+def test_a_single_job_with_redis_gone_raises_nothing_and_leaves_the_work_to_the_sweep(caplog):
+    gone = Redis.from_url(dead_redis(), socket_connect_timeout=1)
+    single = SingleJob("test:single-queued", _noop_job, Lane.CRM)
+    single.request(gone)  # logged, not raised: the committed work waits for the sweep
+    assert "left for the sweep" in caplog.text
+    single.keep(gone)
+    single.lower(gone)
+    assert single.take_over(gone)  # a running job goes on rather than leave its work unfinished
