@@ -58,10 +58,10 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, key_id_or_prefix: str, now: datetime) -> ApiKey | None:
-    query = select(ApiKey).where(ApiKey.prefix == key_id_or_prefix)
-    if key_id_or_prefix.isdigit():
-        query = select(ApiKey).where(ApiKey.id == int(key_id_or_prefix))
-    key = session.scalar(query)
+    # A prefix is eight hex digits and may be all decimal ones: it is looked for first, the id after it.
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == key_id_or_prefix))
+    if key is None and key_id_or_prefix.isdigit():
+        key = session.get(ApiKey, int(key_id_or_prefix))
     if key is not None and key.revoked_at is None:
         key.revoked_at = now
     return key

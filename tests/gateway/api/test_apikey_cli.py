@@ -42,3 +42,32 @@ def test_create_for_an_unknown_store_fails(configured, database_url):
     )
     assert result.exit_code != 0
     assert "unknown store" in result.output
+
+
+def test_a_prefix_of_decimal_digits_names_its_key_not_the_key_with_that_id(
+    client, configured, database_url, monkeypatch
+):
+    from gateway.api import keys
+
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url}
+    first = runner.invoke(main, ["apikey", "create", "--name", "first"], env=env)
+    first_key = first.output.strip().splitlines()[-1]
+    first_id = next(
+        row.split("\t")[0] for row in runner.invoke(main, ["apikey", "list"], env=env).output.splitlines()
+        if "\tfirst\t" in row
+    )
+    digits = first_id.zfill(8)  # a hex prefix that reads as the first key's id
+    monkeypatch.setattr(keys.secrets, "token_hex", lambda _nbytes: digits)
+    second = runner.invoke(main, ["apikey", "create", "--name", "second"], env=env)
+    second_key = second.output.strip().splitlines()[-1]
+
+    revoked = runner.invoke(main, ["apikey", "revoke", digits], env=env)
+    assert revoked.exit_code == 0, revoked.output
+    assert "'second'" in revoked.output
+    assert client.get("/api/v1/leads", headers=bearer(second_key)).status_code == 401
+    assert client.get("/api/v1/leads", headers=bearer(first_key)).status_code == 200
+
+    by_id = runner.invoke(main, ["apikey", "revoke", first_id], env=env)
+    assert by_id.exit_code == 0, by_id.output
+    assert client.get("/api/v1/leads", headers=bearer(first_key)).status_code == 401
