@@ -29,6 +29,7 @@ from typing import Any
 from flask import Flask
 from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -164,6 +165,10 @@ class GatewayWorker(SimpleWorker):
     """
 
     lag_watch = _LagWatch()
+    # RQ's dequeue retries a lost connection with a growing pause, up to a minute by default: a Redis
+    # back is noticed within this, and a stop whose signal came mid-log-line (below) is kept waiting
+    # no longer than this.
+    max_connection_wait_time = 5.0
 
     def __init__(self, *args: Any, stopping: threading.Event | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -177,6 +182,17 @@ class GatewayWorker(SimpleWorker):
         """RQ's handler of the first SIGTERM or SIGINT: idle, stop now; busy, after the current job."""
         self.stopping.set()
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        # First thing in each turn of RQ's dequeue loop, which retries a lost connection for ever. The
+        # StopRequested RQ's handler raises is lost when the signal lands while RQ logs the retry (the
+        # logging module swallows an error in a handler's write), so a stop noted then ends the loop here.
+        try:
+            super().heartbeat(timeout, pipeline)
+        except RedisError:
+            if self.stopping.is_set():
+                raise StopRequested from None
+            raise
 
     def check_for_suspension(self, burst: bool) -> None:
         # First thing in each turn of RQ's loop: a stop noted while the worker was starting ends it here.

@@ -7,6 +7,7 @@ a deadline; the worker's process group and the private Redis are ended in `final
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,14 +15,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
+from rq.exceptions import StopRequested
 
 from gateway import worker
 from gateway.embedded_redis import EmbeddedRedis, free_port
+from gateway.jobs import Lane, make_queue
 from gateway.settings import Settings
-from gateway.worker import STOP_GRACE
+from gateway.worker import STOP_GRACE, GatewayWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous guards for a busy machine; a worker that needs them has failed its test already.
@@ -136,3 +140,63 @@ def test_the_processes_that_take_every_lane_give_way_on_a_busy_machine():
     assert [worker.niced(index, 3) for index in range(3)] == [False, False, True]
     assert [worker.niced(index, 2) for index in range(2)] == [False, True]
     assert worker.niced(0, 1) is False  # one process does everything at normal priority
+
+
+class _StopInTheLogLine(logging.Handler):
+    """Plays the stop signal landing while RQ writes its "could not connect" line: RQ's handler runs
+    inside this write, and the StopRequested it raises is swallowed by the logging module."""
+
+    def __init__(self, worker: GatewayWorker) -> None:
+        super().__init__()
+        self.worker = worker
+        self.lines = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines += 1
+        try:  # as a stream handler's write does
+            if self.lines == 1:
+                self.worker.request_stop(signal.SIGTERM, None)
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass  # what logging does with it, without the traceback in the test's output
+
+
+class _CountedWorker(GatewayWorker):
+    """Fails the test instead of retrying for ever: a stop noted must end the loop within a few turns."""
+
+    turns = 0
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        self._state = state  # the loop's own step before it turns, which Redis gone would fail first
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        self.turns += 1
+        assert self.turns <= 3, "the dequeue loop went on retrying after the stop"
+        super().heartbeat(timeout, pipeline)
+
+
+def test_a_stop_whose_signal_lands_in_a_log_line_still_ends_the_retrying_dequeue(
+    private_redis: EmbeddedRedis,
+) -> None:
+    connection = Redis.from_url(private_redis.url)
+    rq_worker = _CountedWorker([make_queue(connection, Lane.URGENT)], connection=connection, name="t-stop")
+    assert private_redis.process is not None
+    private_redis.process.terminate()  # gone: every turn of the dequeue loop fails to connect
+    private_redis.process.wait(timeout=30)
+    rq_worker.max_connection_wait_time = 0.05
+    handler = _StopInTheLogLine(rq_worker)
+    rq_log = logging.getLogger("rq.worker")
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    rq_log.addHandler(handler)
+    try:
+        with pytest.raises(StopRequested):
+            rq_worker.dequeue_job_and_maintain_ttl(timeout=1)
+    finally:
+        rq_log.removeHandler(handler)
+        for number, previous in handlers.items():
+            signal.signal(number, previous)
+        connection.close()
+    assert handler.lines >= 1
+    assert rq_worker.stopping.is_set()
