@@ -15,6 +15,26 @@ from gunicorn.glogging import Logger
 from gateway.phones import mask
 
 _configured = False
+# Exceptions a signal handler raises to stop the process. A signal that lands while a line is written
+# would otherwise see its exception swallowed by the handler's error report ("--- Logging error ---"),
+# as KeyboardInterrupt and SystemExit are not.
+_STOPS: tuple[type[BaseException], ...] = ()
+
+
+def let_through(stop: type[BaseException]) -> None:
+    """A log line being written when `stop` is raised does not swallow it: it goes on up the stack."""
+    global _STOPS
+    if stop not in _STOPS:
+        _STOPS = (*_STOPS, stop)
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stream handler of `configure_logging`: an exception passed to `let_through` is not swallowed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], _STOPS):
+            raise  # the exception in hand, which logging would report and drop
+        super().handleError(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +59,7 @@ def configure_logging(*, json_logs: bool, level: int = logging.INFO) -> None:
     if _configured:
         return
     _configured = True
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LineHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter() if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )

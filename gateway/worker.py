@@ -41,7 +41,7 @@ from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
-from gateway import runtime
+from gateway import logs, runtime
 from gateway.jobs import LANES, Lane, SweepThread, make_queue, run_sweep
 from gateway.metrics import JOB_WAIT_SECONDS
 
@@ -292,6 +292,7 @@ def run_worker(
     nothing). A stop ends the worker whether or not Redis answers, with one line (not in burst mode)."""
     name = f"gateway-{socket.gethostname()}-{os.getpid()}"
     logging.getLogger("rq.worker").addFilter(_REDIS_OUTAGE_IN_ONE_LINE)
+    logs.let_through(StopRequested)
     stopping = threading.Event()
     # RQ's handlers are in place only while its loop runs: ours note a stop at every other moment.
     previous = _listen_for_stop(stopping)

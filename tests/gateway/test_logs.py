@@ -1,9 +1,12 @@
-"""The access log of a real gunicorn, started as a plain `gunicorn wsgi:app` in the project folder,
-holds no customer's number and no click-to-call link."""
+"""Logging: the access log of a real gunicorn, started as a plain `gunicorn wsgi:app` in the project
+folder, holds no customer's number and no click-to-call link; a stop raised while a line is written is
+not swallowed."""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gateway import logs
 from gateway.agents.click_to_call import make_token
 from gateway.embedded_redis import free_port
 from gateway.logs import scrub
@@ -100,3 +104,37 @@ def test_plain_gunicorn_in_the_project_folder_writes_a_masked_access_log(setting
     assert "phone=+1********94&store=north-honda" in plain
     assert '"GET /c/[link] HTTP/1.1"' in link
     assert f"{base}/c/[link]?from=%2B1********94" in link
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StreamInterrupted(io.StringIO):
+    """A stream whose write is where the stop signal lands."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+
+def test_a_stop_raised_while_a_line_is_written_goes_up_the_stack_and_a_write_error_does_not(monkeypatch):
+    monkeypatch.setattr(logs, "_STOPS", ())
+    logs.let_through(_Stop)
+    logger = logging.getLogger("tests.logs.stop")
+    logger.propagate = False
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # the write error's report, kept out of the output
+    try:
+        logger.addHandler(handler := logs.LineHandler(_StreamInterrupted(_Stop())))
+        with pytest.raises(_Stop):
+            logger.warning("redis unavailable")
+        logger.removeHandler(handler)
+
+        logger.addHandler(handler := logs.LineHandler(_StreamInterrupted(OSError("disk full"))))
+        logger.warning("redis unavailable")  # reported by logging and dropped, as before
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
