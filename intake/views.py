@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from gateway import api, runtime, web
 from gateway import serialize as out
@@ -31,8 +31,11 @@ def authenticate() -> None:
     api.authenticate()
 
 
+_STORE_BY_KEY = select(Store).where(Store.key == bindparam("key"))
+
+
 def _visible_store(key: str) -> Store | None:
-    store = web.session().scalar(select(Store).where(Store.key == key))
+    store = web.session().scalar(_STORE_BY_KEY, {"key": key})
     if store is None:
         return None
     ids = api.visible_store_ids()
@@ -78,11 +81,9 @@ def receive_adf() -> Response:
         raise ApiError(
             415, "unsupported_media_type", "Send ADF/XML as application/xml or application/x-adf+xml."
         )
-    store = _adf_store()
-    session = web.session()
-    # End the reads' transaction before parsing: on SQLite it holds the one write lock (BEGIN IMMEDIATE),
-    # which the other requests and the worker's builds need meanwhile.
-    session.commit()
+    # Parsed before the database is touched: on SQLite the store's lookup begins the writer's
+    # transaction (the one write lock, which other requests and the worker's builds need), and the
+    # INSERT follows it at once.
     try:
         document = parse_adf(request.get_data(cache=False))
     except AdfError as error:
@@ -91,6 +92,8 @@ def receive_adf() -> Response:
             extra.update(line=error.line, column=error.column)
         code = "invalid_adf" if error.code in {"malformed", "not-adf", "no-prospect", "too-large"} else "adf_refused"
         raise ApiError(400, code, f"The ADF document was refused: {error.describe()}.", **extra) from None
+    store = _adf_store()
+    session = web.session()
     stored = services.store_adf(session, store, document, IntakeChannel.ADF_HTTP, api.now())
     session.commit()
     if services.count_new(stored):

@@ -50,17 +50,20 @@ def authenticate() -> None:
     # The key check only reads: it waits for no writer, whatever the method (on SQLite a POST's own
     # writes take the write lock once, after it, instead of twice).
     begin_reading(session)
-    address = (request.remote_addr or "unknown")[:64]
-    moment = runtime.current().clock.now()
-    try:
-        web.check_failures(session, address, ("api_key",), FAILED_KEYS_PER_ADDRESS, moment)
-    except web.TooManyAttempts as limit:
-        raise ApiError(
-            429, "too_many_failed_keys", "Too many unknown API keys from this address; wait and try again.",
-            retry_after=limit.retry_after,
-        ) from None
     key = find_key(session, token.strip())
     if key is None:
+        # Failures are counted per address only for unknown keys: a key is 256 random bits, so the
+        # limit is there to keep scanners off the database, not to guard a key that was guessed; a
+        # client with a good key is served even from an address a scanner shares.
+        address = (request.remote_addr or "unknown")[:64]
+        moment = runtime.current().clock.now()
+        try:
+            web.check_failures(session, address, ("api_key",), FAILED_KEYS_PER_ADDRESS, moment)
+        except web.TooManyAttempts as limit:
+            raise ApiError(
+                429, "too_many_failed_keys", "Too many unknown API keys from this address; wait and try again.",
+                retry_after=limit.retry_after,
+            ) from None
         session.rollback()  # the failure is written in a transaction of its own
         web.record_failure(session, address, "api_key", moment)
         session.commit()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import weakref
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from gateway.models import ApiKey, Store
@@ -44,10 +46,14 @@ def create_key(session: Session, name: str, stores: list[str] | None, now: datet
     return key, plaintext
 
 
+# Built once: every API request runs it.
+_BY_HASH = select(ApiKey).where(ApiKey.key_hash == bindparam("key_hash"))
+
+
 def find_key(session: Session, plaintext: str) -> ApiKey | None:
     if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
         return None
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))
+    key = session.scalar(_BY_HASH, {"key_hash": hash_key(plaintext)})
     if key is None or key.revoked_at is not None:
         return None
     return key
@@ -67,8 +73,20 @@ def revoke_key(session: Session, key_id_or_prefix: str, now: datetime) -> ApiKey
     return key
 
 
+# Store key -> id, per database. A store is never deleted nor its key changed, so an id once read
+# stays right; a key not found (a store not configured yet) is looked up again next time.
+_STORE_IDS: weakref.WeakKeyDictionary[Engine, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 def store_ids(session: Session, key: ApiKey) -> set[int] | None:
     """The ids of the stores this key may see; None means every store."""
     if key.stores is None:
         return None
-    return set(session.scalars(select(Store.id).where(Store.key.in_(key.stores))))
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    known = _STORE_IDS.setdefault(engine, {})
+    missing = [store for store in key.stores if store not in known]
+    if missing:
+        found = session.execute(select(Store.key, Store.id).where(Store.key.in_(missing)))
+        known.update({store: store_id for store, store_id in found})
+    return {known[store] for store in key.stores if store in known}

@@ -30,7 +30,7 @@ def limit_request(key_prefix: str) -> None:
     window = moment // WINDOW
     counter = f"gateway:ratelimit:{key_prefix}:{window}"
     try:
-        pipe = current.redis.pipeline()
+        pipe = current.redis.pipeline(transaction=False)  # one round trip; the EXPIRE needs no MULTI
         pipe.incr(counter)
         pipe.expire(counter, WINDOW * 2)
         count = int(pipe.execute()[0])

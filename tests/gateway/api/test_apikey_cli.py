@@ -71,3 +71,15 @@ def test_a_prefix_of_decimal_digits_names_its_key_not_the_key_with_that_id(
     by_id = runner.invoke(main, ["apikey", "revoke", first_id], env=env)
     assert by_id.exit_code == 0, by_id.output
     assert client.get("/api/v1/leads", headers=bearer(first_key)).status_code == 401
+
+
+def test_a_good_key_is_served_from_an_address_that_used_up_its_unknown_keys(client, configured, database_url):
+    created = CliRunner().invoke(main, ["apikey", "create", "--name", "crm-sync"], env={"DATABASE_URL": database_url})
+    key = created.output.strip().splitlines()[-1]
+    for _ in range(30):
+        assert client.get("/api/v1/leads", headers=bearer("gw_scanner_x")).status_code == 401
+    refused = client.get("/api/v1/leads", headers=bearer("gw_scanner_x"))
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "too_many_failed_keys"
+    # The same address (a dealership's shared office line), with a key that exists.
+    assert client.get("/api/v1/leads", headers=bearer(key)).status_code == 200
