@@ -275,3 +275,63 @@ class SweepThread(threading.Thread):
                 except Exception:
                     log.exception("sweep failed")
             self._stop_event.wait(self._interval)
+
+
+# --- which worker process holds a claim, and whether it is still alive ------------------------------------
+
+# A worker process keeps `gateway:alive:<its name>` in Redis, set again every third of this; killed, its
+# key is gone this long after. Work it had claimed can then be handed out again at once, instead of
+# after a claim timeout sized for the slowest honest attempt.
+ALIVE_SECONDS = 15
+_ALIVE_KEY = "gateway:alive:"
+_process_name: str | None = None
+
+
+def process_name() -> str | None:
+    """This worker process's name while it keeps itself alive (`AliveThread`); None elsewhere."""
+    return _process_name
+
+
+def alive(redis: Redis, names: set[str]) -> set[str] | None:
+    """The names among `names` whose process is alive; None when Redis cannot say."""
+    ordered = sorted(names)
+    if not ordered:
+        return set()
+    try:
+        present = redis.mget([f"{_ALIVE_KEY}{name}" for name in ordered])
+    except RedisError:
+        return None
+    return {name for name, value in zip(ordered, present, strict=True) if value is not None}
+
+
+class AliveThread(threading.Thread):
+    """Keeps this process's alive key in Redis until stopped (then removes it). Redis down: tries again
+    at the next beat; meanwhile others cannot tell and wait for the claim timeouts."""
+
+    def __init__(self, redis: Redis, name: str) -> None:
+        super().__init__(name="gateway-alive", daemon=True)
+        self._redis = redis
+        self._key = f"{_ALIVE_KEY}{name}"
+        self._name = name
+        self._stop_event = threading.Event()
+
+    def start(self) -> None:
+        global _process_name
+        self._beat()  # before the first claim
+        _process_name = self._name
+        super().start()
+
+    def stop(self) -> None:
+        global _process_name
+        self._stop_event.set()
+        _process_name = None
+        with contextlib.suppress(RedisError):
+            self._redis.delete(self._key)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(ALIVE_SECONDS / 3):
+            self._beat()
+
+    def _beat(self) -> None:
+        with contextlib.suppress(RedisError):
+            self._redis.set(self._key, "1", ex=ALIVE_SECONDS)

@@ -42,7 +42,7 @@ from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
 from gateway import logs, runtime
-from gateway.jobs import LANES, Lane, SweepThread, make_queue, run_sweep
+from gateway.jobs import LANES, AliveThread, Lane, SweepThread, make_queue, run_sweep
 from gateway.metrics import JOB_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,12 @@ def run_worker(
         deadline.start()
     with app.app_context():
         current = runtime.current()
+        # Claims this process takes carry its name; killed, its key expires and they are handed out again.
+        alive = None if burst else AliveThread(
+            current.redis, f"{socket.gethostname()[:40]}:{os.getpid()}:{time.time_ns() // 1_000_000}"
+        )
+        if alive is not None:
+            alive.start()
         sweeper = None
         if sweep:
             sweeper = SweepThread(
@@ -354,6 +360,8 @@ def run_worker(
             deadline.finished.set()
             if sweeper is not None:
                 sweeper.stop()
+            if alive is not None:
+                alive.stop()
             _restore(previous)
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, aliased
 from gateway import runtime
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind, pending, unfinished
 from gateway.crm.transport import AdfEmail, DeliveryError, post_adf, post_json, send_adf_emails
-from gateway.jobs import Lane, SingleJob
+from gateway.jobs import Lane, SingleJob, process_name
 from gateway.models import Store
 from gateway.runtime import Runtime
 
@@ -219,6 +219,7 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
             .values(
                 status=DeliveryStatus.DELIVERING.value,
                 claimed_at=now,
+                claimed_by=process_name(),
                 attempts=CrmDelivery.attempts + 1,
                 updated_at=now,
             )
@@ -368,6 +369,7 @@ def _record_one(session: Session, outcome: Outcome, now: datetime) -> None:
     if row is None or row.status != DeliveryStatus.DELIVERING.value:
         return
     row.claimed_at = None
+    row.claimed_by = None
     row.updated_at = now
     error = outcome.error
     if not outcome.sent:

@@ -80,6 +80,8 @@ class CrmDelivery(Base):
     retry_until: Mapped[datetime] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None] = mapped_column()
+    # The worker process that claimed it (gateway.jobs.process_name); None outside `gateway worker`.
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
     # When the sweep last handed it to Redis (so it does not pile up copies of the same job).
     queued_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

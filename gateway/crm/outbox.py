@@ -36,7 +36,7 @@ from gateway.crm.formats import (
     render_json_event,
 )
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind, pending
-from gateway.jobs import register_sweeper
+from gateway.jobs import ALIVE_SECONDS, alive, register_sweeper
 from gateway.leads import WEB_FORM, Inquiry
 from gateway.models import Call, CallOutcome, Lead, Message, Store, Task
 from gateway.settings import DEFAULT_PUBLIC_BASE_URL
@@ -420,18 +420,28 @@ def enqueue_due_deliveries(session: Session, now: datetime) -> None:
 
 
 def release_stuck_deliveries(session: Session, now: datetime) -> None:
-    """A delivery claimed long ago with no answer: the worker died. Send again (receivers dedupe)."""
+    """A delivery whose worker died before the CRM answered: send it again (receivers dedupe by its key).
+
+    The worker is known dead when the process that claimed it no longer keeps its alive key in Redis
+    (`jobs.alive`), a few seconds after a kill; otherwise (Redis down, a claim taken outside `gateway
+    worker`) when the claim is older than the claim timeout, long enough for the slowest honest attempt."""
     timeout = timedelta(seconds=_setting("crm_claim_timeout", DEFAULT_CLAIM_TIMEOUT))
-    stuck = list(
+    claimed = list(
         session.scalars(
             select(CrmDelivery).where(
                 CrmDelivery.status == DeliveryStatus.DELIVERING.value,
-                CrmDelivery.claimed_at <= now - timeout,
+                CrmDelivery.claimed_at <= now - timedelta(seconds=ALIVE_SECONDS),
             )
         )
     )
+    expired = {row.id for row in claimed if row.claimed_at is not None and row.claimed_at <= now - timeout}
+    owners = {row.claimed_by for row in claimed if row.claimed_by and row.id not in expired}
+    living = alive(runtime.current().redis, owners) if owners else set()
+    dead = owners - living if living is not None else set()
+    stuck = [row for row in claimed if row.id in expired or row.claimed_by in dead]
     for row in stuck:
         row.claimed_at = None
+        row.claimed_by = None
         row.updated_at = now
         row.last_error = "the worker stopped before the CRM answered; sending again with the same key"
         if now < row.retry_until:

@@ -15,7 +15,7 @@ from gateway import runtime
 from gateway.crm import delivery
 from gateway.crm.models import CrmDelivery
 from gateway.crm.outbox import release_stuck_deliveries
-from gateway.jobs import Lane, SingleJob, make_queue
+from gateway.jobs import ALIVE_SECONDS, AliveThread, Lane, SingleJob, alive, make_queue
 from gateway.models import Store
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
@@ -158,6 +158,48 @@ def test_a_worker_that_dies_mid_batch_loses_and_doubles_nothing(app, db, poster,
     keys = [row.idempotency_key for row in rows(db)]
     assert sorted(healthy.accepted_keys()) == sorted(keys)  # everything, once
     assert len(healthy.duplicates) == 2  # the two sent before the kill came again; the CRM dropped them
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_killed_workers_claims_go_again_once_its_alive_key_is_gone_not_after_the_claim_timeout(
+    app, db, poster, work, healthy, clock, redis
+):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    for caller in callers(3):
+        missed_call(poster, caller)
+    worker_process = AliveThread(redis, "host-a:4242:1")
+    worker_process.start()
+    try:
+        with app.app_context():
+            claimed = delivery.claim(runtime.current())  # claimed by the worker process, which is then killed
+        assert claimed
+        assert {row.claimed_by for row in rows(db, status="delivering")} == {"host-a:4242:1"}
+
+        def sweep() -> None:
+            with app.app_context(), db.session() as session:
+                release_stuck_deliveries(session, clock.now())
+                session.commit()
+
+        clock.advance(timedelta(seconds=ALIVE_SECONDS + 1))
+        sweep()  # still alive (a slow CRM, not a dead worker): the claims stand
+        assert len(rows(db, status="delivering")) == len(claimed)
+    finally:
+        worker_process.stop()  # what its key's expiry does, ALIVE_SECONDS after a SIGKILL
+
+    sweep()  # long before the claim timeout
+    assert rows(db, status="delivering") == []
+    assert all(row.claimed_by is None for row in rows(db))
+    work()
+    assert {row.status for row in rows(db)} == {"delivered"}
+    assert sorted(healthy.accepted_keys()) == sorted(row.idempotency_key for row in rows(db))
+
+
+def test_alive_says_nothing_when_redis_is_down():
+    client = Redis.from_url(dead_redis())
+    try:
+        assert alive(client, {"host-a:1:1"}) is None
+    finally:
+        client.close()
 
 
 @pytest.mark.usefixtures("configured")
