@@ -1,7 +1,7 @@
 """Leads from forms and ADF: the first text and the acknowledgement a web lead gets, and ADF intake rate.
 
     .venv/bin/python bench/intake.py [--leads 300] [--rate 20] [--calls-per-second 5] [--adf 1000] [--clients 4]
-                                     [--postgres]
+                                     [--postgres] [--intake-only]
 
 Starts, on loopback: the Twilio fake (a process), an embedded Redis, a migrated SQLite database
 (PostgreSQL with --postgres), the configuration (North Honda names no lead cadence, so each form gets the
@@ -20,6 +20,7 @@ built-in first text and e-mail acknowledgement), gunicorn (`wsgi:app`, 2x2 threa
    Then ten documents one at a time (every 0.5 s): POST -> lead in the database, the latency outside a
    burst. Also the web processes' CPU time per document while the documents came in (from /proc), the steadier
    figure on a shared machine: two cores divided by it is the rate the web tier could take alone.
+   --intake-only: the ADF part alone with no worker running, the intake tier's own rate (leads stay unbuilt).
 Everything it starts is stopped by PID when it ends.
 """
 
@@ -121,7 +122,10 @@ def adf_document(n: int) -> bytes:
     ).encode()
 
 
-def run(leads: int, rate: float, calls_per_second: float, adf: int, clients: int, database_url: str | None) -> None:
+def run(
+    leads: int, rate: float, calls_per_second: float, adf: int, clients: int, database_url: str | None,
+    intake_only: bool = False,
+) -> None:
     inbox = Inbox()
     smtp_port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
@@ -138,10 +142,15 @@ def run(leads: int, rate: float, calls_per_second: float, adf: int, clients: int
             web = stack.processes[-1].pid
             # As `gateway serve` runs them: one process for urgent work (texts), one urgent and default
             # (e-mail), one every lane.
-            workers = stack.spawn(sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3").pid
+            workers = 0 if intake_only else stack.spawn(
+                sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "3"
+            ).pid
             wait_http(f"{base}/healthz")
             time.sleep(1.5)
             key = api_key(stack)
+            if intake_only:
+                intake_rate(base, key, adf, clients, stack.env["DATABASE_URL"], {"web": web}, build=False)
+                return
             forms(stack, base, key, inbox, leads, rate, calls_per_second)
             intake_rate(base, key, adf, clients, stack.env["DATABASE_URL"], {"web": web, "workers": workers})
     finally:
@@ -230,7 +239,7 @@ def figures(values: list[float], unit: str, digits: int) -> str:
 
 
 def intake_rate(
-    base: str, key: str, documents: int, clients: int, database_url: str, roots: dict[str, int]
+    base: str, key: str, documents: int, clients: int, database_url: str, roots: dict[str, int], build: bool = True
 ) -> None:
     bodies = [adf_document(n) for n in range(documents)]
     database = Database(database_url, pool=False)
@@ -246,8 +255,11 @@ def intake_rate(
               f"documents/s parsed and stored ({stored} answered 202)  (target >= 200/s); {load()}")
         if stored and cpu["web"] > 0:
             per_document = cpu["web"] / stored
+            workers = f", workers {cpu['workers']:.1f} s in all" if "workers" in cpu else " (no worker running)"
             print(f"  CPU while they came in: web {per_document * 1000:.1f} ms a document (2 cores: "
-                  f"{2 / per_document:.0f} documents/s), workers {cpu['workers']:.1f} s in all")
+                  f"{2 / per_document:.0f} documents/s){workers}")
+        if not build:
+            return
         built, failed = wait_for_leads(database, stored, started)
         until = time.monotonic() - started
         print(f"  leads built: {built} of {stored} ({failed} failed) {until:.1f} s after the first document: "
@@ -350,9 +362,11 @@ def main() -> None:
     parser.add_argument("--adf", type=int, default=1000, help="ADF documents for the intake rate")
     parser.add_argument("--clients", type=int, default=4, help="clients posting ADF documents at once")
     parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL server")
+    parser.add_argument("--intake-only", action="store_true",
+                        help="ADF only, with no worker running: the intake tier's own rate (no lead is built)")
     args = parser.parse_args()
     if not args.postgres:
-        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, None)
+        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, None, args.intake_only)
         return
     from tests.support import postgres
 
@@ -360,7 +374,8 @@ def main() -> None:
     server.start()
     try:
         server.execute("CREATE DATABASE gateway_bench")
-        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, server.url("gateway_bench"))
+        run(args.leads, args.rate, args.calls_per_second, args.adf, args.clients, server.url("gateway_bench"),
+            args.intake_only)
     finally:
         server.stop()
 
