@@ -140,7 +140,7 @@ def test_log_waits_for_the_first_commit_then_queues_and_the_row_follows(writer, 
     assert sids_in(db) == [first]
     assert writer.healthy
     assert writer.log(log_ringing(second, store_id), lost.append) is True  # answered before its commit
-    assert writer.flush()
+    assert writer.flush(timeout=120)  # a guard for a busy machine, not a measure
     assert sorted(sids_in(db)) == sorted([first, second])
     assert lost == []
 
@@ -150,7 +150,7 @@ def test_queued_work_the_database_refuses_goes_to_lost_and_the_next_call_waits(w
     lost: list[BaseException] = []
     refused = new_sid("CA")
     assert writer.log(log_ringing(refused, store_id + 1000), lost.append) is True  # no such store
-    assert writer.flush()
+    assert writer.flush(timeout=120)  # a guard for a busy machine, not a measure
     assert len(lost) == 1
     assert isinstance(lost[0], DatabaseUnavailable)
     assert refused not in sids_in(db)
@@ -184,7 +184,7 @@ def test_a_commit_that_hangs_makes_the_writer_unhealthy(writer, store_id, monkey
         writer.log(log_ringing(new_sid("CA"), store_id), lambda error: None)
     assert not finished.is_set()  # refused while the commit still hung
     release.set()
-    assert writer.flush()
+    assert writer.flush(timeout=120)  # a guard for a busy machine, not a measure
     assert writer.healthy
 
 
@@ -236,7 +236,7 @@ def test_queued_rings_share_one_statement_and_a_bad_one_is_set_apart(writer, db,
     for sid in [*good[:15], bad, *good[15:], good[3]]:  # and a provider retry of one of them
         call = ringing(sid, store_id + 1000 if sid == bad else store_id)
         writer.log(lambda db, call=call: db.ring_later(call), lambda error, sid=sid: lost.append((sid, error)))
-    assert writer.flush()
+    assert writer.flush(timeout=120)  # a guard for a busy machine, not a measure
     assert set(good) <= set(sids_in(db))
     assert bad not in sids_in(db)
     assert [sid for sid, _ in lost] == [bad]
@@ -278,5 +278,5 @@ def test_a_writer_thread_that_died_is_replaced(writer, db, store_id):
     writer._closing = False
     sid = new_sid("CA")
     writer.log(log_ringing(sid, store_id), lambda error: None)
-    assert writer.flush()
+    assert writer.flush(timeout=120)  # a guard for a busy machine, not a measure
     assert sid in sids_in(db)
