@@ -1,5 +1,6 @@
 """`gateway worker` as a process: a stop signal ends it while the Redis it worked for is gone (stopped)
-or does not answer (frozen), with one line each and no traceback, alone or as a `--concurrency` pool.
+or does not answer (frozen), with one line each and no traceback, alone or as a `--concurrency` pool;
+each process keeps its alive key in Redis while it runs.
 
 Nothing here can hang the suite: the worker writes to a file that is read, never a pipe; every wait has
 a deadline; the worker's process group and the private Redis are ended in `finally`.
@@ -200,3 +201,29 @@ def test_a_stop_whose_signal_lands_in_a_log_line_still_ends_the_retrying_dequeue
         connection.close()
     assert handler.lines >= 1
     assert rq_worker.stopping.is_set()
+
+
+def test_each_worker_process_keeps_an_alive_key_while_it_runs_and_takes_it_away_when_it_stops(
+    settings: Settings, private_redis: EmbeddedRedis, tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "worker.log"
+    client = Redis.from_url(private_redis.url, socket_timeout=5)
+    with log_path.open("wb") as log_file:
+        pool = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "2"],
+            cwd=ROOT, env=_worker_env(settings, private_redis.url, tmp_path),
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+        )
+    try:
+        assert _wait_for(lambda: pool.poll() is not None or _ready(client, 2), START_DEADLINE), log_path.read_text()
+        keys = client.keys("gateway:alive:*")
+        assert len(keys) == 2, keys  # one a process, each named host:pid:start
+        assert all(client.ttl(key) > 0 for key in keys)  # they expire unless kept: a killed process's go
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(timeout=STOP_DEADLINE) == 0, log_path.read_text()
+    finally:
+        if pool.poll() is None:
+            os.killpg(pool.pid, signal.SIGKILL)
+            pool.wait()
+    assert client.keys("gateway:alive:*") == []
+    client.close()
