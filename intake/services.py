@@ -223,12 +223,14 @@ def _has_open_lead(session: Session, contact: Contact, store: Store) -> bool:
 def _open_lead_of_email(session: Session, store: Store, email: str | None) -> Lead | None:
     if not email:
         return None
+    # Through the open-lead key ("<contact>:<store>", unique): the contacts with that address by their
+    # index, then at most one lead each. A join from leads filtered by store had SQLite (no statistics)
+    # walk every lead of the store for each form.
+    contact_ids = session.scalars(select(Contact.id).where(Contact.email == email)).all()
+    if not contact_ids:
+        return None
     return session.scalar(
-        select(Lead)
-        .join(Contact, Contact.id == Lead.contact_id)
-        .where(Lead.store_id == store.id, Lead.open_key.is_not(None), Contact.email == email)
-        .order_by(Lead.id)
-        .limit(1)
+        select(Lead).where(Lead.open_key.in_([f"{cid}:{store.id}" for cid in contact_ids])).order_by(Lead.id).limit(1)
     )
 
 

@@ -21,7 +21,7 @@ from intake.jobs import REQUEUE_AFTER
 from intake.models import IntakeRecord
 from intake.services import CLAIM_TIMEOUT, MAX_ATTEMPTS
 from tests.intake.conftest import STORE_EMAIL
-from tests.support.api import ApiClient
+from tests.support.api import ApiClient, make_key
 from tests.support.config import CUSTOMER, SIMULTANEOUS
 
 SAMPLES = Path(__file__).with_name("samples")
@@ -204,6 +204,25 @@ def test_a_form_joins_the_open_lead_of_its_email_address(api: ApiClient, db: Any
     second = api.post("/api/v1/leads", json=form(phone=None, sms_consent=None, external_id="b"))
     assert second.status_code == 200
     assert second.json["id"] == first.json["id"]
+
+
+def test_a_form_joins_only_an_open_lead_of_its_store_with_that_email(
+    api: ApiClient, client: Any, db: Any, clock: Any
+) -> None:
+    south = ApiClient(client, make_key(db, clock.now(), ["south-ford"]))
+    elsewhere = south.post(
+        "/api/v1/leads", json=form(store="south-ford", phone=None, sms_consent=None, external_id="s")
+    )
+    assert elsewhere.status_code == 201
+    first = api.post("/api/v1/leads", json=form(phone=None, sms_consent=None, external_id="a"))
+    assert first.status_code == 201  # the south lead of that address is another store's
+    with db.session() as session:
+        lead = session.get(Lead, first.json["id"])
+        lead.open_key = None  # closed (sold or lost)
+        session.commit()
+    again = api.post("/api/v1/leads", json=form(phone=None, sms_consent=None, external_id="b"))
+    assert again.status_code == 201
+    assert again.json["id"] not in {first.json["id"], elsewhere.json["id"]}
 
 
 def test_the_same_external_id_twice_changes_nothing(
