@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from alembic import command
 from alembic.config import Config
 from flask import current_app, has_app_context
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -353,6 +353,31 @@ def upgrade(database_url: str) -> None:
     if database_url.startswith("sqlite:///"):
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), "heads")
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url)
+        try:
+            with engine.begin() as connection:
+                refresh_statistics(connection)
+        finally:
+            engine.dispose()
+
+
+# --- SQLite's statistics ---
+
+# Rows ANALYZE reads from each index: a sample, so it takes milliseconds whatever the database's size.
+ANALYSIS_LIMIT = 400
+
+
+def refresh_statistics(connection: Any) -> None:
+    """SQLite's planner without statistics weighs every index alike, and picks ones that walk a whole
+    store: all open tasks by their status to find one lead's task, where the lead's own index reads one
+    row. ANALYZE, sampled, tells it which columns tell rows apart. PostgreSQL gathers its own (autovacuum);
+    a table still empty gets no statistics, so the sweep runs this again as the tables fill
+    (`gateway.worker`)."""
+    if connection.dialect.name != "sqlite":
+        return
+    connection.execute(text(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}"))
+    connection.execute(text("ANALYZE"))
 
 
 def revision(database_url: str, message: str, head: str = "heads", branch_label: str | None = None) -> None:

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -40,9 +40,11 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
+from sqlalchemy.orm import Session
 
 from gateway import logs, runtime
-from gateway.jobs import LANES, AliveThread, Lane, SweepThread, make_queue, run_sweep
+from gateway.database import refresh_statistics
+from gateway.jobs import LANES, AliveThread, Lane, SweepThread, make_queue, register_sweeper, run_sweep
 from gateway.metrics import JOB_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,23 @@ def sweep_once(app: Flask) -> None:
     with app.app_context():
         current = runtime.current()
         run_sweep(current.database.sessions, current.clock.now())
+
+
+# SQLite's statistics, sampled again this often by the sweeping process (milliseconds each time).
+STATISTICS_EVERY = timedelta(minutes=10)
+_statistics_at: dict[str, datetime] = {}
+
+
+def _refresh_statistics(session: Session, now: datetime) -> None:
+    connection = session.connection()
+    last = _statistics_at.get(str(connection.engine.url))
+    if last is not None and timedelta(0) <= now - last < STATISTICS_EVERY:
+        return
+    refresh_statistics(connection)
+    _statistics_at[str(connection.engine.url)] = now
+
+
+register_sweeper("sqlite-statistics", _refresh_statistics)
 
 
 class _LagWatch:
