@@ -4,6 +4,7 @@ and its migrations (`gateway db upgrade`: Alembic, from the first table on, ever
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -19,6 +20,7 @@ from flask import current_app, has_app_context
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -354,10 +356,13 @@ def upgrade(database_url: str) -> None:
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), "heads")
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url)
+        # Through the gateway's engine: a gateway already running keeps writing meanwhile (the write lock).
+        engine = make_engine(database_url, pool=False)
         try:
             with engine.begin() as connection:
                 refresh_statistics(connection)
+        except OperationalError as error:  # statistics only speed queries up: never fail the upgrade
+            logging.getLogger(__name__).warning("statistics not refreshed: %s", error)
         finally:
             engine.dispose()
 
