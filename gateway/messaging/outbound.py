@@ -103,16 +103,15 @@ def sender_for(session: Session, lead: Lead) -> str | None:
     the customer reached, else the store's number of that department, else any of the store's numbers."""
     if lead.tracked_number:
         return lead.tracked_number
-    numbers = list(
-        session.scalars(
-            select(TrackedNumber)
-            .where(TrackedNumber.store_id == lead.store_id, TrackedNumber.active.is_(True))
-            .order_by(TrackedNumber.id)
-        )
-    )
-    same = [n for n in numbers if n.department == lead.department]
-    chosen = same or numbers
-    return chosen[0].number if chosen else None
+    # Two columns, not the numbers with their stores: a form's first text and its alert both ask.
+    numbers = session.execute(
+        select(TrackedNumber.number, TrackedNumber.department)
+        .where(TrackedNumber.store_id == lead.store_id, TrackedNumber.active.is_(True))
+        .order_by(TrackedNumber.id)
+    ).all()
+    same = [number for number, department in numbers if department == lead.department]
+    chosen = same or [number for number, _ in numbers]
+    return chosen[0] if chosen else None
 
 
 class Text(TypedDict, total=False):
