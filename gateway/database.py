@@ -19,7 +19,7 @@ from alembic.config import Config
 from flask import current_app, has_app_context
 from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -373,7 +373,7 @@ def upgrade(database_url: str) -> None:
 ANALYSIS_LIMIT = 400
 
 
-def refresh_statistics(connection: Any) -> None:
+def refresh_statistics(connection: Connection) -> None:
     """SQLite's planner without statistics weighs every index alike, and picks ones that walk a whole
     store: all open tasks by their status to find one lead's task, where the lead's own index reads one
     row. ANALYZE, sampled, tells it which columns tell rows apart. PostgreSQL gathers its own (autovacuum);

@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from gunicorn.glogging import Logger
 
@@ -28,7 +28,7 @@ def let_through(stop: type[BaseException]) -> None:
         _STOPS = (*_STOPS, stop)
 
 
-class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class LineHandler(logging.StreamHandler[TextIO]):
     """The stream handler of `configure_logging`: an exception passed to `let_through` is not swallowed."""
 
     def handleError(self, record: logging.LogRecord) -> None:

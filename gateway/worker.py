@@ -204,8 +204,9 @@ class GatewayWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         # First thing in each turn of RQ's dequeue loop, which retries a lost connection for ever. The
-        # StopRequested RQ's handler raises is lost when the signal lands while RQ logs the retry (the
-        # logging module swallows an error in a handler's write), so a stop noted then ends the loop here.
+        # StopRequested RQ's handler raises is lost if the signal lands inside code that swallows errors
+        # (a log handler other than ours: `logs.let_through` covers the gateway's), so a stop noted then
+        # still ends the loop here.
         try:
             super().heartbeat(timeout, pipeline)
         except RedisError:
