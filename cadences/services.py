@@ -404,21 +404,24 @@ def stop(
         .execution_options(synchronize_session=False)
     )
     # A text written but not yet claimed by a sender (waiting for the morning, or in the queue) is
-    # withdrawn; one a sender already holds is past the point of no return.
-    message_ids = list(
-        session.scalars(
-            select(CadenceStep.message_id).where(
-                CadenceStep.enrolment_id == enrolment.id,
-                CadenceStep.status.in_(_LIVE_STEPS),
-                CadenceStep.message_id.is_not(None),
-            )
+    # withdrawn; one a sender already holds is past the point of no return. A reply leaves the answer to
+    # the missed contact itself (the first step's text, due and not held for the morning) on its way: the
+    # customer who texts a moment after hanging up is still owed that text, and gets it once.
+    rows = session.execute(
+        select(CadenceStep.message_id, CadenceStep.step_index).where(
+            CadenceStep.enrolment_id == enrolment.id,
+            CadenceStep.status.in_(_LIVE_STEPS),
+            CadenceStep.message_id.is_not(None),
         )
-    )
+    ).all()
+    message_ids = [message_id for message_id, _ in rows]
+    kept = [message_id for message_id, index in rows if index == 0] if reason is StopReason.REPLY else []
     if message_ids:
+        owed = Message.id.in_(kept) & (Message.send_after.is_(None) | (Message.send_after <= now))
         withdrawn = list(
             session.scalars(
                 update(Message)
-                .where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING.value)
+                .where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING.value, ~owed)
                 .values(
                     status=MessageStatus.REFUSED.value,
                     refusal_code="cadence_stopped",

@@ -81,6 +81,32 @@ def test_reply_stops_the_cadence(missed_call, work, texts, clock, db, snapshot):
     no_more_texts(work, clock, texts, 1)
 
 
+def test_a_text_a_moment_after_the_missed_call_still_gets_the_first_text_once(
+    missed_call, work, texts, clock, db, snapshot
+):
+    """The customer hangs up and texts before a worker sent the first text: the cadence stops (its
+    follow-ups are skipped) but the answer to the missed call goes, once."""
+    missed_call()
+    clock.advance(timedelta(seconds=1))
+    customer_texts_back(db, clock, "Call me after 5 please")
+    state = assert_stopped(snapshot, StopReason.REPLY)
+    assert [s.skip_reason for s in state.steps[1:]] == [SkipReason.STOPPED.value] * 2
+    work()
+    assert [m["Body"] for m in texts()] == [FIRST_TEXT]
+    [first] = cadence_messages(db)
+    assert first.status != MessageStatus.REFUSED.value
+    work()
+    assert snapshot().steps[0].status == StepStatus.SENT.value
+    no_more_texts(work, clock, texts, 1)
+
+
+def test_opt_out_right_after_the_missed_call_withdraws_the_first_text(missed_call, work, texts, clock, db, snapshot):
+    missed_call()
+    customer_opts_out(db, clock)
+    assert_stopped(snapshot, StopReason.OPT_OUT)
+    no_more_texts(work, clock, texts, 0)
+
+
 def test_opt_out_stops_the_cadence(missed_call, work, texts, clock, db, snapshot):
     missed_call()
     work()
