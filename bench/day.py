@@ -351,7 +351,10 @@ def serve_receivers(folder: Path, latency: float, hang: bool) -> None:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if hang and self.destination == "adf-http":
-                stopping.wait()  # accepts the connection and the request; never answers
+                # Noted (the delivery was attempted: it is not lost), then never answered.
+                receipts.write(dest="adf-http-attempt", t=time.time(), key=self.headers.get("Idempotency-Key"),
+                               **parse_adf(body))
+                stopping.wait()
                 return
             time.sleep(latency)
             received = time.time()
@@ -1037,6 +1040,7 @@ class Outcome:
 
 
 DESTINATIONS = ("adf-http", "adf-email", "webhook")
+HUNG = "adf-http-attempt"  # --hang-crm: what the hanging receiver was sent (and never answered)
 
 
 def analyse(contacts: list[Contact], messages: list[dict[str, Any]], receipts: list[dict[str, Any]]) -> Outcome:
@@ -1100,7 +1104,7 @@ def analyse(contacts: list[Contact], messages: list[dict[str, Any]], receipts: l
         key = (receipt.get("sid") or "") if dest == "webhook" else f"{receipt.get('phone')}|{receipt.get('duration')}"
         if key and receipt["t"] < first_seen.get((dest, key), float("inf")):
             first_seen[(dest, key)] = receipt["t"]
-    for dest in DESTINATIONS:
+    for dest in (*DESTINATIONS, HUNG):
         lags: list[float] = []
         missing: list[str] = []
         for contact in contacts:
@@ -1126,11 +1130,33 @@ def drain(stack: Stack, contacts: list[Contact], messages: Messages, seconds: fl
     began = time.monotonic()
     while time.monotonic() - began < seconds:
         result = analyse(contacts, list(messages.items), read_receipts(stack.folder))
+        awaited = [HUNG, *DESTINATIONS[1:]] if stack.args.hang_crm else DESTINATIONS
         if (not result.missing_first_text and not result.alerts_missing
-                and not any(result.crm_missing.values())):
+                and not any(result.crm_missing[d] for d in awaited)):
             break
         time.sleep(1.0)
     return time.monotonic() - began
+
+
+def outbox_counts(stack: Stack, kind: str) -> dict[str, int]:
+    """The CRM outbox's deliveries of one destination type, counted by status through the REST API."""
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    base = next((b for b, web in stack.webs if web.poll() is None), stack.webs[0][0])
+    counts: dict[str, int] = {}
+    for status in ("pending", "delivering", "delivered", "dead"):
+        cursor = ""
+        while True:
+            code, answer = http_json("GET", f"{base}/api/v1/crm/deliveries?status={status}&limit=100{cursor}",
+                                     headers=headers, timeout=60)
+            if code != 200 or not isinstance(answer, dict):
+                raise RuntimeError(f"GET /api/v1/crm/deliveries?status={status} answered {code}: {answer}")
+            counts[status] = counts.get(status, 0) + sum(
+                1 for item in answer.get("items") or [] if (item.get("destination") or {}).get("type") == kind
+            )
+            if not answer.get("next_cursor"):
+                break
+            cursor = f"&cursor={urllib.parse.quote(answer['next_cursor'])}"
+    return counts
 
 
 def check_leads(stack: Stack, customers: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -1192,7 +1218,8 @@ def verdict(ok: bool) -> str:
 
 def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: Messages,
            played_for: float, drained_for: float, cpu: dict[str, float]) -> bool:
-    result = analyse(contacts, list(messages.items), read_receipts(stack.folder))
+    receipts = read_receipts(stack.folder)
+    result = analyse(contacts, list(messages.items), receipts)
     kinds = defaultdict(int)
     for c in contacts:
         kinds[c.outcome or c.kind] += 1
@@ -1232,7 +1259,8 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
     unanswered = unanswered_calls(contacts)
     stoppers = {c.customer for c in contacts if c.kind == "stop"}
     expecting = {c.customer for c in unanswered} - stoppers
-    crm_ok = all(not missing for missing in result.crm_missing.values())
+    hung = "adf-http" if stack.args.hang_crm else None
+    crm_ok = all(not result.crm_missing[d] for d in DESTINATIONS if d != hung)
     checks = [
         (not none and not ownerless and not unknown,
          f"every customer a lead with an owner: {leading - len(none) - len(ownerless) - len(unknown)}/{leading}"
@@ -1247,8 +1275,24 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
          f" (texted after: {len(result.after_stop)})"),
         (crm_ok,
          "every unanswered call in every CRM destination: "
-         + ", ".join(f"{d} {len(unanswered) - len(result.crm_missing[d])}/{len(unanswered)}" for d in DESTINATIONS)),
+         + ", ".join(f"{d} {len(unanswered) - len(result.crm_missing[d])}/{len(unanswered)}"
+                     for d in DESTINATIONS if d != hung)),
     ]
+    if hung:
+        # The two ADF destinations take the same events: each ADF the e-mail destination received is a
+        # delivery the hanging one must still hold, waiting to retry (none lost, none given up on).
+        outbox = outbox_counts(stack, hung)
+        mailed = len({r.get("key") for r in receipts if r.get("dest") == "adf-email"})
+        waiting = outbox.get("pending", 0) + outbox.get("delivering", 0)
+        attempted = len(unanswered) - len(result.crm_missing[HUNG])
+        attempts = sum(1 for r in receipts if r.get("dest") == HUNG)
+        checks.append((
+            waiting == mailed and not outbox.get("delivered") and not outbox.get("dead"),
+            f"the hanging destination loses nothing: {waiting}/{mailed} ADF documents waiting in its outbox "
+            f"(pending {outbox.get('pending', 0)}, being sent {outbox.get('delivering', 0)}, delivered "
+            f"{outbox.get('delivered', 0)}, dead {outbox.get('dead', 0)}); {attempts} attempts seen by the "
+            f"receiver, {attempted}/{len(unanswered)} unanswered calls among them",
+        ))
     print("invariants:")
     for ok, line in checks:
         print(f"  {verdict(ok)}  {line}")
