@@ -213,21 +213,27 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
                 chosen.append(delivery_id)
         if not chosen:
             return []
-        claimed = session.scalars(
-            update(CrmDelivery)
-            .where(CrmDelivery.id.in_(chosen), CrmDelivery.status == DeliveryStatus.PENDING.value)
-            .values(
-                status=DeliveryStatus.DELIVERING.value,
-                claimed_at=now,
-                claimed_by=process_name(),
-                attempts=CrmDelivery.attempts + 1,
-                updated_at=now,
-            )
-            .returning(CrmDelivery.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-        rows = list(session.scalars(select(CrmDelivery).where(CrmDelivery.id.in_(claimed)).order_by(CrmDelivery.id)))
-        stores = {s.id: s for s in session.scalars(select(Store).where(Store.id.in_({r.store_id for r in rows})))}
+        # What to send comes back with the claim (no second read of the rows under the write lock).
+        claimed = sorted(
+            session.execute(
+                update(CrmDelivery)
+                .where(CrmDelivery.id.in_(chosen), CrmDelivery.status == DeliveryStatus.PENDING.value)
+                .values(
+                    status=DeliveryStatus.DELIVERING.value,
+                    claimed_at=now,
+                    claimed_by=process_name(),
+                    attempts=CrmDelivery.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(
+                    CrmDelivery.id, CrmDelivery.kind, CrmDelivery.target, CrmDelivery.payload,
+                    CrmDelivery.idempotency_key, CrmDelivery.store_id, CrmDelivery.attempts,
+                )
+                .execution_options(synchronize_session=False)
+            ).all(),
+            key=lambda row: int(row.id),
+        )
+        stores = {s.id: s for s in session.scalars(select(Store).where(Store.id.in_({r.store_id for r in claimed})))}
         attempts = [
             Attempt(
                 id=row.id,
@@ -236,23 +242,23 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
                 payload=row.payload,
                 idempotency_key=row.idempotency_key,
                 store_name=stores[row.store_id].name,
-                secret=_secret(stores[row.store_id], row),
+                secret=_secret(stores[row.store_id], row.kind, row.target),
                 attempts=row.attempts,
             )
-            for row in rows
+            for row in claimed
         ]
         session.commit()
     return attempts
 
 
-def _secret(store: Store, row: CrmDelivery) -> str | None:
+def _secret(store: Store, kind: str, target: str) -> str | None:
     """The webhook secret as configured now (a rotated secret signs retries), matched by URL."""
-    if row.kind != DestinationKind.WEBHOOK.value:
+    if kind != DestinationKind.WEBHOOK.value:
         return None
     for entry in store.crm or []:
-        if not isinstance(entry, dict) or entry.get("type") != row.kind or not entry.get("secret"):
+        if not isinstance(entry, dict) or entry.get("type") != kind or not entry.get("secret"):
             continue
-        if str(entry.get("url") or "") == row.target:
+        if str(entry.get("url") or "") == target:
             return str(entry["secret"])
     return None
 
@@ -347,8 +353,12 @@ def record(current: Runtime, outcomes: list[Outcome], *, follow_up: bool = False
     destinations = _destinations(current)
     try:
         with current.database.session() as session:
+            delivered = [o.attempt.id for o in outcomes if o.sent and o.error is None]
+            if delivered:
+                _record_delivered(session, delivered, now)
             for outcome in outcomes:
-                _record_one(session, outcome, now)
+                if not outcome.sent or outcome.error is not None:
+                    _record_one(session, outcome, now)
             for target in {o.attempt.target for o in outcomes if o.error is not None and o.error.status is None}:
                 if destinations.is_paused(target, now):
                     _defer_target(session, target, now)
@@ -362,6 +372,26 @@ def record(current: Runtime, outcomes: list[Outcome], *, follow_up: bool = False
             destinations.finished(outcome.attempt.target)
     if follow_up:
         DELIVERY.request(current.redis)
+
+
+def _record_delivered(session: Session, ids: list[int], now: datetime) -> None:
+    """The common outcome, for many rows in one statement (without loading them: the write lock is short)."""
+    kinds = session.scalars(
+        update(CrmDelivery)
+        .where(CrmDelivery.id.in_(ids), CrmDelivery.status == DeliveryStatus.DELIVERING.value)
+        .values(
+            status=DeliveryStatus.DELIVERED.value,
+            delivered_at=now,
+            last_error=None,
+            claimed_at=None,
+            claimed_by=None,
+            updated_at=now,
+        )
+        .returning(CrmDelivery.kind)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for kind in kinds:
+        CRM_ATTEMPTS.labels(result="delivered", kind=kind).inc()
 
 
 def _record_one(session: Session, outcome: Outcome, now: datetime) -> None:
@@ -378,10 +408,7 @@ def _record_one(session: Session, outcome: Outcome, now: datetime) -> None:
         row.next_attempt_at = max(row.next_attempt_at, now)
         return
     if error is None:
-        row.status = DeliveryStatus.DELIVERED.value
-        row.delivered_at = now
-        row.last_error = None
-        CRM_ATTEMPTS.labels(result="delivered", kind=row.kind).inc()
+        _record_delivered(session, [row.id], now)
         return
     row.last_error = str(error)[:2000]
     if error.retryable and now < row.retry_until:
