@@ -26,13 +26,17 @@ def on_contact_unanswered(session: Session, *, lead: Lead, call: Call, now: date
 
 
 def on_lead_updated(
-    session: Session, *, lead: Lead, changes: dict[str, Any], now: datetime, **_: Any
+    session: Session, *, lead: Lead, changes: dict[str, Any], now: datetime, at: datetime | None = None, **_: Any
 ) -> None:
-    services.lead_changed(session, lead, changes, now)
+    services.lead_changed(session, lead, changes, now, as_of=at)
 
 
-def on_human_contact(session: Session, *, lead: Lead, reason: str, now: datetime, **_: Any) -> None:
-    services.stop_for_lead(session, lead, StopReason.HUMAN_CONTACT, now, reason, keep_appointments=True)
+def on_human_contact(
+    session: Session, *, lead: Lead, reason: str, now: datetime, at: datetime | None = None, **_: Any
+) -> None:
+    services.stop_for_lead(
+        session, lead, StopReason.HUMAN_CONTACT, now, reason, keep_appointments=True, started_by=at
+    )
 
 
 def on_message_received(

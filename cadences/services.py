@@ -286,14 +286,19 @@ def active_enrolments(session: Session, lead_id: int) -> list[CadenceEnrolment]:
     )
 
 
-def lead_changed(session: Session, lead: Lead, changes: dict[str, Any], now: datetime) -> None:
+def lead_changed(
+    session: Session, lead: Lead, changes: dict[str, Any], now: datetime, as_of: datetime | None = None
+) -> None:
     """Status and appointment changes: stop what the new status ends, start what it triggers, move
-    appointment reminders with the appointment."""
+    appointment reminders with the appointment. `as_of`: the change stands for something that happened
+    then (a conversation recorded late); cadences started after it stand."""
     started: set[str] = set()
     if "status" in changes:
         status = lead.status
         for enrolment in active_enrolments(session, lead.id):
             if status in lasts_while(enrolment.trigger):
+                continue
+            if as_of is not None and enrolment.started_at > as_of:
                 continue
             closed = status in {LeadStatus.CLOSED_WON.value, LeadStatus.CLOSED_LOST.value}
             cancelled = is_appointment_cadence(enrolment) and status != LeadStatus.NO_SHOW.value and not closed
@@ -459,10 +464,14 @@ def stop_for_lead(
     *,
     keep_appointments: bool = False,
     cadence_key: str | None = None,
+    started_by: datetime | None = None,
 ) -> list[CadenceEnrolment]:
+    """The lead's active cadences (those started by `started_by`, when given) stopped."""
     stopped = []
     for enrolment in active_enrolments(session, lead.id):
         if keep_appointments and is_appointment_cadence(enrolment):
+            continue
+        if started_by is not None and enrolment.started_at > started_by:
             continue
         if cadence_key is not None and enrolment.cadence_key != cadence_key:
             continue

@@ -38,11 +38,12 @@ contact_unanswered = _signals.signal("contact-unanswered")
 # Any customer call ended, answered or not, after its lead was settled: lead=, call=, now=
 call_completed = _signals.signal("call-completed")
 # A person reached the customer (answered call, connected click-to-call, an agent's text):
-# lead=, reason=, now=
+# lead=, reason=, now=, at= (when they spoke, if before now; None: now)
 human_contact = _signals.signal("human-contact")
 # A lead was opened: lead=, now=
 lead_created = _signals.signal("lead-created")
-# A lead changed: lead=, changes= (dict field -> (old, new)), now=
+# A lead changed: lead=, changes= (dict field -> (old, new)), now=, and at= when it stands for
+# something that happened before now (a conversation recorded as its call ended)
 lead_updated = _signals.signal("lead-updated")
 # A task was opened or completed: task=, now=
 task_created = _signals.signal("task-created")

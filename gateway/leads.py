@@ -215,12 +215,19 @@ def ensure_task(
 
 
 def complete_tasks(
-    session: Session, lead: Lead, now: datetime, by: str, kinds: set[str] | None = None
+    session: Session,
+    lead: Lead,
+    now: datetime,
+    by: str,
+    kinds: set[str] | None = None,
+    created_by: datetime | None = None,
 ) -> list[Task]:
-    """Close the lead's open tasks (of `kinds`): the agent reached the customer."""
+    """Close the lead's open tasks (of `kinds`; opened by `created_by`): the agent reached the customer."""
     query = select(Task).where(Task.lead_id == lead.id, Task.status == TaskStatus.OPEN.value)
     if kinds is not None:
         query = query.where(Task.kind.in_(kinds))
+    if created_by is not None:
+        query = query.where(Task.created_at <= created_by)
     done = list(session.scalars(query))
     for task in done:
         task.status = TaskStatus.DONE.value
@@ -231,9 +238,13 @@ def complete_tasks(
 
 
 def record_human_contact(
-    session: Session, lead: Lead, agent: Agent | None, reason: str, now: datetime
+    session: Session, lead: Lead, agent: Agent | None, reason: str, now: datetime, at: datetime | None = None
 ) -> None:
-    """A person reached the customer: first response, status contacted, tasks closed, cadences stop."""
+    """A person reached the customer: first response, status contacted, tasks closed, cadences stop.
+
+    `at`: when they spoke, when that was before `now` (an answered call's end is recorded as the call
+    ends, and under load after later contacts were). What the customer did afterwards (a missed call's
+    callback task, its cadence) was not answered by it and stays."""
     changes: dict[str, Any] = {}
     if lead.first_response_at is None:
         lead.first_response_at = now
@@ -247,10 +258,12 @@ def record_human_contact(
         changes["owner"] = (None, agent.key)
     lead.updated_at = now
     by = agent.key if agent is not None else reason
-    complete_tasks(session, lead, now, by=by, kinds={TaskKind.CALLBACK.value, TaskKind.REPLY.value})
-    events.human_contact.send(session, lead=lead, reason=reason, now=now)
+    complete_tasks(
+        session, lead, now, by=by, kinds={TaskKind.CALLBACK.value, TaskKind.REPLY.value}, created_by=at
+    )
+    events.human_contact.send(session, lead=lead, reason=reason, now=now, at=at)
     if changes:
-        events.lead_updated.send(session, lead=lead, changes=changes, now=now)
+        events.lead_updated.send(session, lead=lead, changes=changes, now=now, at=at)
 
 
 def record_event(

@@ -233,7 +233,8 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
         )
     if outcome == CallOutcome.ANSWERED:
         agent = session.get(Agent, call.answered_by_id) if call.answered_by_id else None
-        record_human_contact(session, lead, agent, "answered call", now)
+        # The conversation began when the agent took the call (or, unscreened, when the call began).
+        record_human_contact(session, lead, agent, "answered call", now, at=call.accepted_at or call.started_at)
     elif outcome == CallOutcome.FORWARDED:
         ensure_task(session, lead, TaskKind.REVIEW, owner, follow_up_due(store, lead.department, now), now)
         record_event(

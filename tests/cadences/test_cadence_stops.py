@@ -12,7 +12,8 @@ from cadences.models import CadenceStep, SkipReason, StepStatus, StopReason
 from gateway import events
 from gateway.api.keys import create_key
 from gateway.leads import set_status
-from gateway.models import Contact, Direction, Lead, LeadStatus, Message, MessageStatus
+from gateway.models import Contact, Direction, Lead, LeadStatus, Message, MessageStatus, Task, TaskKind, TaskStatus
+from gateway.simulator import play_call
 from tests.cadences.helpers import FIRST_TEXT, cadence_messages, local, only_lead
 from tests.support.config import CUSTOMER, SIMULTANEOUS
 
@@ -124,6 +125,33 @@ def test_answered_call_from_the_customer_stops_the_cadence(missed_call, work, te
     state = assert_stopped(snapshot, StopReason.HUMAN_CONTACT)
     assert state.enrolment().stop_detail == "answered call"
     no_more_texts(work, clock, texts, 1)
+
+
+def test_a_conversation_recorded_after_a_later_missed_call_leaves_that_calls_follow_up(
+    poster, missed_call, work, texts, clock, snapshot, db
+):
+    """Under load an answered call's end can be processed after the customer's next call, which nobody
+    answered: the conversation came first, so the missed call's text, cadence and callback task stand."""
+    answered = play_call(poster, to=SIMULTANEOUS, caller=CUSTOMER, outcome="answer")
+    for _ in range(3):
+        next(answered)  # it rang, the agent pressed 1, they talk
+    clock.advance(timedelta(minutes=2))
+    missed_call()  # the customer calls again and nobody answers
+    clock.advance(timedelta(seconds=30))
+    assert list(answered)[-1].endswith("answered 204")  # the first call's end arrives late
+    work()
+    assert [m["Body"] for m in texts()] == [FIRST_TEXT]
+    state = snapshot()
+    assert state.enrolment().status == "active"
+    with db.session() as session:
+        lead = session.scalars(select(Lead)).one()
+        assert lead.status == LeadStatus.CONTACTED.value  # somebody did talk to the customer
+        assert lead.first_response_at is not None
+        [task] = session.scalars(select(Task).where(Task.lead_id == lead.id)).all()
+        assert (task.kind, task.status) == (TaskKind.CALLBACK.value, TaskStatus.OPEN.value)
+    clock.advance(timedelta(hours=4))
+    work()
+    assert len(texts()) == 2  # the follow-up goes as well
 
 
 @pytest.mark.parametrize("reason", ["connected click-to-call", "agent text"])
