@@ -1358,6 +1358,7 @@ def find_knee(args: argparse.Namespace, stack: Stack) -> None:
         customers = customers_for(step, max(10, min(args.customers, count // 2)))
         contacts = plan(count, customers, random.Random(args.seed + step))
         before = stack.processes.cpu_by_role()
+        own_before = time.process_time()
         with Messages(stack.fake) as messages:
             began = time.monotonic()
             play(stack, contacts, rate, args.seed + step)
@@ -1368,7 +1369,9 @@ def find_knee(args: argparse.Namespace, stack: Stack) -> None:
                     break
                 time.sleep(0.5)
         after = stack.processes.cpu_by_role()
-        cpu = {role: after.get(role, 0.0) - before.get(role, 0.0) for role in ("web", "worker", "db")}
+        cpu = {role: after.get(role, 0.0) - before.get(role, 0.0) for role in ("web", "worker", "db", "fake", "crm")}
+        # The load's side: this process (customers, provider) with the Twilio fake and the CRM receivers.
+        cpu["load"] = time.process_time() - own_before + cpu.pop("fake") + cpu.pop("crm")
         result = analyse(contacts, list(messages.items), [])
         p99 = percentile(result.first_text, 99)
         ok = bool(result.first_text) and p99 <= 1.0 and not result.missing_first_text
@@ -1378,7 +1381,7 @@ def find_knee(args: argparse.Namespace, stack: Stack) -> None:
               f"played in {played_for:.0f}s): "
               f"first text p50 {percentile(result.first_text, 50):7.3f} s  p99 {p99:7.3f} s"
               f"  missing {len(result.missing_first_text)}  {verdict(ok)};  CPU s: "
-              + ", ".join(f"{role} {cpu[role]:.1f}" for role in ("web", "worker", "db")
+              + ", ".join(f"{role} {cpu[role]:.1f}" for role in ("web", "worker", "db", "load")
                           if role != "db" or stack.database != "SQLite")
               + (" (SQLite: in web and worker)" if stack.database == "SQLite" else ""), flush=True)
         if not ok:
