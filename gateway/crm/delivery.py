@@ -59,6 +59,10 @@ POOL_SIZE = 72
 PER_TARGET = 32
 # E-mails to one mail server go over this many sessions at once, each carrying many messages.
 SMTP_SESSIONS = 4
+# Due deliveries of one HTTP stream sent one after another from one claim, at most this many: a JSON
+# webhook gets five or six events from one missed call's transaction, and a claim-send-record round
+# each put the last of them seconds behind. A chain holds one of its destination's places.
+CHAIN = 8
 # How long a batch waits for its slowest attempts before leaving them to finish in the background.
 STRAGGLER_WAIT = 2.0
 # Outcomes that arrive within this long of each other are recorded in one transaction.
@@ -89,6 +93,7 @@ class Attempt:
     store_name: str
     secret: str | None
     attempts: int
+    stream: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,8 @@ def deliver_batch(current: Runtime, only: Sequence[int] | None = None) -> int:
 
 
 def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
-    """Mark due stream heads `delivering`, within each destination's room; what to send for each."""
+    """Mark due stream heads `delivering`, within each destination's room, each HTTP stream's head with
+    the due deliveries right behind it (up to CHAIN, not with `only`); what to send, in stream order."""
     now = current.clock.now()
     destinations = _destinations(current)
     paused = destinations.paused(now)
@@ -213,6 +219,9 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
                 chosen.append(delivery_id)
         if not chosen:
             return []
+        after: dict[int, int] = {}
+        if only is None:
+            chosen, after = _with_followers(session, chosen, now)
         # What to send comes back with the claim (no second read of the rows under the write lock).
         claimed = sorted(
             session.execute(
@@ -227,12 +236,13 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
                 )
                 .returning(
                     CrmDelivery.id, CrmDelivery.kind, CrmDelivery.target, CrmDelivery.payload,
-                    CrmDelivery.idempotency_key, CrmDelivery.store_id, CrmDelivery.attempts,
+                    CrmDelivery.idempotency_key, CrmDelivery.store_id, CrmDelivery.attempts, CrmDelivery.stream,
                 )
                 .execution_options(synchronize_session=False)
             ).all(),
             key=lambda row: int(row.id),
         )
+        claimed = _released_behind_gaps(session, claimed, after)
         stores = {s.id: s for s in session.scalars(select(Store).where(Store.id.in_({r.store_id for r in claimed})))}
         attempts = [
             Attempt(
@@ -244,11 +254,71 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
                 store_name=stores[row.store_id].name,
                 secret=_secret(stores[row.store_id], row.kind, row.target),
                 attempts=row.attempts,
+                stream=row.stream,
             )
             for row in claimed
         ]
         session.commit()
     return attempts
+
+
+_CHAINED = (DestinationKind.ADF_HTTP.value, DestinationKind.WEBHOOK.value)
+
+
+def _with_followers(session: Session, heads: list[int], now: datetime) -> tuple[list[int], dict[int, int]]:
+    """The heads, and behind each HTTP stream's head the due pending deliveries that follow it in its
+    stream with none of the stream's unfinished deliveries skipped, at most CHAIN a stream in all; with
+    each follower, the delivery it goes after."""
+    streams = dict(
+        session.execute(
+            select(CrmDelivery.stream, CrmDelivery.id).where(CrmDelivery.id.in_(heads), CrmDelivery.kind.in_(_CHAINED))
+        ).all()
+    )
+    if not streams:
+        return heads, {}
+    rows = session.execute(
+        select(CrmDelivery.stream, CrmDelivery.id, CrmDelivery.status, CrmDelivery.next_attempt_at)
+        .where(CrmDelivery.stream.in_(list(streams)), unfinished())
+        .order_by(CrmDelivery.stream, CrmDelivery.id)
+    ).all()
+    after: dict[int, int] = {}
+    last = dict(streams)  # stream -> the chain's last delivery so far
+    length: dict[str, int] = defaultdict(lambda: 1)
+    ended: set[str] = set()
+    for stream, delivery_id, status, due in rows:
+        if stream in ended or delivery_id <= streams[stream]:
+            continue
+        if status != DeliveryStatus.PENDING.value or due > now or length[stream] >= CHAIN:
+            ended.add(stream)  # the chain ends where the stream's next delivery cannot go now
+            continue
+        after[delivery_id] = last[stream]
+        last[stream] = delivery_id
+        length[stream] += 1
+    return heads + list(after), after
+
+
+def _released_behind_gaps(session: Session, claimed: list[Any], after: dict[int, int]) -> list[Any]:
+    """A follower goes only right behind the delivery before it, claimed here too: when another worker
+    took a stream's head (or a follower) first, what was claimed behind it goes back as it was."""
+    kept: set[int] = set()
+    keep: list[Any] = []
+    release: list[int] = []
+    for row in claimed:  # in id order: a delivery's predecessor comes before it
+        delivery_id = int(row.id)
+        if delivery_id not in after or after[delivery_id] in kept:
+            kept.add(delivery_id)
+            keep.append(row)
+        else:
+            release.append(delivery_id)
+    if release:
+        session.execute(
+            update(CrmDelivery)
+            .where(CrmDelivery.id.in_(release))
+            .values(status=DeliveryStatus.PENDING.value, claimed_at=None, claimed_by=None,
+                    attempts=CrmDelivery.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+    return keep
 
 
 def _secret(store: Store, kind: str, target: str) -> str | None:
@@ -280,7 +350,10 @@ def send_all(current: Runtime, attempts: list[Attempt]) -> None:
                 if share:
                     futures.append(pool.submit(_email_session, current, share))
         else:
-            futures.extend(pool.submit(_one, current, attempt) for attempt in group)
+            chains: dict[str, list[Attempt]] = defaultdict(list)
+            for attempt in group:  # in id order: each stream's chain in stream order
+                chains[attempt.stream or str(attempt.id)].append(attempt)
+            futures.extend(pool.submit(_chain, current, chain) for chain in chains.values())
     pending = set(futures)
     deadline = time.monotonic() + max(STRAGGLER_WAIT, 0.0)
     while pending:
@@ -297,6 +370,18 @@ def send_all(current: Runtime, attempts: list[Attempt]) -> None:
     for future in pending:
         # The job goes on without them: once recorded, the streams they held need another job.
         future.add_done_callback(lambda finished: record(current, finished.result(), follow_up=True))
+
+
+def _chain(current: Runtime, chain: list[Attempt]) -> list[Outcome]:
+    """One stream's deliveries in order; the first that does not go releases those behind it unsent."""
+    outcomes: list[Outcome] = []
+    for index, attempt in enumerate(chain):
+        [outcome] = _one(current, attempt)
+        outcomes.append(outcome)
+        if outcome.error is not None or not outcome.sent:
+            outcomes.extend(Outcome(rest, None, sent=False) for rest in chain[index + 1:])
+            break
+    return outcomes
 
 
 def _one(current: Runtime, attempt: Attempt) -> list[Outcome]:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from redis import Redis
 from rq import Queue
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from gateway import runtime
 from gateway.crm import delivery
@@ -131,6 +131,70 @@ def test_a_hanging_destination_times_out_and_retries_without_holding_the_others(
     adf_keys = [request.key for request in hanging.accepted if request.path == "/adf"]
     assert sorted(adf_keys) == sorted(row.idempotency_key for row in stuck)
     assert not hanging.duplicates
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_streams_due_events_go_from_one_claim_in_order(app, db, poster, healthy):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    missed_call(poster)
+    written = rows(db, kind="webhook")
+    assert len({row.stream for row in written}) == 1
+    assert len(written) >= 3  # the lead, its owner, its task, the call...
+    with app.app_context():
+        current = runtime.current()
+        claimed = delivery.claim(current)
+        assert [a.id for a in claimed] == [row.id for row in written][: delivery.CHAIN]
+        delivery.send_all(current, claimed)
+    done = rows(db, kind="webhook")
+    assert [row.status for row in done[: delivery.CHAIN]] == ["delivered"] * min(len(done), delivery.CHAIN)
+    assert healthy.accepted_keys() == [row.idempotency_key for row in written][: delivery.CHAIN]
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_failed_event_holds_back_the_rest_of_its_chain_unsent(app, db, poster, work, healthy, clock):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    missed_call(poster)
+    healthy.mode = "error"
+    with app.app_context():
+        delivery.deliver_batch(runtime.current())
+    [first, *rest] = rows(db, kind="webhook")
+    assert len(healthy.requests) == 1  # the first failed; the others were not tried behind it
+    assert (first.status, first.attempts) == ("pending", 1)
+    assert first.next_attempt_at > clock.now()
+    assert {(row.status, row.attempts, row.claimed_by) for row in rest} == {("pending", 0, None)}
+
+    healthy.mode = "ok"
+    clock.advance(timedelta(minutes=2))
+    work()
+    written = rows(db, kind="webhook")
+    assert {row.status for row in written} == {"delivered"}
+    assert healthy.accepted_keys() == [row.idempotency_key for row in written]  # still in stream order
+
+
+@pytest.mark.usefixtures("configured")
+def test_followers_go_back_when_another_worker_took_their_head_first(app, db, poster, clock):
+    set_crm(db, [{"type": "webhook", "url": "http://127.0.0.1:9/hooks", "secret": SECRET}])
+    missed_call(poster)
+    [head, *followers] = rows(db, kind="webhook")
+    now = clock.now()
+    with app.app_context(), db.session() as session:
+        asked, after = delivery._with_followers(session, [head.id], now)
+        assert asked == [head.id, *[row.id for row in followers][: delivery.CHAIN - 1]]
+        assert after[asked[1]] == head.id
+        # Another worker claims the head between this worker's read and its claim.
+        session.execute(update(CrmDelivery).where(CrmDelivery.id == head.id).values(status="delivering"))
+        claimed = session.execute(
+            update(CrmDelivery)
+            .where(CrmDelivery.id.in_(asked), CrmDelivery.status == "pending")
+            .values(status="delivering", claimed_by="this", attempts=CrmDelivery.attempts + 1)
+            .returning(CrmDelivery.id)
+        ).all()
+        kept = delivery._released_behind_gaps(session, sorted(claimed, key=lambda row: row.id), after)
+        session.commit()
+    assert kept == []
+    assert {(row.status, row.attempts, row.claimed_by) for row in rows(db, kind="webhook")[1:]} == {
+        ("pending", 0, None)
+    }
 
 
 @pytest.mark.usefixtures("configured")
