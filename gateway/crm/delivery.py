@@ -1,9 +1,11 @@
 """The outbox emptied: due deliveries claimed in batches and sent concurrently, in order within a stream.
 
-A stream is one lead to one destination; only the oldest unfinished delivery of a stream is ever
-claimed, so a stream's deliveries arrive in the order they were written, while different streams go
-out at once: up to PER_TARGET at a time to one destination, POOL_SIZE in all, over kept-alive HTTP
-connections and a few SMTP sessions that carry many messages each (gateway/crm/transport.py).
+A stream is one lead to one destination; a claim takes only a stream's oldest unfinished delivery and,
+for HTTP destinations, the due deliveries right behind it (CHAIN), which one thread sends in order,
+releasing the rest unsent when one does not go. So a stream's deliveries arrive in the order they were
+written, while different streams go out at once: up to PER_TARGET at a time to one destination,
+POOL_SIZE in all, over kept-alive HTTP connections and a few SMTP sessions that carry many messages each
+(gateway/crm/transport.py).
 
 A destination that times out or refuses connections is paused: its pending deliveries wait for their
 back-off and this process claims none of its new ones until the pause ends, so a hanging CRM costs one
