@@ -201,7 +201,7 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
     destinations = _destinations(current)
     paused = destinations.paused(now)
     with current.database.session() as session:
-        query = select(CrmDelivery.id, CrmDelivery.target).where(
+        query = select(CrmDelivery.id, CrmDelivery.target, CrmDelivery.stream, CrmDelivery.kind).where(
             pending(),
             CrmDelivery.next_attempt_at <= now,
             unblocked(),
@@ -213,17 +213,19 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
         candidates = session.execute(query.order_by(CrmDelivery.id).limit(BATCH * 4)).all()
         room: dict[str, int] = {}
         chosen: list[int] = []
-        for delivery_id, target in candidates:
+        chained: dict[str, int] = {}  # an HTTP stream -> its head, which may take followers
+        for delivery_id, target, stream, kind in candidates:
             if target not in room:
                 room[target] = destinations.room(target)
             if room[target] > 0 and len(chosen) < BATCH:
                 room[target] -= 1
                 chosen.append(delivery_id)
+                if kind in _CHAINED and only is None:
+                    chained[stream] = delivery_id
         if not chosen:
             return []
-        after: dict[int, int] = {}
-        if only is None:
-            chosen, after = _with_followers(session, chosen, now)
+        after = _followers(session, chained, now)
+        chosen += list(after)
         # What to send comes back with the claim (no second read of the rows under the write lock).
         claimed = sorted(
             session.execute(
@@ -267,17 +269,12 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
 _CHAINED = (DestinationKind.ADF_HTTP.value, DestinationKind.WEBHOOK.value)
 
 
-def _with_followers(session: Session, heads: list[int], now: datetime) -> tuple[list[int], dict[int, int]]:
-    """The heads, and behind each HTTP stream's head the due pending deliveries that follow it in its
-    stream with none of the stream's unfinished deliveries skipped, at most CHAIN a stream in all; with
-    each follower, the delivery it goes after."""
-    streams = dict(
-        session.execute(
-            select(CrmDelivery.stream, CrmDelivery.id).where(CrmDelivery.id.in_(heads), CrmDelivery.kind.in_(_CHAINED))
-        ).all()
-    )
+def _followers(session: Session, streams: dict[str, int], now: datetime) -> dict[int, int]:
+    """Behind each stream's head (`streams`: stream -> head), the due pending deliveries that follow it
+    with none of the stream's unfinished deliveries skipped, at most CHAIN a stream in all: each with
+    the delivery it goes after."""
     if not streams:
-        return heads, {}
+        return {}
     rows = session.execute(
         select(CrmDelivery.stream, CrmDelivery.id, CrmDelivery.status, CrmDelivery.next_attempt_at)
         .where(CrmDelivery.stream.in_(list(streams)), unfinished())
@@ -296,7 +293,7 @@ def _with_followers(session: Session, heads: list[int], now: datetime) -> tuple[
         after[delivery_id] = last[stream]
         last[stream] = delivery_id
         length[stream] += 1
-    return heads + list(after), after
+    return after
 
 
 def _released_behind_gaps(session: Session, claimed: list[Any], after: dict[int, int]) -> list[Any]:
@@ -445,7 +442,7 @@ def record(current: Runtime, outcomes: list[Outcome], *, follow_up: bool = False
                 _record_delivered(session, delivered, now)
             for outcome in outcomes:
                 if not outcome.sent or outcome.error is not None:
-                    _record_one(session, outcome, now)
+                    _record_undelivered(session, outcome, now)
             for target in {o.attempt.target for o in outcomes if o.error is not None and o.error.status is None}:
                 if destinations.is_paused(target, now):
                     _defer_target(session, target, now)
@@ -481,7 +478,8 @@ def _record_delivered(session: Session, ids: list[int], now: datetime) -> None:
         CRM_ATTEMPTS.labels(result="delivered", kind=kind).inc()
 
 
-def _record_one(session: Session, outcome: Outcome, now: datetime) -> None:
+def _record_undelivered(session: Session, outcome: Outcome, now: datetime) -> None:
+    """An attempt that failed, or never went (released): retry, dead letter, or back as it was."""
     row = session.get(CrmDelivery, outcome.attempt.id)
     if row is None or row.status != DeliveryStatus.DELIVERING.value:
         return
@@ -494,8 +492,7 @@ def _record_one(session: Session, outcome: Outcome, now: datetime) -> None:
         row.attempts = max(0, row.attempts - 1)
         row.next_attempt_at = max(row.next_attempt_at, now)
         return
-    if error is None:
-        _record_delivered(session, [row.id], now)
+    if error is None:  # never: delivered outcomes are recorded together (_record_delivered)
         return
     row.last_error = str(error)[:2000]
     if error.retryable and now < row.retry_until:

@@ -178,7 +178,8 @@ def test_followers_go_back_when_another_worker_took_their_head_first(app, db, po
     [head, *followers] = rows(db, kind="webhook")
     now = clock.now()
     with app.app_context(), db.session() as session:
-        asked, after = delivery._with_followers(session, [head.id], now)
+        after = delivery._followers(session, {head.stream: head.id}, now)
+        asked = [head.id, *after]
         assert asked == [head.id, *[row.id for row in followers][: delivery.CHAIN - 1]]
         assert after[asked[1]] == head.id
         # Another worker claims the head between this worker's read and its claim.
