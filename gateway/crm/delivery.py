@@ -65,6 +65,9 @@ SMTP_SESSIONS = 4
 # webhook gets five or six events from one missed call's transaction, and a claim-send-record round
 # each put the last of them seconds behind. A chain holds one of its destination's places.
 CHAIN = 8
+# A chain starts no further send after this long: its claims are released for the next round instead of
+# being held behind a slow destination (so a batch's chains finish within its straggler wait).
+CHAIN_SECONDS = 1.0
 # How long a batch waits for its slowest attempts before leaving them to finish in the background.
 STRAGGLER_WAIT = 2.0
 # Outcomes that arrive within this long of each other are recorded in one transaction.
@@ -372,12 +375,14 @@ def send_all(current: Runtime, attempts: list[Attempt]) -> None:
 
 
 def _chain(current: Runtime, chain: list[Attempt]) -> list[Outcome]:
-    """One stream's deliveries in order; the first that does not go releases those behind it unsent."""
+    """One stream's deliveries in order; the first that does not go, or CHAIN_SECONDS spent, releases
+    those behind it unsent."""
     outcomes: list[Outcome] = []
+    deadline = time.monotonic() + CHAIN_SECONDS
     for index, attempt in enumerate(chain):
         [outcome] = _one(current, attempt)
         outcomes.append(outcome)
-        if outcome.error is not None or not outcome.sent:
+        if outcome.error is not None or not outcome.sent or time.monotonic() > deadline:
             outcomes.extend(Outcome(rest, None, sent=False) for rest in chain[index + 1:])
             break
     return outcomes
