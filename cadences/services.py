@@ -52,7 +52,7 @@ from cadences.models import (
 )
 from cadences.templates import render
 from gateway.calls.services import texts_allowed
-from gateway.database import insert_returning_or_none
+from gateway.database import get_held, insert_returning_or_none
 from gateway.jobs import enqueue_after_commit
 from gateway.leads import record_event
 from gateway.messaging.outbound import queue_texts, sender_for, text_values
@@ -251,7 +251,7 @@ def enrol_after_missed_call(session: Session, lead: Lead, call: Call, now: datet
     if not texts_allowed(lead.store, call):
         return None  # a caller ID that failed verification may be a stranger's number
     number_id = call.tracked_number_id or lead.tracked_number_id
-    number = session.get(TrackedNumber, number_id) if number_id else None
+    number = get_held(session, TrackedNumber, number_id) if number_id else None
     if number is None or not number.cadence_key:
         return None
     definition = session.scalar(select(CadenceDefinition).where(CadenceDefinition.key == number.cadence_key))

@@ -71,6 +71,27 @@ def required(value: T | None, what: str) -> T:
     return value
 
 
+_HELD_KEY = "gateway.database.held"
+
+
+def get_held(session: Session, model: type[T], ident: int) -> T | None:
+    """`session.get`, keeping the row for the rest of the transaction.
+
+    The session forgets a row nobody holds, so two parts of one request asking for the same row (a
+    tracked number, say) would read it twice; a held row is read once per transaction."""
+    held: dict[tuple[type[Any], int], Any] = session.info.setdefault(_HELD_KEY, {})
+    row = held.get((model, ident))
+    if row is None:
+        row = held[(model, ident)] = session.get(model, ident)
+    return row
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _release_held(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HELD_KEY, None)
+
+
 def utcnow() -> datetime:
     """Now, from the clock of the app in context (the one every decision reads), else the system's.
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gateway import events
+from gateway.database import get_held
 from gateway.models import Call, Direction, Lead, Message, TrackedNumber
 
 REPEAT_WINDOW = timedelta(days=7)
@@ -107,12 +108,11 @@ def score(
     return Priority(total, tuple(reasons))
 
 
-def contacts_this_week(session: Session, lead: Lead, now: datetime) -> int:
-    """The customer's calls and texts to this store in the last 7 days (the current one included)."""
+def history(session: Session, lead: Lead, now: datetime) -> tuple[int, int | None]:
+    """The customer's calls and texts to this store in the last 7 days (the current one included) and the
+    longest voicemail on the lead, in one round trip."""
     since = now - REPEAT_WINDOW
     phone = lead.contact.phone
-    if phone is None:
-        return 1
     called = (
         select(func.count())
         .select_from(Call)
@@ -135,15 +135,14 @@ def contacts_this_week(session: Session, lead: Lead, now: datetime) -> int:
         )
         .scalar_subquery()
     )
-    counts = session.execute(select(called, texted)).one()  # both in one round trip
-    return max(1, int(counts[0] or 0) + int(counts[1] or 0))
-
-
-def _voicemail_seconds(session: Session, lead: Lead) -> int | None:
-    seconds = session.scalar(
-        select(func.max(Call.voicemail_seconds)).where(Call.lead_id == lead.id, Call.voicemail_seconds > 0)
+    voicemail = (
+        select(func.max(Call.voicemail_seconds))
+        .where(Call.lead_id == lead.id, Call.voicemail_seconds > 0)
+        .scalar_subquery()
     )
-    return int(seconds) if seconds else None
+    row = session.execute(select(called, texted, voicemail)).one()
+    contacts = 1 if phone is None else max(1, int(row[0] or 0) + int(row[1] or 0))
+    return contacts, (int(row[2]) if row[2] else None)
 
 
 def _carried(lead: Lead, code: str) -> list[str]:
@@ -165,15 +164,16 @@ def recompute(
     """Score the lead again and store the score and reasons on it (announced as a lead change)."""
     weight = 0
     if lead.tracked_number_id is not None:
-        number = session.get(TrackedNumber, lead.tracked_number_id)
+        number = get_held(session, TrackedNumber, lead.tracked_number_id)
         weight = number.source_weight if number is not None else 0
     all_intents = list(dict.fromkeys([*_carried(lead, "intent"), *intents]))
     all_frames = list(dict.fromkeys([*_carried(lead, "time_frame"), *time_frames]))
+    contacts, voicemail_seconds = history(session, lead, now)
     result = score(
         source=lead.source,
         source_weight=weight,
-        contacts_this_week=contacts_this_week(session, lead, now),
-        voicemail_seconds=_voicemail_seconds(session, lead),
+        contacts_this_week=contacts,
+        voicemail_seconds=voicemail_seconds,
         intents=all_intents,
         time_frames=all_frames,
     )

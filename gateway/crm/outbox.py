@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, has_app_context
-from sqlalchemy import event, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, insert, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 
 from gateway import events, runtime, serialize
 from gateway.crm.delivery import DEFAULT_CLAIM_TIMEOUT, DELIVERY, RETRY_WINDOW, setting, unblocked
@@ -70,6 +70,8 @@ EVENTS = (
 # Lead ids created in the session's transaction whose ADF prospect ("new") is not written yet: it goes
 # out with the contact that created the lead (the call or the text), so the CRM gets one prospect.
 _NEW_LEADS_KEY = "gateway.crm.outbox.new_leads"
+# Outbox rows of the session's transaction not written yet (see write_deliveries).
+_PENDING_KEY = "gateway.crm.outbox.pending"
 
 _OUTCOME_CONTACT = {
     CallOutcome.ANSWERED.value: ContactType.ANSWERED_CALL.value,
@@ -175,13 +177,17 @@ def write_deliveries(
     *,
     data: dict[str, Any] | None,
     adf: LeadRecord | None,
-) -> list[CrmDelivery]:
+) -> int:
     """One outbox row per destination of the lead's store that takes this event; the send after commit.
 
-    `data` is the JSON event's data (None: no JSON event), `adf` the ADF prospect (None: no ADF).
+    `data` is the JSON event's data (None: no JSON event), `adf` the ADF prospect (None: no ADF). The rows
+    are written with the transaction's commit (`write_pending`), every event's in one INSERT, in the order
+    the events came, which is stream order. Returns how many rows the event adds.
     """
     store: Store = lead.store
-    rows: list[CrmDelivery] = []
+    rows: list[dict[str, Any]] = session.info.setdefault(_PENDING_KEY, [])
+    added = 0
+    adf_payload: bytes | None = None  # the same document for every ADF destination: rendered once
     for index, destination in enumerate(store.crm or []):
         if not isinstance(destination, dict):
             continue
@@ -193,36 +199,43 @@ def write_deliveries(
             payload = render_json_event(event_name, data, event_id=key, created_at=now)
             content_type = JSON_CONTENT_TYPE
         elif kind in {DestinationKind.ADF_HTTP.value, DestinationKind.ADF_EMAIL.value} and adf is not None:
-            payload = render_adf(adf)
+            if adf_payload is None:
+                adf_payload = render_adf(adf)
+            payload = adf_payload
             content_type = ADF_CONTENT_TYPE
         else:
             continue
-        row = CrmDelivery(
-            store_id=store.id,
-            lead_id=lead.id,
-            destination_index=index,
-            kind=kind,
-            target=target[:500],
-            stream=_stream(store.id, str(kind), target, lead.id),
-            event=event_name,
-            content_type=content_type,
-            payload=payload,
-            idempotency_key=key,
-            status=DeliveryStatus.PENDING.value,
-            attempts=0,
-            next_attempt_at=now,
-            retry_until=now + RETRY_WINDOW,
-            queued_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(row)
-        rows.append(row)
-    if rows:
-        # No flush here: the rows go in with the transaction's next flush, together with the other
-        # events' rows (one INSERT for them all), in the order they were added, which is stream order.
+        rows.append({
+            "store_id": store.id,
+            "lead_id": lead.id,
+            "destination_index": index,
+            "kind": kind,
+            "target": target[:500],
+            "stream": _stream(store.id, str(kind), target, lead.id),
+            "event": event_name,
+            "content_type": content_type,
+            "payload": payload,
+            "idempotency_key": key,
+            "status": DeliveryStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "retry_until": now + RETRY_WINDOW,
+            "queued_at": now,
+            "created_at": now,
+            "updated_at": now,
+        })
+        added += 1
+    if added:
         request_delivery(session)
-    return rows
+    return added
+
+
+def write_pending(session: Session) -> int:
+    """Write the outbox rows this transaction's events made so far (one INSERT); the commit does it too."""
+    rows: list[dict[str, Any]] = session.info.pop(_PENDING_KEY, [])
+    if rows:
+        session.execute(insert(CrmDelivery), rows)
+    return len(rows)
 
 
 def _json(record: LeadRecord, **extra: Any) -> dict[str, Any]:
@@ -365,6 +378,11 @@ def _plain(value: Any) -> Any:
 
 
 @event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    _new_leads_without_contact(session)
+    write_pending(session)
+
+
 def _new_leads_without_contact(session: Session) -> None:
     """A lead opened with no call or text in the same transaction still reaches ADF CRMs, as `new`."""
     pending: set[int] = session.info.pop(_NEW_LEADS_KEY, set())
@@ -380,6 +398,13 @@ def _new_leads_without_contact(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_new_leads(session: Session) -> None:
     session.info.pop(_NEW_LEADS_KEY, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_unwritten(session: Session, transaction: SessionTransaction) -> None:
+    """Rows of a transaction that ended without its commit (rolled back, or the session closed) go too."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)
 
 
 # ------------------------------------------------------------------------------------------- delivery

@@ -16,7 +16,7 @@ from gateway.cli import main
 from gateway.crm.delivery import DEFAULT_CLAIM_TIMEOUT, backoff
 from gateway.crm.formats import ADF_DTD_PATH, IDEMPOTENCY_HEADER
 from gateway.crm.models import CrmDelivery, DeliveryStatus
-from gateway.crm.outbox import REQUEUE_AFTER
+from gateway.crm.outbox import REQUEUE_AFTER, write_pending
 from gateway.leads import Origin, contact_for_phone, open_or_join_lead, set_status
 from gateway.models import Call, CallOutcome, Contact, Direction, Lead, LeadStatus, Message, Store
 from gateway.simulator import new_sid, play_call
@@ -134,7 +134,7 @@ def test_deliveries_roll_back_with_the_change(destinations, db, clock):
             store = session.scalar(select(Store).where(Store.key == "north-honda"))
             contact = contact_for_phone(session, CUSTOMER)
             open_or_join_lead(session, contact, Origin(store.id, "sales", "Test", None), clock.now())
-            session.flush()
+            assert write_pending(session) > 0  # written in the transaction, as its commit would
             assert session.scalars(select(CrmDelivery)).all()
             raise Boom
 
