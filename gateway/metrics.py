@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from rq.worker_registration import get_keys
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from gateway import runtime, web
 from gateway.crm.models import CrmDelivery
@@ -58,6 +59,36 @@ TEXTS = Counter("gateway_texts_total", "Outbound texts by outcome and refusal co
 RECONCILED = Counter(
     "gateway_reconciled_total", "Calls and texts found at the provider that no webhook had told of.", ["kind"]
 )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work of one kind waiting in the database: counts by state, and the oldest unfinished item's age."""
+
+    counts: dict[str, int]
+    oldest_seconds: float  # 0 when nothing waits
+
+
+@dataclass(frozen=True)
+class _BacklogSource:
+    name: str  # the metric's name: gateway_<name>{state=...}, gateway_<name>_oldest_seconds
+    title: str  # how `gateway status` names it
+    read: Callable[[Session, datetime], Backlog]
+
+
+_BACKLOGS: dict[str, _BacklogSource] = {}
+
+
+def register_backlog(name: str, title: str, read: Callable[[Session, datetime], Backlog]) -> None:
+    """A feature's waiting work, shown by `gateway status` and served by /metrics (the features above the
+    core register theirs; the core does not import them)."""
+    _BACKLOGS[name] = _BacklogSource(name, title, read)
+
+
+def backlogs(current: Runtime) -> list[tuple[_BacklogSource, Backlog]]:
+    now = current.clock.now()
+    with current.database.session() as session:
+        return [(source, source.read(session, now)) for source in _BACKLOGS.values()]
 
 
 @dataclass(frozen=True)
@@ -177,6 +208,18 @@ class _StateCollector(Collector):
             yield outbox
         except SQLAlchemyError:
             pass
+        try:
+            for source, backlog in backlogs(self.current):
+                family = GaugeMetricFamily(f"gateway_{source.name}", f"{source.title} by state.", labels=["state"])
+                for label, count in sorted(backlog.counts.items()):
+                    family.add_metric([label], count)
+                yield family
+                yield GaugeMetricFamily(
+                    f"gateway_{source.name}_oldest_seconds", f"Age of the oldest unfinished of the {source.title}.",
+                    value=backlog.oldest_seconds,
+                )
+        except SQLAlchemyError:
+            pass
         yield GaugeMetricFamily(
             "gateway_failsafe_spool_files", "Webhooks kept on disk for the database.", value=spool_size(self.current)
         )
@@ -216,6 +259,13 @@ def status_report(current: Runtime) -> list[str]:
             lines.append("  none")
     except SQLAlchemyError:
         lines.append("  (the database does not answer)")
+    try:
+        for source, backlog in backlogs(current):
+            summary = ", ".join(f"{count} {label}" for label, count in backlog.counts.items())
+            oldest = f" (the oldest {backlog.oldest_seconds:.1f} s old)" if backlog.oldest_seconds else ""
+            lines.append(f"{source.title}: {summary}{oldest}")
+    except SQLAlchemyError:
+        lines.append("waiting work: (the database does not answer)")
     lines.append(f"failsafe spool: {spool_size(current)} webhook(s) waiting for the database")
     return lines
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 from flask import Flask
 
 from gateway.jobs import register_sweeper
+from gateway.metrics import register_backlog
 
 
 def init_app(app: Flask) -> None:
-    from intake import jobs, views
+    from intake import jobs, services, views
 
     app.register_blueprint(views.blueprint)
     views.describe_api()
     register_sweeper("intake-builds", jobs.enqueue_pending_builds)
+    register_backlog("intake_records", "intake records", services.backlog)

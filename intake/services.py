@@ -26,7 +26,7 @@ from email import policy
 from email.parser import BytesParser
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,7 @@ from gateway.leads import (
     open_or_join_lead,
     record_event,
 )
+from gateway.metrics import Backlog
 from gateway.models import Contact, Lead, Store, TaskKind
 from gateway.phones import mask
 from intake.adf import AdfDocument, Prospect, best_phone, dedupe_key, first_id
@@ -397,6 +398,22 @@ def claim_pending(session: Session, now: datetime, limit: int) -> list[tuple[int
         .execution_options(synchronize_session=False)
     ).all()
     return sorted((record_id, attempt) for record_id, attempt in claimed)
+
+
+def backlog(session: Session, now: datetime) -> Backlog:
+    """ADF prospects stored and not built yet: waiting for a worker, or being built (claimed)."""
+    rows = session.execute(
+        select(IntakeRecord.claimed_at.is_not(None), func.count(), func.min(IntakeRecord.received_at))
+        .where(IntakeRecord.lead_id.is_(None), IntakeRecord.error.is_(None))
+        .group_by(IntakeRecord.claimed_at.is_not(None))
+    ).all()
+    counts = {"waiting": 0, "building": 0}
+    oldest: datetime | None = None
+    for claimed, count, first in rows:
+        counts["building" if claimed else "waiting"] += int(count)
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    return Backlog(counts, max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
 
 
 def has_pending(session: Session, now: datetime, waiting: timedelta) -> bool:

@@ -14,6 +14,7 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from gateway.crm.formats import ADF_DTD_PATH
+from gateway.metrics import scrape, status_report
 from gateway.models import Contact, Lead, Task, TaskKind
 from gateway.simulator import play_call
 from intake import services
@@ -661,3 +662,20 @@ def test_a_form_at_night_with_consent_is_answered_at_once(
     assert south.post("/api/v1/leads", json=form(store="south-ford", phone="+13125550177")).status_code == 201
     work()
     assert len(customer_texts(fake_twilio, "+13125550177")) == 1, "the customer just reached out: answered"
+
+
+def test_gateway_status_and_metrics_count_adf_prospects_waiting_to_be_built(
+    api: ApiClient, app: Any, work: Any, clock: Any
+) -> None:
+    current = app.extensions["gateway"]
+    assert "intake records: 0 waiting, 0 building" in status_report(current)
+    assert post_adf(api, adf(prospect("w-1", "+12025550181"), prospect("w-2", "+12025550182"))).status_code == 202
+    clock.advance(timedelta(seconds=30))
+    report = status_report(current)
+    assert "intake records: 2 waiting, 0 building (the oldest 30.0 s old)" in report
+    scraped = scrape(current).decode()
+    assert 'gateway_intake_records{state="waiting"} 2.0' in scraped
+    assert "gateway_intake_records_oldest_seconds 30.0" in scraped
+    work()
+    assert "intake records: 0 waiting, 0 building" in status_report(current)
+    assert 'gateway_intake_records{state="waiting"} 0.0' in scrape(current).decode()
