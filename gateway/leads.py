@@ -191,13 +191,14 @@ def ensure_task(
     session: Session, lead: Lead, kind: TaskKind, owner: Agent | None, due_at: datetime, now: datetime
 ) -> Task:
     """The lead's open task of this kind, or a new one: a second missed call does not add a second."""
-    task = session.scalar(
-        select(Task).where(
+    # The id alone: a task's row brings its lead, owner and their stores joined, and there is mostly none.
+    open_id = session.scalar(
+        select(Task.id).where(
             Task.lead_id == lead.id, Task.kind == kind.value, Task.status == TaskStatus.OPEN.value
         )
     )
-    if task is not None:
-        return task
+    if open_id is not None:
+        return required(session.get(Task, open_id), f"task {open_id}")
     task = Task(
         lead_id=lead.id,
         kind=kind.value,
