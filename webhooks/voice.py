@@ -22,6 +22,7 @@ from gateway.calls.services import (
     note_voicemail_length,
     start_voicemail,
 )
+from gateway.database import begin_reading
 from gateway.runtime import runtime_of
 from tracked_numbers import services as ringing
 from webhooks import failsafe, payloads, twiml
@@ -100,6 +101,7 @@ def agent_answered() -> Response:
         return _bad_request(error)
     agent_key = request.args.get("agent", "")
     session = web.session()
+    begin_reading(session)  # only reads: never waits for, nor holds up, the writers
     call = logged_call(session, call_sid)
     route = route_cache().get(session, call.to_number) if call else None
     if call is None or route is None:
@@ -128,6 +130,7 @@ def _accept(*, require_digit: bool) -> Response:
     if require_digit and (request.form.get("Digits") or "").strip() != "1":
         return twiml.respond(twiml.hangup())
     session = web.session()
+    begin_reading(session)  # the lookups as a reader; the accept below is the one write
     call = logged_call(session, call_sid)
     route = route_cache().get(session, call.to_number) if call else None
     agent = None
@@ -135,10 +138,12 @@ def _accept(*, require_digit: bool) -> Response:
         agent = next((a for a in route.ring if a.key == request.args.get("agent")), None)
     if call is None or agent is None:
         return twiml.respond(twiml.hangup())
+    session.rollback()  # end the reading; the conditional UPDATE decides, as a writer: first one wins
     now = runtime.current().clock.now()
     won = accept_call(session, call_sid, agent.id, now)
+    taken_by = call.answered_by_id  # read again in this transaction (the rollback expired the row)
     session.commit()
-    if not won and call.answered_by_id != agent.id:
+    if not won and taken_by != agent.id:
         return twiml.respond(twiml.hangup("Another agent has taken this call."))
     return twiml.respond(twiml.connected())
 
@@ -153,6 +158,9 @@ def dial_complete() -> Response:
     except ValueError as error:
         return _bad_request(error)
     session = web.session()
+    # Most ends of a Dial only read (an agent took the call, or the caller hung up): as a reader, they
+    # neither wait for the writers nor hold them up.
+    begin_reading(session)
     call = logged_call(session, call_sid)
     if call is None:
         return twiml.respond(twiml.hangup())
@@ -163,6 +171,9 @@ def dial_complete() -> Response:
         return twiml.respond(twiml.hangup())  # the caller hung up while it rang
     route = route_cache().get(session, call.to_number)
     if route is None:
+        return twiml.respond(twiml.hangup())
+    session.rollback()  # the next step is decided as a writer, from the call as it is now
+    if call.accepted_at is not None:  # taken meanwhile (the rollback expired the row: read again)
         return twiml.respond(twiml.hangup())
     advance_dial(session, call, step)
     if call.dial_step >= len(call.ringing_agents or []):

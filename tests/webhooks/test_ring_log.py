@@ -234,3 +234,35 @@ def test_a_running_gateway_sends_callers_to_the_main_line_once_postgres_stops(tm
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=20)
         server.stop()
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_screen_prompt_and_an_answered_dial_do_not_wait_for_a_writer(app, db, settings, twilio):
+    """Ring webhooks that only read answer while another process's transaction holds the write lock."""
+    sid, _ = ring_unflushed(app, settings)
+    hotpath.hot_path(app).flush()
+    holding, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def writer() -> None:  # another writer, mid-transaction (a long status callback, say)
+        with db.session() as session:
+            session.execute(select(func.count()).select_from(Call))
+            session.execute(Call.__table__.update().where(Call.sid == "CA-none").values(status="x"))
+            holding.set()
+            release.wait(20)
+            session.rollback()
+        released.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        screen = twilio.post(f"/webhooks/voice/screen?call={sid}&agent=alice&step=0", {"CallSid": new_sid("CA")})
+        assert b"<Gather" in screen.get_data()
+        assert not released.is_set()  # answered while the writer still held the lock
+        ended = twilio.post(f"/webhooks/voice/dial-complete?call={sid}&step=0",
+                            {"CallSid": sid, "DialCallStatus": "no-answer", "CallStatus": "completed"})
+        assert b"<Hangup" in ended.get_data()  # the caller hung up while it rang: nothing to write
+        assert not released.is_set()
+    finally:
+        release.set()
+        thread.join()
