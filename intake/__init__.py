@@ -3,8 +3,9 @@ and by e-mail (`gateway intake smtp`). The ADF parser (`adf.py`) and the mail re
 `services.py` turns what they read into leads and announces `events.lead_received` (a form's in the
 request; ADF prospects are stored by the request and built by the worker, `jobs.py`).
 
-`init_app` registers the HTTP face on the API, adds it to the OpenAPI document, and registers the sweeper
-that queues the build again for ADF records left pending.
+`init_app` registers the HTTP face on the API, adds it to the OpenAPI document, registers the sweeper
+that queues the build again for ADF records left pending, and counts those records for `gateway status`
+and /metrics.
 """
 
 from __future__ import annotations

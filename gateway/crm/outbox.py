@@ -1,7 +1,8 @@
 """CRM sync: every lead event becomes an outbox row per CRM destination, delivered by the worker.
 
-The rows are written by subscribers of `gateway.events`, in the transaction of the change itself: the
-lead and its CRM deliveries commit together or not at all. Each row holds the body rendered at event
+The rows are made by subscribers of `gateway.events` and written in the transaction of the change itself,
+all of a transaction's in one INSERT just before its commit: the lead and its CRM deliveries commit
+together or not at all. Each row holds the body rendered at event
 time (ADF/XML or a JSON event), an idempotency key, and its place in a stream (one lead, one
 destination) that is delivered strictly in order: a delivery waits while an older one of its stream is
 unfinished. gateway/crm/delivery.py sends them; retryable failures back off exponentially (30 s,
