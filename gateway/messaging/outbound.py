@@ -23,7 +23,7 @@ from typing import Any, Required, TypedDict, Unpack
 
 from flask import Flask
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from gateway import events, runtime
 from gateway.database import insert_many_ignoring_conflict, required
@@ -471,24 +471,11 @@ def _record_answers(answers: dict[int, SentMessage | ProviderError], now: dateti
     outcome: dict[int, str] = {}
     with current.database.session() as session:
         messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(list(answers))))}
-        store_ids = {m.store_id for m in messages.values() if m.store_id is not None}
-        stores = list(session.scalars(select(Store).where(Store.id.in_(store_ids)))) if store_ids else []
-        with_crm = {store.id for store in stores if store.crm}
-        lead_ids = {m.lead_id for m in messages.values() if m.lead_id is not None and m.store_id in with_crm}
+        lead_ids = {m.lead_id for m in messages.values() if m.lead_id is not None and m.store_id is not None}
         # Held here, so they stay in the session's identity map: the message_sent subscribers (the CRM's
-        # record of the lead: its contact, owner and store) find them there instead of one query each.
-        # Only the leads of stores that send their CRM anything: the others' texts need no record.
-        leads = (
-            list(
-                session.scalars(
-                    select(Lead)
-                    .where(Lead.id.in_(lead_ids))
-                    .options(selectinload(Lead.contact), selectinload(Lead.owner))
-                )
-            )
-            if lead_ids
-            else []
-        )
+        # record of the lead: its contact, owner and store, joined to it) find them there instead of
+        # one query each. One statement for the batch's leads and their stores.
+        leads = list(session.scalars(select(Lead).where(Lead.id.in_(lead_ids)))) if lead_ids else []
         sids = [a.sid for a in answers.values() if isinstance(a, SentMessage)]
         early = set(
             session.scalars(
@@ -512,7 +499,7 @@ def _record_answers(answers: dict[int, SentMessage | ProviderError], now: dateti
             if message.kind not in AGENT_KINDS:
                 events.message_sent.send(session, message=message, now=now)
             outcome[message_id] = message.status
-        del leads, stores
+        del leads
     return outcome
 
 
