@@ -446,8 +446,10 @@ def record(current: Runtime, outcomes: list[Outcome], *, follow_up: bool = False
             if delivered:
                 _record_delivered(session, delivered, now)
             for outcome in outcomes:
-                if not outcome.sent or outcome.error is not None:
-                    _record_undelivered(session, outcome, now)
+                if not outcome.sent:
+                    _release(session, outcome.attempt.id, now)
+                elif outcome.error is not None:
+                    _record_failure(session, outcome.attempt.id, outcome.error, now)
             for target in {o.attempt.target for o in outcomes if o.error is not None and o.error.status is None}:
                 if destinations.is_paused(target, now):
                     _defer_target(session, target, now)
@@ -483,21 +485,31 @@ def _record_delivered(session: Session, ids: list[int], now: datetime) -> None:
         CRM_ATTEMPTS.labels(result="delivered", kind=kind).inc()
 
 
-def _record_undelivered(session: Session, outcome: Outcome, now: datetime) -> None:
-    """An attempt that failed, or never went (released): retry, dead letter, or back as it was."""
-    row = session.get(CrmDelivery, outcome.attempt.id)
+def _claimed_row(session: Session, delivery_id: int, now: datetime) -> CrmDelivery | None:
+    """The delivery's row, still `delivering` (else None: settled meanwhile), its claim given up."""
+    row = session.get(CrmDelivery, delivery_id)
     if row is None or row.status != DeliveryStatus.DELIVERING.value:
-        return
+        return None
     row.claimed_at = None
     row.claimed_by = None
     row.updated_at = now
-    error = outcome.error
-    if not outcome.sent:
-        row.status = DeliveryStatus.PENDING.value
-        row.attempts = max(0, row.attempts - 1)
-        row.next_attempt_at = max(row.next_attempt_at, now)
+    return row
+
+
+def _release(session: Session, delivery_id: int, now: datetime) -> None:
+    """An attempt that never went (its destination paused, or its chain stopped): back as it was."""
+    row = _claimed_row(session, delivery_id, now)
+    if row is None:
         return
-    if error is None:  # never: delivered outcomes are recorded together (_record_delivered)
+    row.status = DeliveryStatus.PENDING.value
+    row.attempts = max(0, row.attempts - 1)
+    row.next_attempt_at = max(row.next_attempt_at, now)
+
+
+def _record_failure(session: Session, delivery_id: int, error: DeliveryError, now: datetime) -> None:
+    """An attempt that failed: retried after its back-off, or a dead letter."""
+    row = _claimed_row(session, delivery_id, now)
+    if row is None:
         return
     row.last_error = str(error)[:2000]
     if error.retryable and now < row.retry_until:
