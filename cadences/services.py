@@ -221,7 +221,10 @@ def enrol(
                 _write_text(session, step, enrolment, lead, now)
     if emails:
         enqueue_after_commit(session, send_email_steps_job, emails)
-    complete_finished(session, [enrolment.id], now)
+    if not any(step.status == StepStatus.SCHEDULED.value for step in steps):
+        # Every step dispatched or skipped at once (a one-text cadence); with one still scheduled the
+        # UPDATE of complete_finished would find nothing to complete, so it is not sent.
+        complete_finished(session, [enrolment.id], now)
     return enrolment
 
 

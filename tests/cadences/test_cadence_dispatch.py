@@ -11,9 +11,9 @@ from rq import Queue
 from sqlalchemy import select, update
 
 from cadences import jobs, services
-from cadences.models import CadenceStep, EnrolmentStatus, StepStatus
+from cadences.models import CadenceEnrolment, CadenceStep, EnrolmentStatus, StepStatus
 from gateway.jobs import Lane
-from gateway.models import Message, MessageStatus
+from gateway.models import CadenceDefinition, Lead, LeadEvent, Message, MessageStatus
 from gateway.simulator import new_sid
 from tests.cadences.helpers import FIRST_TEXT, cadence_messages, only_lead
 from tests.support.config import CUSTOMER, SEQUENTIAL, SIMULTANEOUS
@@ -276,3 +276,28 @@ def test_a_batch_for_many_customers_sends_each_their_own_steps_once_and_in_order
         assert bodies[0] == FIRST_TEXT
         assert bodies[1].endswith("Still looking? Reply with a good time to talk.")
         assert bodies[2].startswith("Hi, North Honda again.")
+
+
+def test_a_cadence_whose_only_step_goes_at_once_is_complete_when_it_starts(missed_call, db, clock):
+    missed_call()
+    now = clock.now()
+    with db.session() as session:
+        lead = session.scalars(select(Lead)).one()
+        one_text = CadenceDefinition(key="one-text", steps=[{"after": 0, "text": "Thanks for calling."}])
+        two_texts = CadenceDefinition(
+            key="two-texts", steps=[{"after": 0, "text": "Thanks."}, {"after": 3600, "text": "Still there?"}]
+        )
+        session.add_all([one_text, two_texts])
+        session.flush()
+        done = services.enrol(session, lead, one_text, trigger="missed_call", from_number=SIMULTANEOUS, now=now)
+        going = services.enrol(session, lead, two_texts, trigger="missed_call", from_number=SIMULTANEOUS, now=now)
+        assert done is not None
+        assert going is not None
+        done_id, going_id = done.id, going.id
+    with db.session() as session:
+        assert session.get(CadenceEnrolment, done_id).status == EnrolmentStatus.COMPLETED.value
+        assert session.get(CadenceEnrolment, going_id).status == EnrolmentStatus.ACTIVE.value
+        completed = [
+            e.data["cadence"] for e in session.scalars(select(LeadEvent).where(LeadEvent.kind == "cadence-completed"))
+        ]
+        assert completed == ["one-text"]
