@@ -161,10 +161,9 @@ def dial_complete() -> Response:
     # Most ends of a Dial only read (an agent took the call, or the caller hung up): as a reader, they
     # neither wait for the writers nor hold them up.
     begin_reading(session)
-    call = logged_call(session, call_sid)
+    call = logged_call(session, call_sid)  # read in this request's transaction: as the row is now
     if call is None:
         return twiml.respond(twiml.hangup())
-    session.refresh(call)
     if call.accepted_at is not None:
         return twiml.respond(twiml.hangup())
     if (request.form.get("CallStatus") or "") in {"completed", "canceled"}:
@@ -173,12 +172,12 @@ def dial_complete() -> Response:
     if route is None:
         return twiml.respond(twiml.hangup())
     session.rollback()  # the next step is decided as a writer, from the call as it is now
-    if call.accepted_at is not None:  # taken meanwhile (the rollback expired the row: read again)
+    advance_dial(session, call, step)  # not if an agent took the call meanwhile
+    if call.accepted_at is not None:
+        session.commit()
         return twiml.respond(twiml.hangup())
-    advance_dial(session, call, step)
     if call.dial_step >= len(call.ringing_agents or []):
         start_voicemail(session, call)
-        session.refresh(call)
     session.commit()
     return twiml.respond(twiml.for_call(route, call, _base()))
 

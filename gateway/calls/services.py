@@ -125,18 +125,27 @@ def accept_call(session: Session, sid: str, agent_id: int, now: datetime) -> boo
 
 
 def advance_dial(session: Session, call: Call, from_step: int) -> int:
-    """Move to the next ring step once, however often the provider retries the Dial action."""
-    session.execute(
+    """Move to the next ring step once, however often the provider retries the Dial action, and not once
+    an agent has taken the call. `call` is left as the row is now (the UPDATE returns it; a retry or a
+    taken call reads it). Returns its ring step."""
+    moved = session.scalars(
         update(Call)
-        .where(Call.id == call.id, Call.dial_step == from_step)
+        .where(Call.id == call.id, Call.dial_step == from_step, Call.accepted_at.is_(None))
         .values(dial_step=from_step + 1)
-    )
-    session.refresh(call)
+        .returning(Call),
+        execution_options={"populate_existing": True},
+    ).first()
+    if moved is None:
+        session.refresh(call)
     return call.dial_step
 
 
 def start_voicemail(session: Session, call: Call) -> None:
-    session.execute(update(Call).where(Call.id == call.id).values(voicemail_started=True))
+    """The call goes to voicemail; `call` is left as the row is now."""
+    session.scalars(
+        update(Call).where(Call.id == call.id).values(voicemail_started=True).returning(Call),
+        execution_options={"populate_existing": True},
+    ).first()
 
 
 def note_voicemail_length(session: Session, sid: str, seconds: int) -> None:

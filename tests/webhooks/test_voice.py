@@ -9,7 +9,8 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import func, select
 
-from gateway.models import Call, Contact, Lead, Task
+from gateway.calls.services import accept_call, advance_dial
+from gateway.models import Agent, Call, Contact, Lead, Task
 from gateway.simulator import new_sid, play_call, sign
 from tests.support.config import CUSTOMER, ROUND_ROBIN, SEQUENTIAL, SIMULTANEOUS, SOUTH, UNSCREENED
 from tests.support.webhooks import SignedClient
@@ -174,6 +175,35 @@ def test_dial_action_retry_does_not_skip_an_agent(twilio):
     first = twiml(twilio.post(f"/webhooks/voice/dial-complete?call={sid}&step=0", params))
     again = twiml(twilio.post(f"/webhooks/voice/dial-complete?call={sid}&step=0", params))
     assert dial_numbers(first) == dial_numbers(again) == ["+12025550112"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_ring_step_is_not_advanced_once_an_agent_took_the_call_after_it_was_read(twilio, db):
+    sid, _ = ring(twilio, to=SEQUENTIAL)
+    params = {"CallSid": sid, "CallStatus": "in-progress", "DialCallStatus": "no-answer"}
+    assert dial_numbers(twiml(twilio.post(f"/webhooks/voice/dial-complete?call={sid}&step=0", params))) == [
+        "+12025550112"
+    ]
+    now = datetime.now(UTC)
+    with db.session() as session:
+        call = session.scalars(select(Call).where(Call.sid == sid)).one()  # the Dial's end read it: not taken
+        agent_id = session.scalars(select(Agent.id).order_by(Agent.id)).first()
+        assert agent_id is not None
+    assert call.accepted_at is None
+    assert call.dial_step == 1
+    with db.session() as other:  # meanwhile, an agent pressed 1
+        assert accept_call(other, sid, agent_id, now)
+    with db.session() as session:
+        session.add(call)
+        assert advance_dial(session, call, 1) == 1  # the conditional UPDATE found it taken
+        assert call.accepted_at is not None
+        assert call.answered_by_id == agent_id
+    with db.session() as session:
+        assert session.scalars(select(Call.dial_step).where(Call.sid == sid)).one() == 1
+    # The provider's Dial action for that step, now: hang up (the agent has the caller), ring nobody.
+    root = twiml(twilio.post(f"/webhooks/voice/dial-complete?call={sid}&step=1", params))
+    assert root.find("Dial") is None
+    assert root.find("Record") is None
 
 
 @pytest.mark.usefixtures("configured")
