@@ -141,7 +141,8 @@ def _accept(*, require_digit: bool) -> Response:
     session.rollback()  # end the reading; the conditional UPDATE decides, as a writer: first one wins
     now = runtime.current().clock.now()
     won = accept_call(session, call_sid, agent.id, now)
-    taken_by = call.answered_by_id  # read again in this transaction (the rollback expired the row)
+    # Lost: who has it, read again in this transaction (the rollback expired the row).
+    taken_by = agent.id if won else call.answered_by_id
     session.commit()
     if not won and taken_by != agent.id:
         return twiml.respond(twiml.hangup("Another agent has taken this call."))

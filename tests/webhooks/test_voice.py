@@ -271,6 +271,27 @@ def test_agent_cell_voicemail_is_not_an_answer(poster, db):
 
 
 @pytest.mark.usefixtures("configured")
+def test_of_two_agents_pressing_1_the_first_has_the_caller_and_the_second_is_told(twilio, db):
+    sid, response = ring(twilio)  # simultaneous: alice and bob, each screened
+    actions = []
+    for number in twiml(response).findall("./Dial/Number"):
+        gather = twiml(twilio.post(number.get("url") or "", {"CallSid": new_sid("CA"), "ParentCallSid": sid}))
+        found = gather.find("Gather")
+        assert found is not None
+        actions.append(found.get("action") or "")
+    first, second = (twiml(twilio.post(action, {"CallSid": new_sid("CA"), "Digits": "1"})) for action in actions)
+    assert list(first) == []  # an empty answer bridges the leg to the caller
+    assert second.find("Hangup") is not None
+    assert "Another agent has taken this call." in (second.findtext("Say") or "")
+    # The provider retrying the first agent's key press: still theirs.
+    assert list(twiml(twilio.post(actions[0], {"CallSid": new_sid("CA"), "Digits": "1"}))) == []
+    with db.session() as session:
+        call = session.scalars(select(Call).where(Call.sid == sid)).one()
+        assert call.answered_by is not None
+        assert call.answered_by.key == "alice"
+
+
+@pytest.mark.usefixtures("configured")
 def test_agent_hanging_up_or_pressing_another_key_does_not_connect(twilio, db):
     _, response = ring(twilio)
     url = twiml(response).findall("./Dial/Number")[0].get("url") or ""
