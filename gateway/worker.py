@@ -13,6 +13,7 @@ priority (`niced`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -272,11 +273,26 @@ class GatewayWorker(SimpleWorker):
         except RedisError:
             # RQ's teardown stops at the failed record and leaves its command listener running.
             if self.pubsub_thread is not None:
-                self.pubsub_thread.stop()
-                self.pubsub_thread.join(timeout=1)
+                _stop_listener(self.pubsub_thread, STOP_LISTENER_WAIT)
             raise
         finally:
             self.connection.connection_pool.disconnect()
+
+
+# How long a stop waits for RQ's command listener to end; one reading from a Redis that does not answer
+# would never end, and is left behind (a daemon thread).
+STOP_LISTENER_WAIT = 1.0
+
+
+def _stop_listener(thread: Any, timeout: float) -> None:
+    """Ask redis-py's PubSub thread to end, and wait for it `timeout` seconds at most. From redis-py 8.2
+    its `stop()` itself waits, for as long as the thread takes unless given a timeout; before, `stop()`
+    only asked."""
+    if "timeout" in inspect.signature(thread.stop).parameters:
+        thread.stop(timeout=timeout)
+    else:
+        thread.stop()
+        thread.join(timeout=timeout)
 
 
 class _StopDeadline(threading.Thread):

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -227,3 +228,39 @@ def test_each_worker_process_keeps_an_alive_key_while_it_runs_and_takes_it_away_
             pool.wait()
     assert client.keys("gateway:alive:*") == []
     client.close()
+
+
+class _Listener(threading.Thread):
+    """Stands in for redis-py's PubSub thread: reads for ever (a Redis that does not answer) until told."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.told = threading.Event()
+        self.release = threading.Event()
+
+    def run(self) -> None:
+        self.release.wait(60)
+
+
+class _ListenerBefore82(_Listener):
+    def stop(self) -> None:  # redis-py before 8.2: only asks
+        self.told.set()
+
+
+class _ListenerFrom82(_Listener):
+    def stop(self, timeout: float | None = None) -> None:  # redis-py 8.2: asks, then waits for the thread
+        self.told.set()
+        self.join(timeout)
+
+
+@pytest.mark.parametrize("listener_class", [_ListenerBefore82, _ListenerFrom82])
+def test_a_stop_asks_the_command_listener_to_end_and_waits_for_it_a_bounded_time(listener_class: type) -> None:
+    listener = listener_class()
+    listener.start()
+    try:
+        worker._stop_listener(listener, 0.2)  # returns although the thread still reads
+        assert listener.told.is_set()
+        assert listener.is_alive()
+    finally:
+        listener.release.set()
+        listener.join(5)
