@@ -54,7 +54,7 @@ from cadences.templates import render
 from gateway.calls.services import texts_allowed
 from gateway.database import get_held, insert_returning_or_none
 from gateway.jobs import enqueue_after_commit
-from gateway.leads import record_event
+from gateway.leads import note_written, opened_here, record_event, written_here
 from gateway.messaging.outbound import queue_texts, sender_for, text_values
 from gateway.models import (
     CadenceDefinition,
@@ -177,6 +177,7 @@ def enrol(
     )
     if enrolment is None:
         return None
+    note_written(session, lead, enrolment)
     steps = []
     for index, spec in enumerate(specs):
         relative_to = APPOINTMENT if spec.get("relative_to") == APPOINTMENT else START
@@ -198,6 +199,12 @@ def enrol(
         if relative_to == APPOINTMENT and due < now:
             step.status = StepStatus.SKIPPED.value
             step.skip_reason = SkipReason.PAST_DUE.value
+        elif due <= now:
+            # Due now (the missed call's first text): claimed as it is written (no second UPDATE), and
+            # dispatched below in the transaction that settles the call, so its send job is queued the
+            # moment it commits.
+            step.status = StepStatus.CLAIMED.value
+            step.claimed_at = now
         steps.append(step)
     session.add_all(steps)
     session.flush()
@@ -205,13 +212,9 @@ def enrol(
         session, lead, "cadence-started", f"Cadence {definition.key} started ({trigger.replace('_', ' ')}).",
         now, {"cadence": definition.key, "enrolment": enrolment.id, "steps": len(steps)},
     )
-    # Due now (the missed call's first text): claimed and written here, in the transaction that
-    # settles the call, so the send job is queued the moment it commits.
     emails: list[int] = []
     for step in steps:
-        if step.status == StepStatus.SCHEDULED.value and step.due_at <= now:
-            step.status = StepStatus.CLAIMED.value
-            step.claimed_at = now
+        if step.status == StepStatus.CLAIMED.value:
             if step.channel == Channel.EMAIL.value:
                 if prepare_email(step, lead, now):
                     emails.append(step.id)
@@ -260,16 +263,23 @@ def enrol_after_missed_call(session: Session, lead: Lead, call: Call, now: datet
     definition = session.scalar(select(CadenceDefinition).where(CadenceDefinition.key == number.cadence_key))
     if definition is None or definition.trigger:
         return None
-    already = session.scalar(
-        select(
-            exists().where(
-                CadenceEnrolment.lead_id == lead.id, CadenceEnrolment.cadence_key == definition.key
-            )
-        )
-    )
-    if already:
+    if _enrolled(session, lead, definition.key):
         return None
     return enrol(session, lead, definition, trigger=TRIGGER_MISSED_CALL, from_number=number.number, now=now)
+
+
+def _enrolled(session: Session, lead: Lead, cadence_key: str) -> bool:
+    """Whether the lead ever ran this cadence. A lead opened in this transaction has only the enrolments
+    this session wrote, so those are looked at instead of the table."""
+    if opened_here(session, lead):
+        return any(
+            isinstance(row, CadenceEnrolment) and row.cadence_key == cadence_key for row in written_here(session, lead)
+        )
+    return bool(
+        session.scalar(
+            select(exists().where(CadenceEnrolment.lead_id == lead.id, CadenceEnrolment.cadence_key == cadence_key))
+        )
+    )
 
 
 def _sender(lead: Lead, session: Session | None = None) -> str:

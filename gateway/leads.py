@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from gateway import events
 from gateway.database import insert_returning_or_none, required
@@ -44,6 +44,38 @@ class Origin:
     tracked_number: str | None = None
     cadence_key: str | None = None
     source_weight: int = 0
+
+
+# Leads opened in the session's transaction, each with the rows written for it since (its tasks, its
+# cadences). Nothing else can refer to such a lead yet, so whether it has an open task or has run a
+# cadence is read from these, not queried.
+_OPENED_KEY = "gateway.leads.opened"
+
+
+def opened_here(session: Session, lead: Lead) -> bool:
+    """Whether `lead` was opened in the session's current transaction."""
+    return lead.id in session.info.get(_OPENED_KEY, {})
+
+
+def written_here(session: Session, lead: Lead) -> list[Any]:
+    """The rows `note_written` kept for a lead opened in this transaction."""
+    rows: list[Any] = session.info.get(_OPENED_KEY, {}).get(lead.id, [])
+    return rows
+
+
+def note_written(session: Session, lead: Lead, row: Any) -> None:
+    """Keep a row written for the lead, if the lead was opened in this transaction (see `written_here`)."""
+    opened: dict[int, list[Any]] = session.info.get(_OPENED_KEY, {})
+    if lead.id in opened:
+        opened[lead.id].append(row)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_opened(session: Session, transaction: SessionTransaction) -> None:
+    # The transaction's end, or a savepoint's (a lead opened in a savepoint rolled back is gone); not the
+    # inner transaction each flush runs in.
+    if transaction.parent is None or transaction.nested:
+        session.info.pop(_OPENED_KEY, None)
 
 
 def new_lead_code() -> str:
@@ -97,6 +129,7 @@ def open_or_join_lead(
     )
     if created is None:  # opened by the concurrent transaction the insert waited for
         return required(session.scalar(select(Lead).where(Lead.open_key == key)), f"open lead {key}"), False
+    session.info.setdefault(_OPENED_KEY, {})[created.id] = []
     events.lead_created.send(session, lead=created, now=now)
     return created, True
 
@@ -191,14 +224,19 @@ def ensure_task(
     session: Session, lead: Lead, kind: TaskKind, owner: Agent | None, due_at: datetime, now: datetime
 ) -> Task:
     """The lead's open task of this kind, or a new one: a second missed call does not add a second."""
-    # The id alone: a task's row brings its lead, owner and their stores joined, and there is mostly none.
-    open_id = session.scalar(
-        select(Task.id).where(
-            Task.lead_id == lead.id, Task.kind == kind.value, Task.status == TaskStatus.OPEN.value
+    if opened_here(session, lead):
+        for row in written_here(session, lead):
+            if isinstance(row, Task) and row.kind == kind.value and row.status == TaskStatus.OPEN.value:
+                return row
+    else:
+        # The id alone: a task's row brings its lead, owner and their stores joined, and mostly there is none.
+        open_id = session.scalar(
+            select(Task.id).where(
+                Task.lead_id == lead.id, Task.kind == kind.value, Task.status == TaskStatus.OPEN.value
+            )
         )
-    )
-    if open_id is not None:
-        return required(session.get(Task, open_id), f"task {open_id}")
+        if open_id is not None:
+            return required(session.get(Task, open_id), f"task {open_id}")
     task = Task(
         lead_id=lead.id,
         kind=kind.value,
@@ -211,6 +249,7 @@ def ensure_task(
     task.owner = owner
     session.add(task)
     session.flush()
+    note_written(session, lead, task)
     events.task_created.send(session, task=task, now=now)
     return task
 

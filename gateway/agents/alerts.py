@@ -55,7 +55,7 @@ def send_alert(
     if sender is None or not agent.phone:
         log.warning("alert %s not sent: no number to send it from", origin)
         return None
-    message = queue_text(
+    return queue_text(
         session,
         to=agent.phone,
         from_=sender,
@@ -67,8 +67,6 @@ def send_alert(
         store_id=lead.store_id if lead is not None else agent.store_id,
         origin=origin[:100],
     )
-    message.contact_id = None  # it went to our agent, not to the customer
-    return message
 
 
 def managers_of(session: Session, store_id: int, department: str) -> list[Agent]:

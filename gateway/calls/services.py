@@ -227,8 +227,10 @@ def settle_call(session: Session, call: Call, origin: Origin | None, now: dateti
     # The response clock starts when the customer called. A status callback arrives as the call ends;
     # a call settled late from the provider's record counts from when it really started.
     contacted_at = call.started_at if call.reconciled else now
-    contact = contact_for_phone(session, call.from_number)
-    lead, _ = open_or_join_lead(session, contact, origin, contacted_at)
+    # The call's outcome and its lead go in one UPDATE: finding the contact and the lead needs neither.
+    with session.no_autoflush:
+        contact = contact_for_phone(session, call.from_number)
+        lead, _ = open_or_join_lead(session, contact, origin, contacted_at)
     call.lead_id = lead.id
     _note_verification(session, store, lead, call, now)
     owner = assign_owner(session, lead, now)

@@ -155,9 +155,11 @@ def text_values(*, now: datetime, **text: Unpack[Text]) -> dict[str, Any]:
     lead, contact, agent = text.get("lead"), text.get("contact"), text.get("agent")
     store_id = text.get("store_id")
     body = text["body"]
+    customer = contact.id if contact else (lead.contact_id if lead else None)
     return {
         "lead_id": lead.id if lead else None,
-        "contact_id": contact.id if contact else (lead.contact_id if lead else None),
+        # A text to one of our agents (an alert, a sign-in code) went to staff, not to the customer.
+        "contact_id": None if text["kind"] in AGENT_KINDS else customer,
         "agent_id": agent.id if agent else None,
         "store_id": store_id if store_id is not None else (lead.store_id if lead else None),
         "direction": Direction.OUTBOUND.value,
