@@ -395,7 +395,8 @@ def stop(
 ) -> bool:
     """Stop an active enrolment: its scheduled steps are skipped and its texts not yet taken by a sender
     are withdrawn. Recorded on the enrolment and in the lead's timeline. False if it was not active."""
-    result = session.execute(
+    # The row as the update left it comes back with it (and refreshes `enrolment`, read no second time).
+    stopped = session.scalars(
         update(CadenceEnrolment)
         .where(CadenceEnrolment.id == enrolment.id, CadenceEnrolment.status == EnrolmentStatus.ACTIVE.value)
         .values(
@@ -405,11 +406,11 @@ def stop(
             stop_detail=detail,
             stopped_at=now,
         )
-        .execution_options(synchronize_session=False)
-    )
-    if not getattr(result, "rowcount", 0):
+        .returning(CadenceEnrolment),
+        execution_options={"populate_existing": True},
+    ).first()
+    if stopped is None:
         return False
-    session.refresh(enrolment)
     # Scheduled steps, and e-mail steps claimed but not yet taken by a sender, are skipped.
     session.execute(
         update(CadenceStep)
