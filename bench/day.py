@@ -1242,7 +1242,7 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
     print(f"webhooks served: {len(window)} in {span:.1f}s = {len(window) / span:.1f} requests/s; "
           f"response time {fmt(provider.latency, 'ms')}")
     print(f"first text (final status callback posted -> fake has the text):\n  {fmt(result.first_text)}"
-          f"   target p50 <= 0.3 s, p99 <= 1 s")
+          f"   target p50 <= 0.15 s, p99 <= 1 s")
     print(f"alert to the agent after a missed call:\n  {fmt(result.alert_call)}   target p99 <= 1 s")
     print(f"alert to the agent after a text:\n  {fmt(result.alert_text)}")
     print("CRM delivery lag (call end -> the receiver has it), per destination; target p99 <= 30 s:")
