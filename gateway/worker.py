@@ -13,6 +13,7 @@ priority (`niced`).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -259,6 +260,24 @@ class GatewayWorker(SimpleWorker):
             log.warning("the job scheduler (pid %s) did not stop within %.0fs; killed", process.pid, STOP_TIMEOUT)
             process.kill()
             process.join()
+
+    def unsubscribe(self) -> None:
+        """RQ's end of its command listener, in an order that cannot hold a stop for a minute.
+
+        RQ unsubscribes, then stops the listener thread. A listener that reads the unsubscription before
+        it is stopped waits for the next subscription for RQ's whole `sleep_time` (60 s), and from
+        redis-py 8.2 that `stop()` waits for it: the stop outlived its grace and the process ended
+        without its clean-up (its alive key stayed). Here the listener is told to end first, then the
+        unsubscription's answer wakes it, and it is waited for a bounded time."""
+        thread = self.pubsub_thread
+        if thread is None or self.pubsub is None:
+            return
+        _stop_listener(thread, 0)
+        with contextlib.suppress(RedisError):
+            self.pubsub.unsubscribe()
+        thread.join(timeout=STOP_LISTENER_WAIT)
+        with contextlib.suppress(RedisError):
+            self.pubsub.close()
 
     def teardown(self) -> None:
         # The way out (stop the scheduler, record the worker's end) must not wait on a Redis that does

@@ -264,3 +264,25 @@ def test_a_stop_asks_the_command_listener_to_end_and_waits_for_it_a_bounded_time
     finally:
         listener.release.set()
         listener.join(5)
+
+
+def test_the_command_listener_ends_promptly_when_it_read_the_unsubscription_before_it_was_stopped(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """RQ unsubscribes, then stops its listener; a listener that has already read the unsubscription then
+    waits a minute for the next subscription (RQ's sleep_time), and redis-py 8.2's stop() waits with it.
+    That held a worker's stop past its grace (and its clean-up, the alive key, was skipped)."""
+    connection = Redis.from_url(redis_server.url)
+    subject = GatewayWorker([make_queue(connection, Lane.URGENT)], connection=connection, name="listener-order")
+    subject.subscribe()
+    pubsub, listener = subject.pubsub, subject.pubsub_thread
+    assert pubsub is not None and listener is not None
+    assert _wait_for(lambda: pubsub.subscribed, 10)
+    pubsub.unsubscribe()  # the order RQ's own unsubscribe() starts with; the listener reads the answer
+    assert _wait_for(lambda: not pubsub.subscribed, 10)
+    time.sleep(0.2)  # and goes back to wait for a subscription
+    ended = threading.Event()
+    stopper = threading.Thread(target=lambda: (subject.unsubscribe(), ended.set()), daemon=True)
+    stopper.start()
+    stopper.join(30)  # RQ's order would hold it for the listener's 60 s
+    assert ended.is_set()
