@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -112,6 +113,12 @@ def write_lock_path(database: str | None) -> str | None:
     return database + "-write.lock"
 
 
+# How long bulk work lets the writers waiting for SQLite's write lock go first (`begin_giving_way`), and
+# how often it looks again meanwhile.
+GIVE_WAY_SECONDS = 0.1
+GIVE_WAY_PAUSE = 0.001
+
+
 class WriteLock:
     """An exclusive flock beside an SQLite file, taken by every writer of every process before it asks
     SQLite for the write lock, and given back when its transaction ends.
@@ -128,17 +135,26 @@ class WriteLock:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._fd: int | None = None
+        self._waiting_fd: int | None = None
         self._pid = 0
         self._held = False
 
-    def acquire(self) -> None:
+    def acquire(self, *, give_way: bool = False) -> None:
+        """Take the lock. `give_way`: bulk work (`begin_giving_way`) lets the writers already waiting go
+        first, for up to GIVE_WAY_SECONDS."""
         holding: int = getattr(self._holding, "count", 0)
         if self.path is None or self._held or holding:
             return
         if self._fd is None or self._pid != os.getpid():
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._waiting_fd = os.open(self.path + "-waiting", os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        if self._waiting_fd is None:
+            raise RuntimeError("the write lock's files are not open")
+        if give_way:
+            _after_the_waiting(self._fd, self._waiting_fd)
+        else:
+            _take(self._fd, self._waiting_fd)
         self._held = True
         self._holding.count = getattr(self._holding, "count", 0) + 1
 
@@ -151,15 +167,56 @@ class WriteLock:
 
     def close(self) -> None:
         self.release()
-        if self._fd is not None and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd = None
+        if self._pid == os.getpid():
+            for fd in (self._fd, self._waiting_fd):
+                if fd is not None:
+                    os.close(fd)
+        self._fd = self._waiting_fd = None
 
     def __enter__(self) -> None:
         self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _take(fd: int, waiting: int) -> None:
+    """Take the write lock; while it has to wait, it says so (a shared lock on the `-waiting` file)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    fcntl.flock(waiting, fcntl.LOCK_SH)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        fcntl.flock(waiting, fcntl.LOCK_UN)
+
+
+def _after_the_waiting(fd: int, waiting: int) -> None:
+    """Take the write lock once no other writer waits for it, or after GIVE_WAY_SECONDS whatever waits."""
+    deadline = time.monotonic() + GIVE_WAY_SECONDS
+    while True:
+        if time.monotonic() < deadline and _others_waiting(waiting):
+            time.sleep(GIVE_WAY_PAUSE)
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Writers that came while this one waited with them go first too.
+        if time.monotonic() < deadline and _others_waiting(waiting):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            time.sleep(GIVE_WAY_PAUSE)
+            continue
+        return
+
+
+def _others_waiting(waiting: int) -> bool:
+    try:
+        fcntl.flock(waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(waiting, fcntl.LOCK_UN)
+    return False
 
 
 class _LockingConnection(sqlite3.Connection):
@@ -197,6 +254,7 @@ class _LockingConnection(sqlite3.Connection):
 
 
 READING = "gateway_reading"
+GIVING_WAY = "gateway_giving_way"
 
 
 def begin_reading(session: Session) -> None:
@@ -205,6 +263,14 @@ def begin_reading(session: Session) -> None:
     the writers (in WAL mode a reader sees the last commit and blocks nobody); a write in it fails
     ("attempt to write a readonly database"). PostgreSQL's readers never wait anyway: nothing changes."""
     session.connection(execution_options={READING: True})
+
+
+def begin_giving_way(session: Session) -> None:
+    """Begin the session's transaction as bulk work, before its first statement: on SQLite it takes the
+    write lock only when no other writer is waiting for it (or after GIVE_WAY_SECONDS), so a burst of it
+    (leads built from a thousand ADF documents) does not hold the requests that store the next ones.
+    PostgreSQL's writers do not queue for one lock: nothing changes there."""
+    session.connection(execution_options={GIVING_WAY: True})
 
 
 def make_engine(url: str, *, pool: bool = True) -> Engine:
@@ -241,7 +307,7 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
             # WriteLock first, so the wait for it is a kernel wake-up, not SQLite's sleeping retries.
             lock: WriteLock | None = getattr(dbapi_connection, "write_lock", None)
             if lock is not None:
-                lock.acquire()
+                lock.acquire(give_way=bool(connection.get_execution_options().get(GIVING_WAY)))
             try:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:

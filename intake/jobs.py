@@ -26,6 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from gateway import runtime
+from gateway.database import begin_giving_way
 from gateway.jobs import Lane, SingleJob, enqueue_after_commit
 from intake import services
 
@@ -92,6 +93,7 @@ def build_one(record_id: int, attempt: int) -> None:
         return
     try:
         with current.database.session() as session:
+            begin_giving_way(session)  # the requests storing the next documents go first
             taken = services.build_record(session, record_id, attempt, current.clock.now())
     except _DATABASE_TROUBLE:
         _release(record_id, attempt)

@@ -276,7 +276,8 @@ def test_the_command_listener_ends_promptly_when_it_read_the_unsubscription_befo
     subject = GatewayWorker([make_queue(connection, Lane.URGENT)], connection=connection, name="listener-order")
     subject.subscribe()
     pubsub, listener = subject.pubsub, subject.pubsub_thread
-    assert pubsub is not None and listener is not None
+    assert pubsub is not None
+    assert listener is not None
     assert _wait_for(lambda: pubsub.subscribed, 10)
     pubsub.unsubscribe()  # the order RQ's own unsubscribe() starts with; the listener reads the answer
     assert _wait_for(lambda: not pubsub.subscribed, 10)
