@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, aliased
 from gateway import runtime
 from gateway.crm.models import CrmDelivery, DeliveryStatus, DestinationKind, pending, unfinished
 from gateway.crm.transport import AdfEmail, DeliveryError, post_adf, post_json, send_adf_emails
+from gateway.database import begin_giving_way
 from gateway.jobs import Lane, SingleJob, process_name
 from gateway.models import Store
 from gateway.runtime import Runtime
@@ -204,6 +205,7 @@ def claim(current: Runtime, only: Sequence[int] | None = None) -> list[Attempt]:
     destinations = _destinations(current)
     paused = destinations.paused(now)
     with current.database.session() as session:
+        begin_giving_way(session)  # deliveries may lag by seconds; webhooks and texts go first
         query = select(CrmDelivery.id, CrmDelivery.target, CrmDelivery.stream, CrmDelivery.kind).where(
             pending(),
             CrmDelivery.next_attempt_at <= now,
@@ -442,6 +444,7 @@ def record(current: Runtime, outcomes: list[Outcome], *, follow_up: bool = False
     destinations = _destinations(current)
     try:
         with current.database.session() as session:
+            begin_giving_way(session)
             delivered = [o.attempt.id for o in outcomes if o.sent and o.error is None]
             if delivered:
                 _record_delivered(session, delivered, now)

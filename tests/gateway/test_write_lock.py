@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
-from gateway import database
+from gateway import database, runtime
+from gateway.crm import delivery
 from gateway.database import Database, WriteLock, begin_giving_way
 from gateway.models import Store
 from tests.conftest import DATABASE_KIND
@@ -129,3 +131,23 @@ def test_a_session_begun_as_bulk_work_takes_the_write_lock_giving_way(
         begin_giving_way(session)
         session.scalar(select(Store.id))
     assert len(seen) == 1
+
+
+@pytest.mark.skipif(DATABASE_KIND != "sqlite", reason="PostgreSQL has no write lock to give way on")
+def test_crm_deliveries_are_claimed_and_recorded_giving_way(
+    app: Flask, configured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    original = database._after_the_waiting
+
+    def noted(fd: int, waiting: int) -> None:
+        seen.append(fd)
+        original(fd, waiting)
+
+    monkeypatch.setattr(database, "_after_the_waiting", noted)
+    with app.app_context():
+        current = runtime.current()
+        assert delivery.claim(current) == []
+        assert len(seen) == 1
+        delivery.record(current, [])
+    assert len(seen) == 2
