@@ -197,17 +197,17 @@ def _take(fd: int, waiting: int) -> None:
 def _after_the_waiting(fd: int, waiting: int) -> None:
     """Take the write lock once no other writer waits for it, or after GIVE_WAY_SECONDS whatever waits."""
     deadline = time.monotonic() + GIVE_WAY_SECONDS
+
+    def others_go_first() -> bool:
+        return time.monotonic() < deadline and _others_waiting(waiting)
+
     while True:
-        if time.monotonic() < deadline and _others_waiting(waiting):
-            time.sleep(GIVE_WAY_PAUSE)
-            continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        # Writers that came while this one waited with them go first too.
-        if time.monotonic() < deadline and _others_waiting(waiting):
+        if not others_go_first():
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not others_go_first():  # nobody came while this one waited for the lock with them
+                return
             fcntl.flock(fd, fcntl.LOCK_UN)
-            time.sleep(GIVE_WAY_PAUSE)
-            continue
-        return
+        time.sleep(GIVE_WAY_PAUSE)
 
 
 def _others_waiting(waiting: int) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,25 +69,40 @@ def test_bulk_work_lets_a_waiting_writer_go_first(tmp_path: Path, monkeypatch: p
         lock.close()
 
 
-def test_bulk_work_waits_while_a_writer_waits_though_the_lock_is_free(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(database, "GIVE_WAY_SECONDS", 60.0)
-    path = tmp_path / "db.sqlite3-write.lock"
+@contextmanager
+def _a_writer_waiting(path: Path) -> Iterator[int]:
+    """A writer that says it waits for the lock (the `-waiting` file held shared) until released."""
     waiting = os.open(f"{path}-waiting", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(waiting, fcntl.LOCK_SH)  # a writer on its way to the lock
+    fcntl.flock(waiting, fcntl.LOCK_SH)
+    try:
+        yield waiting
+    finally:
+        os.close(waiting)
+
+
+@contextmanager
+def _bulk_taking(path: Path) -> Iterator[threading.Event]:
+    """Bulk work taking the lock in a thread; the event is set once it has it."""
     bulk = WriteLock(str(path))
     taken = threading.Event()
     thread = threading.Thread(target=lambda: (bulk.acquire(give_way=True), taken.set()), daemon=True)
     thread.start()
     try:
+        yield taken
+    finally:
+        thread.join(5)
+        bulk.close()
+
+
+def test_bulk_work_waits_while_a_writer_waits_though_the_lock_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "GIVE_WAY_SECONDS", 60.0)
+    path = tmp_path / "db.sqlite3-write.lock"
+    with _a_writer_waiting(path) as waiting, _bulk_taking(path) as taken:
         assert not taken.wait(0.5)  # the lock is free, and still it lets the writer go first
         fcntl.flock(waiting, fcntl.LOCK_UN)
         assert taken.wait(30)
-    finally:
-        os.close(waiting)
-        thread.join(5)
-        bulk.close()
 
 
 def test_bulk_work_takes_the_lock_after_its_bound_whatever_waits(
@@ -93,29 +110,15 @@ def test_bulk_work_takes_the_lock_after_its_bound_whatever_waits(
 ) -> None:
     monkeypatch.setattr(database, "GIVE_WAY_SECONDS", 0.2)
     path = tmp_path / "db.sqlite3-write.lock"
-    stuck = os.open(f"{path}-waiting", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(stuck, fcntl.LOCK_SH)  # a writer that says it waits and never comes
-    bulk = WriteLock(str(path))
-    taken = threading.Event()
-
-    def take() -> None:
-        bulk.acquire(give_way=True)
-        taken.set()
-
-    thread = threading.Thread(target=take, daemon=True)
-    thread.start()
-    try:
+    with _a_writer_waiting(path), _bulk_taking(path) as taken:  # a writer that says it waits and never comes
         assert taken.wait(30)
-    finally:
-        os.close(stuck)
-        thread.join(5)
-        bulk.close()
 
 
-@pytest.mark.skipif(DATABASE_KIND != "sqlite", reason="PostgreSQL has no write lock to give way on")
-def test_a_session_begun_as_bulk_work_takes_the_write_lock_giving_way(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def giving_way(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The write lock's acquisitions that gave way, noted as they happen (SQLite only)."""
+    if DATABASE_KIND != "sqlite":
+        pytest.skip("PostgreSQL has no write lock to give way on")
     seen: list[int] = []
     original = database._after_the_waiting
 
@@ -124,30 +127,25 @@ def test_a_session_begun_as_bulk_work_takes_the_write_lock_giving_way(
         original(fd, waiting)
 
     monkeypatch.setattr(database, "_after_the_waiting", noted)
+    return seen
+
+
+def test_a_session_begun_as_bulk_work_takes_the_write_lock_giving_way(db: Database, giving_way: list[int]) -> None:
     with db.session() as session:
         session.scalar(select(Store.id))
-    assert seen == []
+    assert giving_way == []
     with db.session() as session:
         begin_giving_way(session)
         session.scalar(select(Store.id))
-    assert len(seen) == 1
+    assert len(giving_way) == 1
 
 
-@pytest.mark.skipif(DATABASE_KIND != "sqlite", reason="PostgreSQL has no write lock to give way on")
 def test_crm_deliveries_are_claimed_and_recorded_giving_way(
-    app: Flask, configured: None, monkeypatch: pytest.MonkeyPatch
+    app: Flask, configured: None, giving_way: list[int]
 ) -> None:
-    seen: list[int] = []
-    original = database._after_the_waiting
-
-    def noted(fd: int, waiting: int) -> None:
-        seen.append(fd)
-        original(fd, waiting)
-
-    monkeypatch.setattr(database, "_after_the_waiting", noted)
     with app.app_context():
         current = runtime.current()
         assert delivery.claim(current) == []
-        assert len(seen) == 1
+        assert len(giving_way) == 1
         delivery.record(current, [])
-    assert len(seen) == 2
+    assert len(giving_way) == 2
