@@ -50,6 +50,8 @@ class Origin:
 # cadences). Nothing else can refer to such a lead yet, so whether it has an open task or has run a
 # cadence is read from these, not queried.
 _OPENED_KEY = "gateway.leads.opened"
+# Contacts created in the session's transaction: none of them has a lead yet.
+_CREATED_CONTACTS_KEY = "gateway.leads.created_contacts"
 
 
 def opened_here(session: Session, lead: Lead) -> bool:
@@ -76,6 +78,7 @@ def _forget_opened(session: Session, transaction: SessionTransaction) -> None:
     # inner transaction each flush runs in.
     if transaction.parent is None or transaction.nested:
         session.info.pop(_OPENED_KEY, None)
+        session.info.pop(_CREATED_CONTACTS_KEY, None)
 
 
 def new_lead_code() -> str:
@@ -88,12 +91,14 @@ def contact_for_phone(session: Session, phone: str | None) -> Contact:
         contact = Contact(phone=None)
         session.add(contact)
         session.flush()
+        session.info.setdefault(_CREATED_CONTACTS_KEY, set()).add(contact.id)
         return contact
     existing = session.scalar(select(Contact).where(Contact.phone == phone))
     if existing is not None:
         return existing
     created = insert_returning_or_none(session, Contact, {"phone": phone}, ["phone"])
     if created is not None:
+        session.info.setdefault(_CREATED_CONTACTS_KEY, set()).add(created.id)
         return created
     # Inserted by the concurrent transaction the insert waited for.
     return required(session.scalar(select(Contact).where(Contact.phone == phone)), "contact")
@@ -104,7 +109,12 @@ def open_or_join_lead(
 ) -> tuple[Lead, bool]:
     """The open lead of this phone at this store, or a new one. True when the lead is new."""
     key = f"{contact.id}:{origin.store_id}"
-    lead = session.scalar(select(Lead).where(Lead.open_key == key))
+    # A contact created in this transaction has no lead to join.
+    lead = (
+        None
+        if contact.id in session.info.get(_CREATED_CONTACTS_KEY, ())
+        else session.scalar(select(Lead).where(Lead.open_key == key))
+    )
     if lead is not None:
         lead.last_contact_at = now
         return lead, False

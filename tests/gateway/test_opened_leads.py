@@ -110,3 +110,53 @@ def test_a_new_lead_runs_a_cadence_once_in_its_transaction(
         assert session.scalar(
             select(func.count()).select_from(CadenceEnrolment).where(CadenceEnrolment.lead_id == lead.id)
         ) == 1
+
+
+def test_a_contact_created_in_the_transaction_opens_its_lead_without_looking_for_one(
+    db: Database, configured: None, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    with db.session() as session:
+        store = session.scalars(select(Store).order_by(Store.id)).first()
+        assert store is not None
+        origin = Origin(store.id, "sales", "Website", None)
+        contact = contact_for_phone(session, "+12025550181")
+        with statements(db) as seen:
+            lead, created = open_or_join_lead(session, contact, origin, now)
+        assert created
+        assert not [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        # Asked again in the same transaction, the lead it opened is joined, not doubled.
+        again, created_again = open_or_join_lead(session, contact, origin, now)
+        assert again.id == lead.id
+        assert not created_again
+        session.commit()
+        # In the next transaction the contact is an old one: its open lead is looked for and found.
+        old = contact_for_phone(session, "+12025550181")
+        with statements(db) as seen:
+            joined, created_later = open_or_join_lead(session, old, origin, now)
+        assert joined.id == lead.id
+        assert not created_later
+        assert [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        session.commit()
+        assert session.scalar(select(func.count()).select_from(Lead).where(Lead.contact_id == contact.id)) == 1
+
+
+def test_a_contact_created_in_a_savepoint_that_rolled_back_is_not_taken_for_new(
+    db: Database, configured: None, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    with db.session() as session:
+        store = session.scalars(select(Store).order_by(Store.id)).first()
+        assert store is not None
+        origin = Origin(store.id, "sales", "Website", None)
+        first = contact_for_phone(session, "+12025550182")
+        lead, _ = open_or_join_lead(session, first, origin, now)
+        savepoint = session.begin_nested()
+        contact_for_phone(session, "+12025550183")
+        savepoint.rollback()
+        # The outer transaction's contact is still known, but no longer taken for one created here.
+        with statements(db) as seen:
+            joined, created = open_or_join_lead(session, first, origin, now)
+        assert joined.id == lead.id
+        assert not created
+        assert [s for s in seen if s.lstrip().upper().startswith("SELECT")]
