@@ -62,7 +62,6 @@ STOP_TIMEOUT = 5.0
 # `--concurrency N` kills one still running after STOP_GRACE.
 WORKER_STOP_GRACE = 20.0
 STOP_GRACE = 30.0
-DEFAULT_CONCURRENCY = 3
 
 
 def lanes_for(index: int, concurrency: int) -> tuple[Lane, ...]:
