@@ -17,7 +17,7 @@ DEFAULT_INSTANCE_DIR = "instance"
 DEFAULT_INTAKE_SMTP = "127.0.0.1:2525"
 # Worker processes (lanes: gateway/worker.py). Each takes urgent work first; with three, on the peak day
 # (bench/day.py, 30 contacts/s) a missed caller's first text waited for a free process: taken up p99
-# 0.5-1.0 s after it was written, against 0.2-0.3 s with four.
+# 0.5-1.0 s after it was written, against 0.17-0.28 s with four.
 DEFAULT_WORKERS = 4
 
 
