@@ -26,7 +26,7 @@ from rq.exceptions import StopRequested
 from gateway import worker
 from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.jobs import Lane, make_queue
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from gateway.worker import STOP_GRACE, GatewayWorker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +142,19 @@ def test_the_processes_that_take_every_lane_give_way_on_a_busy_machine():
     assert [worker.niced(index, 3) for index in range(3)] == [False, False, True]
     assert [worker.niced(index, 2) for index in range(2)] == [False, True]
     assert worker.niced(0, 1) is False  # one process does everything at normal priority
+
+
+def test_by_default_every_process_takes_urgent_work_first_and_every_lane_is_served() -> None:
+    count = load_settings({}).workers
+    layout = [worker.lanes_for(index, count) for index in range(count)]
+    assert all(lanes[0] == Lane.URGENT for lanes in layout)
+    # Two processes at normal priority take urgent work, one of them nothing else; CRM work has a process.
+    normal = [lanes for index, lanes in enumerate(layout) if not worker.niced(index, count)]
+    assert len(normal) >= 2
+    assert (Lane.URGENT,) in normal
+    assert any(Lane.CRM in lanes for lanes in layout)
+    assert any(Lane.DEFAULT in lanes for lanes in normal)
+    assert load_settings({"GATEWAY_WORKERS": "2"}).workers == 2
 
 
 class _StopInTheLogLine(logging.Handler):
