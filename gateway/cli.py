@@ -95,7 +95,10 @@ def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 40.
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the web server binds to.")
 @click.option("--port", default=8000, show_default=True, type=int, envvar="PORT")
 @click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
-@click.option("--workers", default=None, type=int, help="RQ worker processes (default GATEWAY_WORKERS or 4).")
+@click.option(
+    "--workers", default=None, type=int,
+    help="RQ worker processes (default GATEWAY_WORKERS, else 4 on SQLite, 3 on PostgreSQL).",
+)
 def serve(host: str, port: int, web_workers: int, workers: int | None) -> None:
     """Run everything: database migrations, an embedded Redis if REDIS_URL is unset, web, workers, intake.
 
@@ -217,8 +220,8 @@ def _banner(settings: Any, env: dict[str, str], url: str) -> None:
 @click.option("--burst", is_flag=True, help="Work what is queued, then stop (one process, every lane).")
 @click.option(
     "--concurrency", type=click.IntRange(1, 64), default=None,
-    help="Worker processes (default: GATEWAY_WORKERS, else 4): one for urgent work only, one for urgent "
-    "and default, the rest for every lane.",
+    help="Worker processes (default: GATEWAY_WORKERS, else 4 on SQLite and 3 on PostgreSQL): one for urgent "
+    "work only, one for urgent and default, the rest for every lane.",
 )
 @click.option("--lanes", default=None, hidden=True, help="One process for these lanes, e.g. urgent,default.")
 @click.option("--sweep/--no-sweep", default=True, hidden=True)

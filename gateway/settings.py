@@ -15,10 +15,17 @@ DEFAULT_TWILIO_API_BASE_URL = "https://api.twilio.com"
 DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_INSTANCE_DIR = "instance"
 DEFAULT_INTAKE_SMTP = "127.0.0.1:2525"
-# Worker processes (lanes: gateway/worker.py). Each takes urgent work first; with three, on the peak day
-# (bench/day.py, 30 contacts/s) a missed caller's first text waited for a free process: taken up p99
-# 0.5-1.0 s after it was written, against 0.17-0.28 s with four.
-DEFAULT_WORKERS = 4
+# Worker processes (lanes: gateway/worker.py), each taking urgent work first. On SQLite a job spends much
+# of its time waiting for the one write lock, its CPU idle: with three, on the peak day (bench/day.py, 30
+# contacts/s) a missed caller's first text waited for a free process (taken up p99 0.5-1.0 s after it was
+# written, against 0.17-0.28 s with four). On PostgreSQL jobs do not queue for a lock, and a fourth
+# process only added CPU contention on two cores (first text p99 0.02-0.3 s later in seven pairs of runs).
+SQLITE_WORKERS = 4
+POSTGRESQL_WORKERS = 3
+
+
+def default_workers(database_url: str) -> int:
+    return SQLITE_WORKERS if database_url.startswith("sqlite") else POSTGRESQL_WORKERS
 
 
 class SettingsError(ValueError):
@@ -52,7 +59,7 @@ class Settings:
     # Where the embedded Redis server listens when REDIS_URL is not set.
     embedded_redis_port: int = 6390
     # Number of RQ worker processes `gateway serve` starts.
-    workers: int = DEFAULT_WORKERS
+    workers: int = SQLITE_WORKERS
     # Seconds between a store's number health checks (tracked_numbers/jobs.py); 0 turns them off.
     number_check_interval: float = 86400.0
     # host:port of the ADF e-mail intake (`gateway intake smtp`; `gateway serve` starts it).
@@ -153,7 +160,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         reconcile_interval=reconcile_interval,
         api_rate_limit=int(_number(env, "GATEWAY_API_RATE_LIMIT", 600)),
         embedded_redis_port=int(_number(env, "GATEWAY_REDIS_PORT", 6390)),
-        workers=int(_number(env, "GATEWAY_WORKERS", DEFAULT_WORKERS)),
+        workers=int(_number(env, "GATEWAY_WORKERS", default_workers(database_url))),
         number_check_interval=_number(env, "GATEWAY_NUMBER_CHECK_INTERVAL", 86400.0),
         intake_smtp=_host_port(env, "GATEWAY_INTAKE_SMTP", DEFAULT_INTAKE_SMTP),
     )

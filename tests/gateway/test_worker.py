@@ -144,8 +144,10 @@ def test_the_processes_that_take_every_lane_give_way_on_a_busy_machine():
     assert worker.niced(0, 1) is False  # one process does everything at normal priority
 
 
-def test_by_default_every_process_takes_urgent_work_first_and_every_lane_is_served() -> None:
-    count = load_settings({}).workers
+@pytest.mark.parametrize("database", ["", "postgresql://gateway@127.0.0.1/gateway"])
+def test_by_default_every_process_takes_urgent_work_first_and_every_lane_is_served(database: str) -> None:
+    env = {"DATABASE_URL": database} if database else {}
+    count = load_settings(env).workers
     layout = [worker.lanes_for(index, count) for index in range(count)]
     assert all(lanes[0] == Lane.URGENT for lanes in layout)
     # Two processes at normal priority take urgent work, one of them nothing else; CRM work has a process.
@@ -154,7 +156,13 @@ def test_by_default_every_process_takes_urgent_work_first_and_every_lane_is_serv
     assert (Lane.URGENT,) in normal
     assert any(Lane.CRM in lanes for lanes in layout)
     assert any(Lane.DEFAULT in lanes for lanes in normal)
-    assert load_settings({"GATEWAY_WORKERS": "2"}).workers == 2
+    assert load_settings({**env, "GATEWAY_WORKERS": "2"}).workers == 2
+
+
+def test_sqlite_gets_a_fourth_worker_process_for_the_time_its_jobs_wait_on_the_write_lock() -> None:
+    sqlite = load_settings({}).workers
+    postgresql = load_settings({"DATABASE_URL": "postgresql://gateway@127.0.0.1/gateway"}).workers
+    assert sqlite == postgresql + 1
 
 
 class _StopInTheLogLine(logging.Handler):
