@@ -33,11 +33,20 @@ def statements(db: Database) -> Iterator[list[str]]:
         event.remove(db.engine, "before_cursor_execute", note)
 
 
-def _open(session: Session, phone: str, clock: FrozenClock) -> Lead:
+def _origin(session: Session) -> Origin:
     store = session.scalars(select(Store).order_by(Store.id)).first()
     assert store is not None
+    return Origin(store.id, "sales", "Website", None)
+
+
+def _selects(seen: list[str], table: str = "") -> list[str]:
+    """The SELECTs among the statements seen (those reading `table`, when given)."""
+    return [s for s in seen if s.lstrip().upper().startswith("SELECT") and f"FROM {table}" in s]
+
+
+def _open(session: Session, phone: str, clock: FrozenClock) -> Lead:
     contact = contact_for_phone(session, phone)
-    lead, created = open_or_join_lead(session, contact, Origin(store.id, "sales", "Website", None), clock.now())
+    lead, created = open_or_join_lead(session, contact, _origin(session), clock.now())
     assert created
     return lead
 
@@ -54,7 +63,7 @@ def test_a_new_leads_open_task_is_found_without_a_query_and_a_done_one_is_not_re
         with statements(db) as seen:
             again = ensure_task(session, lead, TaskKind.CALLBACK, None, due, now)
         assert again is first
-        assert not [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        assert not _selects(seen)
         review = ensure_task(session, lead, TaskKind.REVIEW, None, due, now)
         assert review is not first
         first.status = TaskStatus.DONE.value
@@ -117,14 +126,12 @@ def test_a_contact_created_in_the_transaction_opens_its_lead_without_looking_for
 ) -> None:
     now = clock.now()
     with db.session() as session:
-        store = session.scalars(select(Store).order_by(Store.id)).first()
-        assert store is not None
-        origin = Origin(store.id, "sales", "Website", None)
+        origin = _origin(session)
         contact = contact_for_phone(session, "+12025550181")
         with statements(db) as seen:
             lead, created = open_or_join_lead(session, contact, origin, now)
         assert created
-        assert not [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        assert not _selects(seen, "leads")
         # Asked again in the same transaction, the lead it opened is joined, not doubled.
         again, created_again = open_or_join_lead(session, contact, origin, now)
         assert again.id == lead.id
@@ -136,7 +143,7 @@ def test_a_contact_created_in_the_transaction_opens_its_lead_without_looking_for
             joined, created_later = open_or_join_lead(session, old, origin, now)
         assert joined.id == lead.id
         assert not created_later
-        assert [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        assert _selects(seen, "leads")
         session.commit()
         assert session.scalar(select(func.count()).select_from(Lead).where(Lead.contact_id == contact.id)) == 1
 
@@ -146,9 +153,7 @@ def test_a_contact_created_in_a_savepoint_that_rolled_back_is_not_taken_for_new(
 ) -> None:
     now = clock.now()
     with db.session() as session:
-        store = session.scalars(select(Store).order_by(Store.id)).first()
-        assert store is not None
-        origin = Origin(store.id, "sales", "Website", None)
+        origin = _origin(session)
         first = contact_for_phone(session, "+12025550182")
         lead, _ = open_or_join_lead(session, first, origin, now)
         savepoint = session.begin_nested()
@@ -159,4 +164,4 @@ def test_a_contact_created_in_a_savepoint_that_rolled_back_is_not_taken_for_new(
             joined, created = open_or_join_lead(session, first, origin, now)
         assert joined.id == lead.id
         assert not created
-        assert [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+        assert _selects(seen, "leads")
