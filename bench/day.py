@@ -3,6 +3,7 @@
     .venv/bin/python bench/day.py [--contacts 1000] [--rate 30] [--customers 500] [--crm-latency 0.1]
                                   [--hang-crm] [--postgres] [--workers N] [--worker-args '--concurrency 4']
                                   [--find-knee] [--scale-out] [--drain 60] [--seed 1] [--webhook-timeout 30]
+                                  [--cpu-load 0.5]
 
 Drives the gateway only through its external contract: the `gateway` command, environment variables,
 signed provider webhooks over HTTP and the REST API. On 127.0.0.1 it starts, each as its own process:
@@ -16,6 +17,8 @@ Then it plays --contacts contacts at --rate per second (open loop, Poisson arriv
 customers, each customer with at most one contact in progress: 75% calls (half unanswered: no answer
 and a hang-up at the voicemail prompt, a voicemail, or a hang-up while it rang; half answered by an agent
 pressing 1), 22% texts, 3% STOP. One webhook in ten is sent twice, as the provider retries.
+--cpu-load starts one more process that keeps that share of a core busy throughout: the same day on a
+machine that something else is also using.
 
 It prints first-text latency (final status callback posted -> the fake records the cadence's first
 text), alert latency (-> the fake records the alert to an agent), CRM delivery lag per destination
@@ -663,7 +666,30 @@ def start_stack(args: argparse.Namespace, folder: Path, processes: Processes) ->
     for base, web in stack.webs:
         if web.poll() is not None:
             raise RuntimeError(f"the gateway at {base} exited with {web.returncode}; see {folder}")
+    if args.cpu_load:
+        # Another program on the machine (a backup, a second application): it takes its share of a core
+        # throughout, and the gateway gets what is left, as it does on a shared or busy server.
+        processes.spawn("busy", [sys.executable, "-c", BUSY, str(args.cpu_load)], env, "busy")
     return stack
+
+
+# The program --cpu-load starts: busy for its share of every 10 ms, asleep for the rest.
+BUSY = """
+import sys, time
+share = float(sys.argv[1])
+while True:
+    end = time.perf_counter() + 0.01 * share
+    while time.perf_counter() < end:
+        pass
+    time.sleep(0.01 * (1 - share))
+"""
+
+
+def cpu_share(text: str) -> float:
+    share = float(text)
+    if not 0 <= share <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a share of one core, from 0 to 1")
+    return share
 
 
 # --------------------------------------------------------------------------------------------- the load
@@ -1314,11 +1340,15 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
 # ---------------------------------------------------------------------------------------------- modes
 
 
+def busy(args: argparse.Namespace) -> str:
+    return f"; another program keeps {args.cpu_load:.0%} of one core busy" if args.cpu_load else ""
+
+
 def run_day(args: argparse.Namespace, stack: Stack) -> None:
     rng = random.Random(args.seed)
     contacts = plan(args.contacts, customers_for(0, args.customers), rng)
     print(f"gateway: {stack.shape} on {stack.database}; CRM receivers answer after {args.crm_latency}s"
-          f"{'; the ADF-over-HTTP receiver hangs' if args.hang_crm else ''}; {load()}", flush=True)
+          f"{'; the ADF-over-HTTP receiver hangs' if args.hang_crm else ''}{busy(args)}; {load()}", flush=True)
     halfway = None
     if args.scale_out:
         def halfway() -> None:
@@ -1350,7 +1380,7 @@ def run_day(args: argparse.Namespace, stack: Stack) -> None:
 def find_knee(args: argparse.Namespace, stack: Stack) -> None:
     rates = [float(r) for r in args.knee_rates.split(",")]
     print(f"gateway: {stack.shape} on {stack.database}; {args.knee_seconds:.0f}s of contacts per rate, "
-          f"first-text p99 must stay <= 1 s; {load()}", flush=True)
+          f"first-text p99 must stay <= 1 s{busy(args)}; {load()}", flush=True)
     held = None
     rows = []
     for step, rate in enumerate(rates, start=1):
@@ -1412,6 +1442,8 @@ def main() -> None:
                         help="2 web servers + 3 workers on PostgreSQL; kill one web server and one worker halfway")
     parser.add_argument("--webhook-timeout", type=float, default=30.0,
                         help="seconds a webhook may take before the bench gives up on it (Twilio waits 15)")
+    parser.add_argument("--cpu-load", type=cpu_share, default=0.0,
+                        help="another program keeps this share of one core busy during the run (0 to 1)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     parser.add_argument("--serve-receivers", type=Path, help=argparse.SUPPRESS)
