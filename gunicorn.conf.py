@@ -6,7 +6,9 @@ this file (and `gateway serve` runs gunicorn there). Command-line options overri
   processes keep a call answered while one is busy. Not four threads: on the peak day (bench/day.py)
   four requests of one process at once mostly waited for each other (one interpreter lock, and on
   SQLite one writer), and the urgent worker waited behind them: two threads answered webhooks in p50
-  243 ms instead of 394 and sent the first text in p50 0.33 s instead of 1.6 s. `WEB_CONCURRENCY`
+  243 ms instead of 394 and sent the first text in p50 0.33 s instead of 1.6 s. On a busier machine, three
+  processes, three threads, four single-thread processes and a smaller `worker_connections` were each no
+  better (bench/README.md, "A machine another program also uses"). `WEB_CONCURRENCY`
   changes the process count, `GUNICORN_CMD_ARGS="--threads N"` the threads.
 - The access log masks phone numbers and never holds a click-to-call link (gateway/logs.py).
 - Prometheus: every process writes its counters to one folder (`PROMETHEUS_MULTIPROC_DIR`, by default
