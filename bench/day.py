@@ -3,7 +3,7 @@
     .venv/bin/python bench/day.py [--contacts 1000] [--rate 30] [--customers 500] [--crm-latency 0.1]
                                   [--hang-crm] [--postgres] [--workers N] [--worker-args '--concurrency 4']
                                   [--find-knee] [--scale-out] [--drain 60] [--seed 1] [--webhook-timeout 30]
-                                  [--cpu-load 0.5]
+                                  [--cpu-load 0.5] [--provider-latency 0.2]
 
 Drives the gateway only through its external contract: the `gateway` command, environment variables,
 signed provider webhooks over HTTP and the REST API. On 127.0.0.1 it starts, each as its own process:
@@ -18,7 +18,9 @@ customers, each customer with at most one contact in progress: 75% calls (half u
 and a hang-up at the voicemail prompt, a voicemail, or a hang-up while it rang; half answered by an agent
 pressing 1), 22% texts, 3% STOP. One webhook in ten is sent twice, as the provider retries.
 --cpu-load starts one more process that keeps that share of a core busy throughout: the same day on a
-machine that something else is also using.
+machine that something else is also using. --provider-latency makes the Twilio fake take that long to
+answer each API request, as Twilio's API does (a few hundred milliseconds): a text counts as at the
+provider when the fake answered it.
 
 It prints first-text latency (final status callback posted -> the fake records the cadence's first
 text), alert latency (-> the fake records the alert to an agent), CRM delivery lag per destination
@@ -582,6 +584,12 @@ def start_stack(args: argparse.Namespace, folder: Path, processes: Processes) ->
     stack.fake = fake.stdout.readline().decode().strip()
     if not stack.fake.startswith("http://"):
         raise RuntimeError("the Twilio fake did not print its URL")
+    if args.provider_latency:
+        status, answer = http_json("POST", f"{stack.fake}/_fake/latency",
+                                   urllib.parse.urlencode({"Seconds": args.provider_latency}).encode(),
+                                   {"Content-Type": "application/x-www-form-urlencoded"})
+        if status != 200:
+            raise RuntimeError(f"the Twilio fake refused the latency: {answer}")
 
     receivers = processes.spawn(
         "crm", [sys.executable, str(Path(__file__).resolve()), "--serve-receivers", str(folder),
@@ -690,6 +698,13 @@ def cpu_share(text: str) -> float:
     if not 0 <= share <= 1:
         raise argparse.ArgumentTypeError(f"{text}: a share of one core, from 0 to 1")
     return share
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{text}: seconds, from 0 to 10")
+    return value
 
 
 # --------------------------------------------------------------------------------------------- the load
@@ -962,6 +977,7 @@ class Messages:
         if status == 200 and isinstance(answer, dict):
             for item in answer["items"]:
                 item["t"] = datetime.fromisoformat(item["created_at"]).timestamp()
+                item["t_in"] = datetime.fromisoformat(item.get("received_at") or item["created_at"]).timestamp()
                 self.items.append(item)
             self.seen += len(answer["items"])
 
@@ -1107,13 +1123,14 @@ def analyse(contacts: list[Contact], messages: list[dict[str, Any]], receipts: l
         elif unanswered and len(firsts) > 1:
             result.double_first_text.append(customer)
         if stopped_at is not None:
-            # Texts the provider took after the gateway answered the STOP webhook: it had the opt-out then.
-            # A text that left while the STOP was still on its way in is counted apart (`in_flight`).
+            # Texts that reached the provider after the gateway answered the STOP webhook: it had the opt-out
+            # then. A text that left while the STOP was still on its way in is counted apart (`in_flight`).
+            # With --provider-latency, what counts is when the text's request reached the provider.
             answered = min((c.answered for c in theirs if c.kind == "stop" and c.answered), default=stopped_at)
             texts = to_customer.get(customer, [])
-            if [m for m in texts if m["t"] > answered]:
+            if [m for m in texts if m["t_in"] > answered]:
                 result.after_stop.append(customer)
-            elif [m for m in texts if stopped_at < m["t"] <= answered]:
+            elif [m for m in texts if stopped_at < m["t_in"] <= answered]:
                 result.stop_in_flight.append(customer)
         # Alerts: the k-th alert of a kind belongs to the k-th contact of that kind.
         for kind, own in (("call", unanswered), ("text", [c for c in theirs if c.kind == "text"])):
@@ -1427,6 +1444,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="contacts per second, open loop")
     parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--crm-latency", type=float, default=0.1, help="seconds each CRM takes to answer")
+    parser.add_argument("--provider-latency", type=seconds, default=0.0,
+                        help="seconds the Twilio fake takes to answer each API request")
     parser.add_argument("--hang-crm", action="store_true", help="the ADF-over-HTTP CRM never answers")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for texts and CRM deliveries")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL instead of SQLite")

@@ -28,6 +28,9 @@ RFC 2822 (`Wed, 19 Jun 2019 22:04:00 -0000`) or `06/11/2019 22:05:25 MST`. `X` k
 without that time (a queued call has no start_time, an unsent text no date_sent) fails a time filter. A bad
 PageSize, Page, PageToken, Status or time is Twilio's 400 with code 20001.
 
+A text the gateway sends is recorded (`messages`) with `received_at`, when its request came in, and
+`created_at`, when the fake answered it: with a latency set (`set_latency`), that much later.
+
 Tests steer it from Python (`fail_next`, `set_error_for_recipient`, `set_latency`, `set_down`, `reset`),
 and seed what the provider has that the gateway never heard of: a call or a text whose webhook was lost
 (`add_inbound_call`, `add_inbound_message`) and a call's later status (`set_call_status`; a fetch of the
@@ -205,6 +208,8 @@ class Request:
     query: Form
     form: Form
     authorization: str | None
+    # When the request came in: with a latency set, a text is recorded (`created_at`) that much later.
+    received_at: datetime = field(default_factory=lambda: _now())
 
 
 @dataclass
@@ -623,7 +628,7 @@ class FakeTwilio:
         )
         with self._changed:
             self._state.message_resources[sid] = resource
-            self._state.messages.append(_record(form, sid, now))
+            self._state.messages.append({**_record(form, sid, now), "received_at": request.received_at})
             self._changed.notify_all()
         return 201, resource, []
 
@@ -989,7 +994,10 @@ class FakeTwilio:
             if request.method == "GET" and action in ("messages", "calls"):
                 since = int(_one(request.query, "since") or 0)
                 records = self.messages if action == "messages" else self.calls
-                items = [{**r, "created_at": r["created_at"].isoformat()} for r in records[since:]]
+                items = [
+                    {**r, **{name: r[name].isoformat() for name in ("created_at", "received_at") if name in r}}
+                    for r in records[since:]
+                ]
                 return 200, {"total": len(records), "items": items}, []
             if request.method == "GET" and action == "numbers":
                 return 200, {"items": list(self.numbers.values())}, []
