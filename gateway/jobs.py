@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,8 @@ LANES = (Lane.URGENT, Lane.DEFAULT, Lane.CRM)
 
 # Ids one job of a batch function takes at most, when a transaction's jobs are merged.
 MERGED_BATCH = 50
+# A function's waiting ids (`takes_waiting`) nobody took are forgotten after this; their own jobs remain.
+WAITING_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ def enqueue(redis: Redis, jobs: list[PendingJob]) -> bool:
                 batch = [job for job in jobs if job.lane == lane]
                 if batch:
                     make_queue(redis, lane).enqueue_many([_prepared(job) for job in batch], pipeline=pipe)
+                    for job in batch:
+                        _note_waiting(pipe, job)
             pipe.execute()
         return True
     except RedisError as error:
@@ -212,6 +217,55 @@ def _prepared(job: PendingJob) -> Any:
         result_ttl=60,
         failure_ttl=7 * 24 * 3600,
     )
+
+
+# --- batch jobs that take the waiting ones' ids along --------------------------------------------------
+
+_takes_waiting: set[str] = set()
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def takes_waiting(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a batch job function whose jobs may take along the ids of its jobs still queued (`take_waiting`).
+
+    For work that mostly waits on the network (a text to the provider): a worker that starts one such job
+    does the queued ones' work in the same round trip, instead of one job after another. Each id stays in
+    its own job too, so nothing depends on the list: a job that finds its ids done does nothing."""
+    _takes_waiting.add(_name(func))
+    return func
+
+
+def _waiting_key(func: Callable[..., Any]) -> str:
+    return f"gateway:waiting:{_name(func)}"
+
+
+def _note_waiting(pipe: Any, job: PendingJob) -> None:
+    if job.batch and _name(job.func) in _takes_waiting and job.args and job.args[0]:
+        key = _waiting_key(job.func)
+        now = time.time()
+        pipe.zadd(key, {str(item): now for item in job.args[0]}, nx=True)
+        pipe.expire(key, WAITING_SECONDS)
+
+
+def take_waiting(redis: Redis, func: Callable[..., Any], own: list[int], count: int) -> list[int]:
+    """Up to `count` ids of `func`'s queued jobs, oldest first, other than `own` (which are crossed off).
+    Redis down: none (each job still has its own)."""
+    key = _waiting_key(func)
+    try:
+        with redis.pipeline(transaction=False) as pipe:
+            if own:
+                pipe.zrem(key, *[str(item) for item in own])
+            if count > 0:
+                pipe.zpopmin(key, count)
+            answers = pipe.execute()
+    except RedisError as error:
+        log.warning("redis unavailable, the job takes no waiting work along: %s", error)
+        return []
+    popped = answers[-1] if count > 0 else []
+    return [int(member) for member, _score in popped]
 
 
 def make_queue(redis: Redis, lane: Lane = Lane.DEFAULT) -> Queue:

@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 from typing import Any, Required, TypedDict, Unpack
 
 from flask import Flask
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, tuple_, update
+from sqlalchemy.orm import Session, aliased
 
 from gateway import events, runtime
 from gateway.database import insert_many_ignoring_conflict, required
-from gateway.jobs import Lane, enqueue_after_commit, register_sweeper
+from gateway.jobs import Lane, enqueue_after_commit, register_sweeper, take_waiting, takes_waiting
 from gateway.leads import ensure_task, follow_up_due, record_event
 from gateway.messaging.guard import CAP_PERIOD, GuardDecision, OutboundCheck, check_outbound, count_segments
 from gateway.messaging.models import MessageStatusCallback
@@ -345,8 +345,14 @@ def _decide(message: Message, inputs: _GuardInputs, now: datetime) -> GuardDecis
     return decision
 
 
+@takes_waiting
 def send_messages_job(message_ids: list[int]) -> None:
-    send_messages(message_ids)
+    """A job's texts, and texts of jobs queued behind it, up to what goes to the provider at once: most of
+    a send is the provider's answer on its way back (a few hundred milliseconds from Twilio's API), and one
+    job after another would make the hundredth caller of a busy minute wait for the ninety-nine before."""
+    waiting = take_waiting(runtime.current().redis, send_messages_job, message_ids,
+                           PROVIDER_CONCURRENCY - len(message_ids))
+    send_messages(message_ids, along=waiting)
 
 
 def send_message(message_id: int) -> str:
@@ -363,19 +369,32 @@ class _Outgoing:
     media: list[str]
 
 
-def send_messages(message_ids: Sequence[int]) -> dict[int, str]:
+def send_messages(message_ids: Sequence[int], *, along: Sequence[int] = ()) -> dict[int, str]:
     """Claim, check, send and record many texts: each id's status afterwards ("skipped": not claimed).
 
     One transaction claims them all (a conditional UPDATE ... RETURNING: of two workers holding the same
     ids, each text goes to one) and runs the guard on inputs loaded per batch; the provider is called for
     the allowed ones a few at once, outside any transaction; one transaction records every answer. A
-    recipient's second text in the batch waits for the first: it is released and sent after it.
+    customer's second text in the batch waits for the first: it is released and sent after it.
+    `along`: texts of other jobs, taken too (after these, oldest first) unless one of these or a text on
+    its way to the provider goes to the same recipient: such a text is left to its own job, so that a
+    customer's texts keep their order. Texts to our own agents (alerts, sign-in codes) keep their order per
+    lead only: an agent's alerts about ten contacts of a busy minute go at once.
     """
     current = runtime.current()
     now = current.clock.now()
     outcome: dict[int, str] = {message_id: "skipped" for message_id in message_ids}
     later: list[int] = []
     outgoing: list[_Outgoing] = []
+    claimable: ColumnElement[bool] = Message.id.in_(list(message_ids))
+    if along:
+        own, in_flight = aliased(Message), aliased(Message)
+        in_order = tuple_(*_in_order(Message))
+        claimable = or_(claimable, and_(
+            Message.id.in_(list(along)),
+            in_order.not_in(select(*_in_order(own)).where(own.id.in_(list(message_ids)))),
+            in_order.not_in(select(*_in_order(in_flight)).where(in_flight.status == MessageStatus.SENDING.value)),
+        ))
     with current.database.session() as session:
         # The claimed rows come back with the claim, as the update left them.
         loaded = {
@@ -383,7 +402,7 @@ def send_messages(message_ids: Sequence[int]) -> dict[int, str]:
             for m in session.scalars(
                 update(Message)
                 .where(
-                    Message.id.in_(list(message_ids)),
+                    claimable,
                     Message.status == MessageStatus.PENDING.value,
                     or_(Message.send_after.is_(None), Message.send_after <= now),
                 )
@@ -395,19 +414,20 @@ def send_messages(message_ids: Sequence[int]) -> dict[int, str]:
         if not loaded:
             return outcome
         batch: list[Message] = []
-        recipients: set[str] = set()
-        for message_id in dict.fromkeys(message_ids):
+        threads: set[tuple[str, int]] = set()
+        for message_id in [*dict.fromkeys(message_ids), *sorted(set(along) - set(message_ids))]:
             message = loaded.get(message_id)
             if message is None:
                 continue
-            if message.to_number in recipients:
+            thread = (message.to_number, (message.lead_id or 0) if message.kind in AGENT_KINDS else 0)
+            if thread in threads:
                 # Released, not refused: sent after the recipient's earlier text, in the order given.
                 message.status = MessageStatus.PENDING.value
                 message.claimed_at = None
                 message.attempts -= 1
                 later.append(message.id)
                 continue
-            recipients.add(message.to_number)
+            threads.add(thread)
             batch.append(message)
         decisions = check_many(session, batch, now)
         for message in batch:
@@ -453,6 +473,14 @@ def _call_provider(outgoing: list[_Outgoing]) -> dict[int, SentMessage | Provide
     if len(outgoing) <= 1:
         return {text.id: send(text) for text in outgoing}
     return dict(zip([t.id for t in outgoing], _provider_pool().map(send, outgoing), strict=True))
+
+
+def _in_order(message: Any) -> tuple[Any, Any]:
+    """`message` (Message or an alias of it): the key of the texts that go in order, one after the other: a
+    customer's; an agent's about one lead (those about different leads go at once). `send_messages`
+    keeps the same key in Python."""
+    lead = case((message.kind.in_(AGENT_KINDS), func.coalesce(message.lead_id, 0)), else_=0)
+    return message.to_number, lead
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None

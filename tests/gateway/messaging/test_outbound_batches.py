@@ -1,5 +1,6 @@
 """Texts sent in batches (gateway.messaging.outbound.send_messages): one claim, the guard per text, the provider
-a few at once, every answer recorded; a recipient's texts in order; never a text twice."""
+a few at once, every answer recorded; a recipient's texts in order; never a text twice. A send job takes
+along the texts of the jobs queued behind it (gateway.jobs.take_waiting)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,49 @@ import threading
 from datetime import timedelta
 
 import pytest
+from redis import Redis
 from sqlalchemy import func, select
 
 from gateway.crm.delivery import deliver_due_job
-from gateway.jobs import MERGED_BATCH, Lane, PendingJob, make_queue, merged
-from gateway.leads import contact_for_phone
+from gateway.jobs import MERGED_BATCH, Lane, PendingJob, enqueue, make_queue, merged, take_waiting
+from gateway.leads import Origin, contact_for_phone, open_or_join_lead
+from gateway.messaging import outbound
 from gateway.messaging.outbound import queue_text, queue_texts, send_messages, send_messages_job, text_values
-from gateway.models import Message
+from gateway.models import Lead, Message, Store
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
 from tests.support.config import SIMULTANEOUS
+from tests.support.unreachable import dead_redis
 
 CUSTOMERS = [f"+1202555{n:04d}" for n in range(3100, 3112)]
 
 
-def write(db, clock, to, body, **contact_changes) -> int:
+AGENT_PHONE = "+12025550111"  # alice's
+
+
+def write(db, clock, to, body, enqueue=False, **contact_changes) -> int:
+    """A text to a customer; enqueue=True: with its own urgent job, queued as its transaction commits."""
     with db.session() as session:
         contact = contact_for_phone(session, to)
         for name, value in contact_changes.items():
             setattr(contact, name, value)
         return queue_text(session, to=to, from_=SIMULTANEOUS, body=body, kind="api", now=clock.now(),
-                          contact=contact, enqueue=False).id
+                          contact=contact, enqueue=enqueue).id
+
+
+def write_alert(db, clock, body, lead_id=None, enqueue=False) -> int:
+    with db.session() as session:
+        lead = session.get(Lead, lead_id) if lead_id else None
+        return queue_text(session, to=AGENT_PHONE, from_=SIMULTANEOUS, body=body, kind="alert", now=clock.now(),
+                          lead=lead, enqueue=enqueue).id
+
+
+def lead_of(db, clock, customer) -> int:
+    with db.session() as session:
+        store = session.scalar(select(Store).where(Store.key == "north-honda"))
+        contact = contact_for_phone(session, customer)
+        lead, _ = open_or_join_lead(session, contact, Origin(store.id, "sales", "Test", None), clock.now())
+        return lead.id
 
 
 def statuses(db, ids) -> dict[int, str]:
@@ -188,3 +211,86 @@ def test_merged_joins_a_transactions_batch_jobs_per_function_and_lane_in_order()
     many = merged([_job(list(range(n * 10, n * 10 + 10))) for n in range(12)])
     assert [len(job.args[0]) for job in many] == [MERGED_BATCH, MERGED_BATCH, 20]
     assert [i for job in many for i in job.args[0]] == list(range(120))
+
+
+# --- a job takes along the texts of the jobs queued behind it -------------------------------------------
+
+
+def test_take_waiting_gives_the_queued_jobs_ids_oldest_first_and_crosses_off_a_jobs_own(redis):
+    def other_job(ids: list[int]) -> None: ...
+
+    assert enqueue(redis, [_job([1, 2]), _job([3]), _job([4, 5]), _job([9], func=other_job)])
+    assert take_waiting(redis, send_messages_job, [1, 2], 2) == [3, 4]
+    assert take_waiting(redis, send_messages_job, [3], 10) == [5]  # 3 was taken: it is listed no more
+    assert take_waiting(redis, send_messages_job, [4, 5], 10) == []
+    assert take_waiting(redis, other_job, [], 10) == []  # only functions marked `takes_waiting` list ids
+    assert len(make_queue(redis, Lane.URGENT).get_jobs()) == 4  # every job is still queued with its own ids
+
+
+def test_take_waiting_without_redis_gives_none():
+    assert take_waiting(Redis.from_url(dead_redis()), send_messages_job, [1], 5) == []
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_send_job_takes_the_queued_jobs_texts_along_and_the_others_find_theirs_sent(app, db, clock, redis,
+                                                                                      fake_twilio):
+    ids = [write(db, clock, to, f"Hello {to}", enqueue=True) for to in CUSTOMERS[:5]]
+    ids.append(write_alert(db, clock, "Missed call", enqueue=True))
+    urgent = make_queue(redis, Lane.URGENT)
+    assert len(urgent.get_jobs()) == 6  # one job a transaction
+    with app.app_context():
+        GatewayWorker([urgent], connection=redis).work(burst=True, max_jobs=1)
+    assert sorted(m["To"] for m in fake_twilio.messages) == sorted([*CUSTOMERS[:5], AGENT_PHONE])
+    assert set(statuses(db, ids).values()) == {"queued"}
+    with app.app_context():
+        GatewayWorker([urgent], connection=redis).work(burst=True)  # the other five jobs: nothing left
+    assert len(fake_twilio.messages) == 6
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_text_taken_along_keeps_its_customers_order(app, db, clock, fake_twilio):
+    mine = write(db, clock, CUSTOMERS[0], "mine")
+    after_mine = write(db, clock, CUSTOMERS[0], "after mine")  # another job's, to the same customer
+    first = write(db, clock, CUSTOMERS[1], "first")
+    second = write(db, clock, CUSTOMERS[1], "second")
+    busy = write(db, clock, CUSTOMERS[2], "on its way")
+    waiting = write(db, clock, CUSTOMERS[2], "after it")
+    with db.session() as session:
+        session.get(Message, busy).status = "sending"  # another worker is sending it
+    with app.app_context():
+        outcome = send_messages([mine], along=[second, waiting, first, after_mine])
+    # Left to their own jobs: the text to the job's own customer, and the one whose customer has a text in flight.
+    assert outcome == {mine: "queued", first: "queued", second: "queued"}
+    assert statuses(db, [after_mine, waiting]) == {after_mine: "pending", waiting: "pending"}
+    assert [m["Body"] for m in fake_twilio.messages if m["To"] == CUSTOMERS[1]] == ["first", "second"]
+    with app.app_context():
+        assert send_messages([after_mine]) == {after_mine: "queued"}
+    assert [m["Body"] for m in fake_twilio.messages if m["To"] == CUSTOMERS[0]] == ["mine", "after mine"]
+
+
+@pytest.mark.usefixtures("configured")
+def test_an_agents_alerts_about_different_leads_go_together_and_about_one_lead_in_order(app, db, clock, fake_twilio,
+                                                                                   monkeypatch):
+    rounds: list[list[str]] = []
+    call_provider = outbound._call_provider
+
+    def watched(outgoing):
+        rounds.append(sorted(text.body for text in outgoing))
+        return call_provider(outgoing)
+
+    monkeypatch.setattr(outbound, "_call_provider", watched)
+    leads = [lead_of(db, clock, customer) for customer in CUSTOMERS[:3]]
+    own = write_alert(db, clock, "lead 0: missed call", leads[0])
+    taken = write_alert(db, clock, "lead 1: missed call", leads[1])
+    in_flight = write_alert(db, clock, "lead 2: earlier text", leads[2])
+    with db.session() as session:
+        session.get(Message, in_flight).status = "sending"  # another worker is sending it
+    third = write_alert(db, clock, "lead 2: missed call", leads[2])
+    again = write_alert(db, clock, "lead 0: text", leads[0])
+    with app.app_context():
+        outcome = send_messages([own, again], along=[third, taken])
+    assert outcome == {own: "queued", again: "queued", taken: "queued"}
+    # All to one agent: two leads' alerts in one round; the second about lead 0 after the first; lead 2's
+    # waits for the one on its way, left to its own job.
+    assert rounds == [["lead 0: missed call", "lead 1: missed call"], ["lead 0: text"]]
+    assert statuses(db, [third]) == {third: "pending"}
