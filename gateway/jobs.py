@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -251,20 +251,17 @@ def _note_waiting(pipe: Any, job: PendingJob) -> None:
 
 
 def take_waiting(redis: Redis, func: Callable[..., Any], own: list[int], count: int) -> list[int]:
-    """Up to `count` ids of `func`'s queued jobs, oldest first, other than `own` (which are crossed off).
-    Redis down: none (each job still has its own)."""
+    """Up to `count` ids of `func`'s queued jobs, oldest first, other than `own`, which are crossed off. None
+    when no own id was listed still: another job took this one's along, so this one has nothing to wait
+    on, and leaves the queue fast. Redis down: none (each job still has its own)."""
     key = _waiting_key(func)
     try:
-        with redis.pipeline(transaction=False) as pipe:
-            if own:
-                pipe.zrem(key, *[str(item) for item in own])
-            if count > 0:
-                pipe.zpopmin(key, count)
-            answers = pipe.execute()
+        if not own or not redis.zrem(key, *[str(item) for item in own]) or count <= 0:
+            return []
+        popped = cast(list[tuple[bytes, float]], redis.zpopmin(key, count))
     except RedisError as error:
         log.warning("redis unavailable, the job takes no waiting work along: %s", error)
         return []
-    popped = answers[-1] if count > 0 else []
     return [int(member) for member, _score in popped]
 
 

@@ -48,8 +48,10 @@ from gateway.provider import ERROR_OPTED_OUT, NOT_TEXTABLE_CODES, ProviderError,
 
 log = logging.getLogger(__name__)
 
-# Provider calls in flight at once within one batch of texts.
-PROVIDER_CONCURRENCY = 8
+# Provider calls in flight at once within one batch of texts, per process. Twilio takes about 100 requests
+# at once from an account by default and answers more with a 429, which is retried: the default four
+# worker processes stay well under it.
+PROVIDER_CONCURRENCY = 16
 MAX_ATTEMPTS = 5
 SENT_STATUSES = (
     MessageStatus.QUEUED.value,
@@ -452,8 +454,8 @@ def send_messages(message_ids: Sequence[int], *, along: Sequence[int] = ()) -> d
     answers = _call_provider(outgoing)
     if answers:
         outcome.update(_record_answers(answers, now))
-    for message_id in later:
-        outcome.update(send_messages([message_id]))
+    if later:  # the next round: each recipient's next text, all at once
+        outcome.update(send_messages(later))
     return outcome
 
 

@@ -219,12 +219,14 @@ def test_merged_joins_a_transactions_batch_jobs_per_function_and_lane_in_order()
 def test_take_waiting_gives_the_queued_jobs_ids_oldest_first_and_crosses_off_a_jobs_own(redis):
     def other_job(ids: list[int]) -> None: ...
 
-    assert enqueue(redis, [_job([1, 2]), _job([3]), _job([4, 5]), _job([9], func=other_job)])
+    assert enqueue(redis, [_job([1, 2]), _job([3]), _job([4, 5]), _job([6]), _job([9], func=other_job)])
     assert take_waiting(redis, send_messages_job, [1, 2], 2) == [3, 4]
-    assert take_waiting(redis, send_messages_job, [3], 10) == [5]  # 3 was taken: it is listed no more
-    assert take_waiting(redis, send_messages_job, [4, 5], 10) == []
-    assert take_waiting(redis, other_job, [], 10) == []  # only functions marked `takes_waiting` list ids
-    assert len(make_queue(redis, Lane.URGENT).get_jobs()) == 4  # every job is still queued with its own ids
+    # 3 was taken along: its job takes nothing more, and leaves the queue at once.
+    assert take_waiting(redis, send_messages_job, [3], 10) == []
+    assert take_waiting(redis, send_messages_job, [4, 5], 10) == [6]  # 5 was still listed: 4 crossed off too
+    assert take_waiting(redis, send_messages_job, [6], 10) == []
+    assert take_waiting(redis, other_job, [9], 10) == []  # only functions marked `takes_waiting` list ids
+    assert len(make_queue(redis, Lane.URGENT).get_jobs()) == 5  # every job is still queued with its own ids
 
 
 def test_take_waiting_without_redis_gives_none():
