@@ -8,6 +8,10 @@ Work goes to one of three lanes (RQ queues), by urgency, and every worker takes 
 answers to a text or keyword, the reply relay, sign-in codes), `default` (follow-up steps, escalation,
 voicemail work, replays, the sweep's catch-up) and `crm` (deliveries). `gateway worker` keeps a process
 that takes only urgent work, so a backlog in another lane never delays it (gateway/worker.py).
+
+A batch job function marked `takes_waiting` (the texts' send) has its queued jobs' ids listed in Redis
+too, so that the job a worker starts takes the ones queued behind it along (`take_waiting`): one round
+trip to the provider serves them all, instead of one job after another each waiting on its own.
 """
 
 from __future__ import annotations

@@ -250,6 +250,30 @@ def test_a_send_job_takes_the_queued_jobs_texts_along_and_the_others_find_theirs
 
 
 @pytest.mark.usefixtures("configured")
+def test_two_jobs_taking_each_others_texts_along_send_each_text_once(app, db, clock, fake_twilio):
+    ids = [write(db, clock, to, "Race") for to in CUSTOMERS[:6]]
+    fake_twilio.set_latency(0.02)
+    outcomes: list[dict[int, str]] = []
+    start = threading.Barrier(2)
+
+    def job(own: list[int], along: list[int]) -> None:
+        with app.app_context():
+            start.wait()
+            outcomes.append(send_messages(own, along=along))
+
+    threads = [threading.Thread(target=job, args=([ids[0]], ids[1:])),
+               threading.Thread(target=job, args=([ids[1]], [ids[0], *ids[2:]]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(m["To"] for m in fake_twilio.messages) == sorted(CUSTOMERS[:6])
+    assert set(statuses(db, ids).values()) == {"queued"}
+    sent = [message_id for outcome in outcomes for message_id, status in outcome.items() if status == "queued"]
+    assert sorted(sent) == sorted(ids)  # each text claimed by one of the two
+
+
+@pytest.mark.usefixtures("configured")
 def test_a_text_taken_along_keeps_its_customers_order(app, db, clock, fake_twilio):
     mine = write(db, clock, CUSTOMERS[0], "mine")
     after_mine = write(db, clock, CUSTOMERS[0], "after mine")  # another job's, to the same customer
