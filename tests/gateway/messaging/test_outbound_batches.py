@@ -4,8 +4,14 @@ along the texts of the jobs queued behind it (gateway.jobs.take_waiting)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -15,13 +21,21 @@ from gateway.crm.delivery import deliver_due_job
 from gateway.jobs import MERGED_BATCH, Lane, PendingJob, enqueue, make_queue, merged, take_waiting
 from gateway.leads import Origin, contact_for_phone, open_or_join_lead
 from gateway.messaging import outbound
-from gateway.messaging.outbound import queue_text, queue_texts, send_messages, send_messages_job, text_values
+from gateway.messaging.outbound import (
+    mark_stuck_sends,
+    queue_text,
+    queue_texts,
+    send_messages,
+    send_messages_job,
+    text_values,
+)
 from gateway.models import Lead, Message, Store
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
 from tests.support.config import SIMULTANEOUS
 from tests.support.unreachable import dead_redis
 
+ROOT = Path(__file__).resolve().parents[3]
 CUSTOMERS = [f"+1202555{n:04d}" for n in range(3100, 3112)]
 
 
@@ -271,6 +285,48 @@ def test_two_jobs_taking_each_others_texts_along_send_each_text_once(app, db, cl
     assert set(statuses(db, ids).values()) == {"queued"}
     sent = [message_id for outcome in outcomes for message_id, status in outcome.items() if status == "queued"]
     assert sorted(sent) == sorted(ids)  # each text claimed by one of the two
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_worker_killed_while_its_job_and_the_texts_it_took_along_wait_on_the_provider_sends_none_twice(
+    app, db, clock, redis, settings, fake_twilio, tmp_path
+):
+    # Alerts to one agent about four leads (alerts go at any hour): four jobs, the first takes the rest along.
+    ids = [write_alert(db, clock, f"lead {n}", lead_of(db, clock, CUSTOMERS[n]), enqueue=True) for n in range(4)]
+    latency = 3.0
+    fake_twilio.set_latency(latency)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEWAY_"))},
+        "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "SECRET_KEY": settings.secret_key,
+        "PUBLIC_BASE_URL": settings.public_base_url, "TWILIO_ACCOUNT_SID": settings.twilio_account_sid or "",
+        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token or "", "TWILIO_API_BASE_URL": settings.twilio_api_base_url,
+        "GATEWAY_INSTANCE_DIR": str(tmp_path / "worker"), "GATEWAY_RECONCILE_INTERVAL": "0",
+        "GATEWAY_NUMBER_CHECK_INTERVAL": "0",
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "worker", "--lanes", "urgent"], cwd=ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while set(statuses(db, ids).values()) != {"sending"} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(statuses(db, ids).values()) == {"sending"}, log_path.read_text()  # one job claimed all four
+        time.sleep(0.5)  # the requests on their way to the provider, which answers after `latency`
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    time.sleep(latency + 1)  # what reached the provider is recorded there; its answers reached no one
+    fake_twilio.set_latency(0)
+    with app.app_context():
+        GatewayWorker([make_queue(redis, Lane.URGENT)], connection=redis).work(burst=True)  # the other jobs
+        with db.session() as session:  # the sweep, once the claims are older than the timeout
+            mark_stuck_sends(session, datetime.now(UTC) + timedelta(seconds=settings.send_claim_timeout + 1))
+    assert statuses(db, ids) == {message_id: "unknown" for message_id in ids}  # in doubt: never sent again
+    bodies = [m["Body"] for m in fake_twilio.messages]
+    assert len(bodies) == len(set(bodies)), bodies  # none twice (all four, unless the kill came before one left)
 
 
 @pytest.mark.usefixtures("configured")
