@@ -380,8 +380,9 @@ def make_provider(settings: Settings) -> Provider:
 http_log = logging.getLogger("twilio.http_client")
 
 JSON_TYPES = frozenset({"application/json", "application/scim+json"})
-# Provider calls in flight at once from one process (a batch sends eight at a time).
-POOL_SIZE = 16
+# Provider calls in flight at once from one process: a batch of texts sends sixteen at a time
+# (gateway.messaging.outbound.PROVIDER_CONCURRENCY), and a job's own calls go alongside.
+POOL_SIZE = 20
 
 
 class PooledHttpClient(HttpClient):  # type: ignore[misc]  # the SDK is untyped here
