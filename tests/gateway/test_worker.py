@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,11 @@ from gateway.embedded_redis import EmbeddedRedis, free_port
 from gateway.jobs import Lane, make_queue
 from gateway.settings import Settings, load_settings
 from gateway.worker import STOP_GRACE, GatewayWorker
+from tests.support.processes import ROOT, wait_for, worker_env
 
-ROOT = Path(__file__).resolve().parents[2]
 # Generous guards for a busy machine; a worker that needs them has failed its test already.
 START_DEADLINE = 120.0
 STOP_DEADLINE = 120.0
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 @pytest.fixture
@@ -55,17 +46,6 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
         if server.process is not None and server.process.poll() is None:
             server.process.send_signal(signal.SIGCONT)
         server.stop()
-
-
-def _worker_env(settings: Settings, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEWAY_"))},
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": settings.secret_key,
-        "GATEWAY_INSTANCE_DIR": str(tmp_path / "instance"),
-        "GATEWAY_SWEEP_INTERVAL": "0.2",
-    }
 
 
 def _ready(client: Redis, processes: int) -> bool:
@@ -102,12 +82,12 @@ def test_a_stop_signal_ends_the_worker_while_redis_is_gone_with_one_line_and_no_
     with log_path.open("wb") as log_file:
         worker = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", str(concurrency)],
-            cwd=ROOT, env=_worker_env(settings, private_redis.url, tmp_path),
+            cwd=ROOT, env=worker_env(settings, private_redis.url, tmp_path / "instance"),
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             start_new_session=True,  # its own process group, so that `finally` can end the pool's children
         )
     try:
-        ready = _wait_for(lambda: worker.poll() is not None or _ready(client, concurrency), START_DEADLINE)
+        ready = wait_for(lambda: worker.poll() is not None or _ready(client, concurrency), START_DEADLINE)
         assert worker.poll() is None, log_path.read_text()
         assert ready, log_path.read_text()
         client.close()
@@ -116,7 +96,7 @@ def test_a_stop_signal_ends_the_worker_while_redis_is_gone_with_one_line_and_no_
             private_redis.process.terminate()
             private_redis.process.wait(timeout=30)
             # Each process notices: RQ's own loop retries the connection, or ours does.
-            assert _wait_for(lambda: _outages_noticed(log_path) >= concurrency, START_DEADLINE), log_path.read_text()
+            assert wait_for(lambda: _outages_noticed(log_path) >= concurrency, START_DEADLINE), log_path.read_text()
         else:
             # It takes connections (the kernel accepts them) but answers nothing: reads wait.
             private_redis.process.send_signal(signal.SIGSTOP)
@@ -233,11 +213,11 @@ def test_each_worker_process_keeps_an_alive_key_while_it_runs_and_takes_it_away_
     with log_path.open("wb") as log_file:
         pool = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "worker", "--concurrency", "2"],
-            cwd=ROOT, env=_worker_env(settings, private_redis.url, tmp_path),
+            cwd=ROOT, env=worker_env(settings, private_redis.url, tmp_path / "instance"),
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
         )
     try:
-        assert _wait_for(lambda: pool.poll() is not None or _ready(client, 2), START_DEADLINE), log_path.read_text()
+        assert wait_for(lambda: pool.poll() is not None or _ready(client, 2), START_DEADLINE), log_path.read_text()
         keys = client.keys("gateway:alive:*")
         assert len(keys) == 2, keys  # one a process, each named host:pid:start
         assert all(client.ttl(key) > 0 for key in keys)  # they expire unless kept: a killed process's go
@@ -299,9 +279,9 @@ def test_the_command_listener_ends_promptly_when_it_read_the_unsubscription_befo
     pubsub, listener = subject.pubsub, subject.pubsub_thread
     assert pubsub is not None
     assert listener is not None
-    assert _wait_for(lambda: pubsub.subscribed, 10)
+    assert wait_for(lambda: pubsub.subscribed, 10)
     pubsub.unsubscribe()  # the order RQ's own unsubscribe() starts with; the listener reads the answer
-    assert _wait_for(lambda: not pubsub.subscribed, 10)
+    assert wait_for(lambda: not pubsub.subscribed, 10)
     time.sleep(0.2)  # and goes back to wait for a subscription
     ended = threading.Event()
     stopper = threading.Thread(target=lambda: (subject.unsubscribe(), ended.set()), daemon=True)

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -33,9 +32,9 @@ from gateway.models import Lead, Message, Store
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
 from tests.support.config import SIMULTANEOUS
+from tests.support.processes import ROOT, wait_for, worker_env
 from tests.support.unreachable import dead_redis
 
-ROOT = Path(__file__).resolve().parents[3]
 CUSTOMERS = [f"+1202555{n:04d}" for n in range(3100, 3112)]
 
 
@@ -295,25 +294,16 @@ def test_a_worker_killed_while_its_job_and_the_texts_it_took_along_wait_on_the_p
     ids = [write_alert(db, clock, f"lead {n}", lead_of(db, clock, CUSTOMERS[n]), enqueue=True) for n in range(4)]
     latency = 3.0
     fake_twilio.set_latency(latency)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "GATEWAY_"))},
-        "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url, "SECRET_KEY": settings.secret_key,
-        "PUBLIC_BASE_URL": settings.public_base_url, "TWILIO_ACCOUNT_SID": settings.twilio_account_sid or "",
-        "TWILIO_AUTH_TOKEN": settings.twilio_auth_token or "", "TWILIO_API_BASE_URL": settings.twilio_api_base_url,
-        "GATEWAY_INSTANCE_DIR": str(tmp_path / "worker"), "GATEWAY_RECONCILE_INTERVAL": "0",
-        "GATEWAY_NUMBER_CHECK_INTERVAL": "0",
-    }
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log_file:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker", "--lanes", "urgent"], cwd=ROOT, env=env,
+            [sys.executable, "-m", "gateway.cli", "worker", "--lanes", "urgent"], cwd=ROOT,
+            env=worker_env(settings, settings.redis_url or "", tmp_path / "worker"),
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while set(statuses(db, ids).values()) != {"sending"} and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert set(statuses(db, ids).values()) == {"sending"}, log_path.read_text()  # one job claimed all four
+        # One job claimed all four.
+        assert wait_for(lambda: set(statuses(db, ids).values()) == {"sending"}, 60), log_path.read_text()
         time.sleep(0.5)  # the requests on their way to the provider, which answers after `latency`
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
