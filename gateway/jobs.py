@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from sqlalchemy import event
@@ -246,7 +247,7 @@ def _waiting_key(func: Callable[..., Any]) -> str:
     return f"gateway:waiting:{_name(func)}"
 
 
-def _note_waiting(pipe: Any, job: PendingJob) -> None:
+def _note_waiting(pipe: Pipeline, job: PendingJob) -> None:
     if job.batch and _name(job.func) in _takes_waiting and job.args and job.args[0]:
         key = _waiting_key(job.func)
         now = time.time()

@@ -421,7 +421,7 @@ def send_messages(message_ids: Sequence[int], *, along: Sequence[int] = ()) -> d
             message = loaded.get(message_id)
             if message is None:
                 continue
-            thread = (message.to_number, (message.lead_id or 0) if message.kind in AGENT_KINDS else 0)
+            thread = _order_key(message)
             if thread in threads:
                 # Released, not refused: sent after the recipient's earlier text, in the order given.
                 message.status = MessageStatus.PENDING.value
@@ -477,10 +477,14 @@ def _call_provider(outgoing: list[_Outgoing]) -> dict[int, SentMessage | Provide
     return dict(zip([t.id for t in outgoing], _provider_pool().map(send, outgoing), strict=True))
 
 
+def _order_key(message: Message) -> tuple[str, int]:
+    """The key of the texts that go in order, one after the other: a customer's; an agent's about one lead
+    (those about different leads go at once). `_in_order` is the same key in SQL."""
+    return message.to_number, (message.lead_id or 0) if message.kind in AGENT_KINDS else 0
+
+
 def _in_order(message: Any) -> tuple[Any, Any]:
-    """`message` (Message or an alias of it): the key of the texts that go in order, one after the other: a
-    customer's; an agent's about one lead (those about different leads go at once). `send_messages`
-    keeps the same key in Python."""
+    """`_order_key` in SQL, of `message` (Message or an alias of it)."""
     lead = case((message.kind.in_(AGENT_KINDS), func.coalesce(message.lead_id, 0)), else_=0)
     return message.to_number, lead
 
