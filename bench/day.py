@@ -693,18 +693,15 @@ while True:
 """
 
 
-def cpu_share(text: str) -> float:
-    share = float(text)
-    if not 0 <= share <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: a share of one core, from 0 to 1")
-    return share
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"{text}: seconds, from 0 to 10")
-    return value
+def between(low: float, high: float, what: str) -> Callable[[str], float]:
+    """An option's number, refused with a message outside low..high."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}: {what}, from {low:g} to {high:g}")
+        return value
+    parse.__name__ = "number"  # argparse's word for a value that is not one
+    return parse
 
 
 # --------------------------------------------------------------------------------------------- the load
@@ -1358,7 +1355,9 @@ def report(stack: Stack, contacts: list[Contact], provider: Provider, messages: 
 
 
 def busy(args: argparse.Namespace) -> str:
-    return f"; another program keeps {args.cpu_load:.0%} of one core busy" if args.cpu_load else ""
+    """What else the run plays besides the contacts: a slow provider, a busy machine."""
+    return (f"; the Twilio fake answers after {args.provider_latency:g}s" if args.provider_latency else "") + (
+        f"; another program keeps {args.cpu_load:.0%} of one core busy" if args.cpu_load else "")
 
 
 def run_day(args: argparse.Namespace, stack: Stack) -> None:
@@ -1444,7 +1443,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="contacts per second, open loop")
     parser.add_argument("--customers", type=int, default=500)
     parser.add_argument("--crm-latency", type=float, default=0.1, help="seconds each CRM takes to answer")
-    parser.add_argument("--provider-latency", type=seconds, default=0.0,
+    parser.add_argument("--provider-latency", type=between(0, 10, "seconds"), default=0.0,
                         help="seconds the Twilio fake takes to answer each API request")
     parser.add_argument("--hang-crm", action="store_true", help="the ADF-over-HTTP CRM never answers")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for texts and CRM deliveries")
@@ -1461,7 +1460,7 @@ def main() -> None:
                         help="2 web servers + 3 workers on PostgreSQL; kill one web server and one worker halfway")
     parser.add_argument("--webhook-timeout", type=float, default=30.0,
                         help="seconds a webhook may take before the bench gives up on it (Twilio waits 15)")
-    parser.add_argument("--cpu-load", type=cpu_share, default=0.0,
+    parser.add_argument("--cpu-load", type=between(0, 1, "a share of one core"), default=0.0,
                         help="another program keeps this share of one core busy during the run (0 to 1)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
