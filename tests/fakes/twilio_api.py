@@ -255,6 +255,7 @@ class FakeTwilio:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._state = _State()
+        self._waiting = 0  # API requests held by the latency right now
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -321,6 +322,12 @@ class FakeTwilio:
         """The current IncomingPhoneNumber resources by SID (copies), in the order they were added."""
         with self._lock:
             return {sid: _copy(resource) for sid, resource in self._state.numbers.items()}
+
+    @property
+    def waiting(self) -> int:
+        """API requests that came in and are held by the latency (`set_latency`), not yet handled."""
+        with self._lock:
+            return self._waiting
 
     @property
     def messages(self) -> list[Json]:
@@ -530,7 +537,13 @@ class FakeTwilio:
             with self._lock:
                 latency, down = self._state.latency, self._state.down
             if latency:
-                time.sleep(latency)
+                with self._lock:
+                    self._waiting += 1
+                try:
+                    time.sleep(latency)
+                finally:
+                    with self._lock:
+                        self._waiting -= 1
             if down:
                 raise ApiError(503, 20503, "Service Unavailable")
             self._authenticate(request.authorization)
