@@ -29,7 +29,8 @@ without that time (a queued call has no start_time, an unsent text no date_sent)
 PageSize, Page, PageToken, Status or time is Twilio's 400 with code 20001.
 
 A text the gateway sends is recorded (`messages`) with `received_at`, when its request came in, and
-`created_at`, when the fake answered it: with a latency set (`set_latency`), that much later.
+`created_at`, when the fake answered it: with a latency set (`set_latency`), that much later; `waiting`
+counts the requests the latency holds at the moment.
 
 Tests steer it from Python (`fail_next`, `set_error_for_recipient`, `set_latency`, `set_down`, `reset`),
 and seed what the provider has that the gateway never heard of: a call or a text whose webhook was lost
