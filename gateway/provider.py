@@ -32,6 +32,9 @@ NOT_TEXTABLE_CODES = frozenset({ERROR_NOT_MOBILE, ERROR_LANDLINE})
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 # The API's largest page: a long gap to reconcile takes as few requests as it can.
 LIST_PAGE_SIZE = 1000
+# The most recent texts from one number to one recipient read when looking for a text in doubt: far more
+# than any conversation holds in the hours a text stays in doubt.
+OUTBOUND_LIST_LIMIT = 200
 
 
 class ProviderError(Exception):
@@ -94,7 +97,7 @@ class ProviderCall:
 
 @dataclass(frozen=True)
 class ProviderMessage:
-    """A text as the provider's Messages resource shows it; date_sent is aware UTC."""
+    """A text as the provider's Messages resource shows it; its times are aware UTC."""
 
     sid: str
     from_number: str
@@ -103,6 +106,9 @@ class ProviderMessage:
     direction: str
     date_sent: datetime | None
     num_media: int
+    status: str = ""
+    error_code: int | None = None
+    date_created: datetime | None = None
 
 
 class Provider(Protocol):
@@ -123,6 +129,8 @@ class Provider(Protocol):
     def list_calls(self, to: str, started_after: datetime) -> list[ProviderCall]: ...
 
     def list_inbound_messages(self, to: str, sent_after: datetime) -> list[ProviderMessage]: ...
+
+    def list_outbound_messages(self, to: str, from_: str, created_after: datetime) -> list[ProviderMessage]: ...
 
     def fetch_call(self, sid: str) -> ProviderCall | None: ...
 
@@ -247,6 +255,32 @@ class TwilioProvider:
             if message.direction == "inbound" and message.date_sent is not None and message.date_sent >= since
         ]
 
+    def list_outbound_messages(self, to: str, from_: str, created_after: datetime) -> list[ProviderMessage]:
+        """The texts the account sent from `from_` to `to` created at or after `created_after` (aware), oldest
+        first: of the OUTBOUND_LIST_LIMIT most recent.
+
+        No time filter is sent: the API filters texts by when they were sent, and a text still queued at
+        the provider has no such time. The creation time is compared here, to the whole second.
+        """
+        since = _whole_second(created_after, "created_after")
+        messages = self._call(
+            "list sent texts",
+            lambda: self._client.messages.list(
+                to=to, from_=from_, limit=OUTBOUND_LIST_LIMIT, page_size=min(self._list_page_size, OUTBOUND_LIST_LIMIT)
+            ),
+        )
+        found = [_provider_message(message) for message in messages]
+        return sorted(
+            (
+                message
+                for message in found
+                if message.direction.startswith("outbound")
+                and message.date_created is not None
+                and message.date_created >= since
+            ),
+            key=lambda message: (message.date_created, message.sid),
+        )
+
     def fetch_call(self, sid: str) -> ProviderCall | None:
         """The call as the provider has it now, or None when the provider has no call with that SID."""
         try:
@@ -299,6 +333,9 @@ def _provider_message(message: Any) -> ProviderMessage:
         direction=str(message.direction or ""),
         date_sent=_aware_or_none(message.date_sent),
         num_media=_whole_number(message.num_media) or 0,
+        status=str(message.status or ""),
+        error_code=_whole_number(message.error_code),
+        date_created=_aware_or_none(message.date_created),
     )
 
 
@@ -352,6 +389,9 @@ class SandboxProvider:
         return []  # nothing reaches a sandbox but the simulator's webhooks: there is nothing to reconcile
 
     def list_inbound_messages(self, to: str, sent_after: datetime) -> list[ProviderMessage]:
+        return []
+
+    def list_outbound_messages(self, to: str, from_: str, created_after: datetime) -> list[ProviderMessage]:
         return []
 
     def fetch_call(self, sid: str) -> ProviderCall | None:

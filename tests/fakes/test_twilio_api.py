@@ -568,6 +568,31 @@ def test_seeds_refuse_what_twilio_would_never_show(fake: FakeTwilio) -> None:
         fake.set_call_status("CA" + "0" * 32, "completed")
 
 
+def test_a_sent_text_whose_answer_was_lost_looks_like_one_the_api_took(fake: FakeTwilio, client: Client) -> None:
+    queued = fake.add_sent_message(from_=TRACKED, to=CUSTOMER, body="Sorry we missed you", date_created=MORNING,
+                                   status="queued")
+    delivered = fake.add_sent_message(from_=TRACKED, to=CUSTOMER, body="Still there?",
+                                      date_created=MORNING + timedelta(minutes=1), status="delivered")
+
+    first, second = client.messages(queued).fetch(), client.messages(delivered).fetch()
+    assert (first.direction, first.status, first.date_created, first.date_sent) == (
+        "outbound-api", "queued", MORNING, None)
+    assert (second.status, second.date_sent) == ("delivered", MORNING + timedelta(minutes=1))
+    assert [m.sid for m in client.messages.list(to=CUSTOMER, from_=TRACKED)] == [delivered, queued]
+    assert fake.messages == []  # seeded, not requested
+    with pytest.raises(ValueError, match="status"):
+        fake.add_sent_message(from_=TRACKED, to=CUSTOMER, body="x", status="received")
+    with pytest.raises(ValueError, match=r"E\.164"):
+        fake.add_sent_message(from_=TRACKED, to="12025550150", body="x")
+    status, body, _ = raw_request(fake.base_url, "POST", "/_fake/sent_message", form=urlencode(
+        {"From": TRACKED, "To": CUSTOMER, "Body": "over HTTP", "DateCreated": "2026-11-24T14:05:00Z"}))
+    assert status == 201
+    assert client.messages(body["sid"]).fetch().status == "sent"
+    status, body, _ = raw_request(fake.base_url, "POST", "/_fake/sent_message", form=urlencode(
+        {"From": TRACKED, "To": CUSTOMER, "Status": "lost"}))
+    assert (status, body["code"]) == (400, 20001)
+
+
 def test_a_refused_status_change_leaves_the_call_as_it_was(fake: FakeTwilio, client: Client) -> None:
     sid = fake.add_inbound_call(from_=CUSTOMER, to=TRACKED, status="in-progress", start_time=MORNING)
 

@@ -34,9 +34,10 @@ counts the requests the latency holds at the moment.
 
 Tests steer it from Python (`fail_next`, `set_error_for_recipient`, `set_latency`, `set_down`, `reset`),
 and seed what the provider has that the gateway never heard of: a call or a text whose webhook was lost
-(`add_inbound_call`, `add_inbound_message`) and a call's later status (`set_call_status`; a fetch of the
-call by SID shows it). When it runs as a separate process (`python -m tests.fakes.twilio_api --port 0`,
-which prints its base URL on one line), the same controls are plain HTTP under `/_fake/`, without auth:
+(`add_inbound_call`, `add_inbound_message`), a text the account sent whose answer was lost
+(`add_sent_message`) and a call's later status (`set_call_status`; a fetch of the call by SID shows it).
+When it runs as a separate process (`python -m tests.fakes.twilio_api --port 0`, which prints its base
+URL on one line), the same controls are plain HTTP under `/_fake/`, without auth:
 
     GET  /_fake/messages?since=N   {"total": n, "items": [records from index N]}
     GET  /_fake/calls?since=N      the same for calls
@@ -44,6 +45,7 @@ which prints its base URL on one line), the same controls are plain HTTP under `
     POST /_fake/numbers            PhoneNumber, FriendlyName -> {"sid": ...}
     POST /_fake/inbound_call       From, To, Sid, Status, StartTime, Duration -> 201 {"sid": ...}
     POST /_fake/inbound_message    From, To, Body, Sid, DateSent, NumMedia -> 201 {"sid": ...}
+    POST /_fake/sent_message       From, To, Body, DateCreated, Status -> 201 {"sid": ...}
     POST /_fake/call_status        Sid, Status, Duration (404 for an unknown Sid)
     POST /_fake/fail_next          Kind, Status, Code, Message, Count
     POST /_fake/recipient_error    To, Code, Status, Message, Kind
@@ -99,6 +101,7 @@ MAX_PAGE_SIZE = 1000
 
 CALL_STATUSES = ("queued", "ringing", "in-progress", "completed", "busy", "failed", "no-answer", "canceled")
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+SENT_MESSAGE_STATUSES = frozenset({"accepted", "queued", "sent", "delivered", "undelivered", "failed"})
 
 # Form parameters the API accepts more than once; the fake records them as lists.
 REPEATABLE = frozenset(
@@ -451,6 +454,34 @@ class FakeTwilio:
         with self._lock:
             if sid in self._state.message_resources:
                 raise ValueError(f"a message {sid} already exists")
+            self._state.message_resources[sid] = resource
+        return sid
+
+    def add_sent_message(
+        self,
+        *,
+        from_: str,
+        to: str,
+        body: str,
+        date_created: datetime | None = None,
+        status: str = "sent",
+    ) -> str:
+        """Seed a text the account sent from `from_` whose answer never reached the sender; returns its SID.
+
+        `date_created` (aware; default now) is also its date_sent, except while it is "accepted" or "queued".
+        ValueError for a status a sent text cannot have.
+        """
+        if status not in SENT_MESSAGE_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(sorted(SENT_MESSAGE_STATUSES))}")
+        if not _is_phone_number(to) or not _is_phone_number(from_):
+            raise ValueError("from_ and to must be E.164 phone numbers")
+        created = _aware(date_created or _now(), "date_created")
+        sid = _given_sid(("SM",), None)
+        resource = self._message_resource(sid, sender=from_, to=to, body=body, num_media=0, now=created)
+        resource["status"] = status
+        if status not in ("accepted", "queued"):
+            resource["date_sent"] = _rfc2822(created)
+        with self._lock:
             self._state.message_resources[sid] = resource
         return sid
 
@@ -1038,6 +1069,15 @@ class FakeTwilio:
                     sid=_one(form, "Sid") or None,
                     date_sent=_form_time(form, "DateSent"),
                     num_media=_form_int(form, "NumMedia") or 0,
+                )
+                return 201, {"sid": sid}, []
+            if action == "sent_message":
+                sid = self.add_sent_message(
+                    from_=_required(form, "From"),
+                    to=_required(form, "To"),
+                    body=_one(form, "Body") or "",
+                    date_created=_form_time(form, "DateCreated"),
+                    status=_one(form, "Status") or "sent",
                 )
                 return 201, {"sid": sid}, []
             if action == "call_status":

@@ -115,7 +115,28 @@ def test_texts_since_the_watermark_come_back_oldest_first_from_every_page(provid
         direction="inbound",
         date_sent=minutes(9),
         num_media=1,
+        status="received",
+        date_created=minutes(9),
     )
+
+
+def test_texts_the_account_sent_to_one_recipient_come_back_oldest_first_with_their_status(provider, fake_twilio):
+    later = fake_twilio.add_sent_message(from_=TRACKED, to=CUSTOMER, body="second", date_created=minutes(3),
+                                         status="delivered")
+    earlier = fake_twilio.add_sent_message(from_=TRACKED, to=CUSTOMER, body="first", date_created=minutes(1),
+                                           status="queued")
+    fake_twilio.add_sent_message(from_=TRACKED, to=CUSTOMER, body="before", date_created=minutes(-1))
+    fake_twilio.add_sent_message(from_=OTHER_TRACKED, to=CUSTOMER, body="other number", date_created=minutes(2))
+    fake_twilio.add_inbound_message(from_=CUSTOMER, to=TRACKED, body="their answer", date_sent=minutes(2))
+
+    texts = provider.list_outbound_messages(CUSTOMER, TRACKED, WATERMARK)
+
+    # Across pages of two; the queued one has no date_sent, so only the creation time can find it.
+    assert [(t.sid, t.body, t.status) for t in texts] == [(earlier, "first", "queued"),
+                                                          (later, "second", "delivered")]
+    assert texts[0].date_created == minutes(1)
+    assert texts[0].date_sent is None
+    assert provider.list_outbound_messages(CUSTOMER, TRACKED, minutes(4)) == []
 
 
 def test_nothing_since_the_watermark_is_an_empty_list(provider, fake_twilio):
@@ -150,6 +171,7 @@ def test_a_provider_outage_is_a_retryable_error_not_an_empty_list(provider, fake
     for read in (
         lambda: provider.list_calls(TRACKED, WATERMARK),
         lambda: provider.list_inbound_messages(TRACKED, WATERMARK),
+        lambda: provider.list_outbound_messages(CUSTOMER, TRACKED, WATERMARK),
         lambda: provider.fetch_call("CA" + "0" * 32),
     ):
         with pytest.raises(ProviderError) as raised:
@@ -184,4 +206,5 @@ def test_the_sandbox_has_nothing_to_reconcile():
 
     assert sandbox.list_calls(TRACKED, WATERMARK) == []
     assert sandbox.list_inbound_messages(TRACKED, WATERMARK) == []
+    assert sandbox.list_outbound_messages(CUSTOMER, TRACKED, WATERMARK) == []
     assert sandbox.fetch_call("CA" + "0" * 32) is None
