@@ -86,6 +86,9 @@ _SENT_MESSAGES = (
     MessageStatus.SANDBOX.value,
 )
 _LIVE_STEPS = (StepStatus.CLAIMED.value, StepStatus.DEFERRED.value)
+# Steps whose text may still change: a text in doubt is settled against the provider's log (taken, sent
+# again or not), and its step follows.
+_OPEN_STEPS = (*_LIVE_STEPS, StepStatus.UNKNOWN.value)
 
 
 @dataclass(frozen=True)
@@ -849,7 +852,7 @@ def _write_sent_steps(session: Session) -> None:
     sent.clear()
     session.execute(
         update(CadenceStep)
-        .where(CadenceStep.id.in_(ids), CadenceStep.status.in_(_LIVE_STEPS))
+        .where(CadenceStep.id.in_(ids), CadenceStep.status.in_(_OPEN_STEPS))
         .values(status=StepStatus.SENT.value)
         .execution_options(synchronize_session=False)
     )
@@ -867,15 +870,23 @@ def sync_outcomes(session: Session, now: datetime) -> None:
             .execution_options(synchronize_session=False)
         )
 
-    settle(Message.status.in_(_SENT_MESSAGES), {"status": StepStatus.SENT.value})
+    settle(Message.status.in_(_SENT_MESSAGES), {"status": StepStatus.SENT.value}, _OPEN_STEPS)
     settle(Message.status == MessageStatus.UNKNOWN.value, {"status": StepStatus.UNKNOWN.value})
     settle(
         Message.status == MessageStatus.REFUSED.value,
         {"status": StepStatus.SKIPPED.value, "skip_reason": SkipReason.REFUSED.value},
+        _OPEN_STEPS,
     )
     settle(
         Message.status.in_([MessageStatus.FAILED.value, MessageStatus.UNDELIVERED.value]),
         {"status": StepStatus.SKIPPED.value, "skip_reason": SkipReason.FAILED.value},
+        _OPEN_STEPS,
+    )
+    # A text in doubt that goes again: its step is claimed again, as when the text was first written.
+    settle(
+        Message.status.in_([MessageStatus.PENDING.value, MessageStatus.SENDING.value]),
+        {"status": StepStatus.CLAIMED.value},
+        (StepStatus.UNKNOWN.value,),
     )
     settle(
         (Message.status == MessageStatus.PENDING.value) & (Message.send_after > now),

@@ -59,6 +59,11 @@ TEXTS = Counter("gateway_texts_total", "Outbound texts by outcome and refusal co
 RECONCILED = Counter(
     "gateway_reconciled_total", "Calls and texts found at the provider that no webhook had told of.", ["kind"]
 )
+TEXTS_IN_DOUBT = Counter(
+    "gateway_texts_in_doubt_total",
+    "Texts left in doubt by a stopped worker, settled against the provider's log: taken, sent_again, not_sent.",
+    ["outcome"],
+)
 
 
 @dataclass(frozen=True)

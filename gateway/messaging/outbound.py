@@ -421,7 +421,7 @@ def send_messages(message_ids: Sequence[int], *, along: Sequence[int] = ()) -> d
             message = loaded.get(message_id)
             if message is None:
                 continue
-            thread = _order_key(message)
+            thread = order_key(message)
             if thread in threads:
                 # Released, not refused: sent after the recipient's earlier text, in the order given.
                 message.status = MessageStatus.PENDING.value
@@ -477,14 +477,14 @@ def _call_provider(outgoing: list[_Outgoing]) -> dict[int, SentMessage | Provide
     return dict(zip([t.id for t in outgoing], _provider_pool().map(send, outgoing), strict=True))
 
 
-def _order_key(message: Message) -> tuple[str, int]:
+def order_key(message: Message) -> tuple[str, int]:
     """The key of the texts that go in order, one after the other: a customer's; an agent's about one lead
     (those about different leads go at once). `_in_order` is the same key in SQL."""
     return message.to_number, (message.lead_id or 0) if message.kind in AGENT_KINDS else 0
 
 
 def _in_order(message: Any) -> tuple[Any, Any]:
-    """`_order_key` in SQL, of `message` (Message or an alias of it)."""
+    """`order_key` in SQL, of `message` (Message or an alias of it)."""
     lead = case((message.kind.in_(AGENT_KINDS), func.coalesce(message.lead_id, 0)), else_=0)
     return message.to_number, lead
 
@@ -525,18 +525,27 @@ def _record_answers(answers: dict[int, SentMessage | ProviderError], now: dateti
             if isinstance(answer, ProviderError):
                 outcome[message_id] = _apply_failure(session, message, answer, now)
                 continue
-            message.sid = answer.sid
-            message.status = answer.status if answer.status in _STATUS_VALUES else "queued"
-            message.sent_at = now
-            message.error_code = None
-            message.error_message = None
-            if answer.sid in early:
-                apply_early_callbacks(session, message, now)
-            if message.kind not in AGENT_KINDS:
-                events.message_sent.send(session, message=message, now=now)
+            status = answer.status if answer.status in _STATUS_VALUES else MessageStatus.QUEUED.value
+            _taken(session, message, answer.sid, status, now, now, early=answer.sid in early)
             outcome[message_id] = message.status
         del leads
     return outcome
+
+
+def _taken(
+    session: Session, message: Message, sid: str, status: str, sent_at: datetime, now: datetime, *, early: bool
+) -> None:
+    """The provider took the text: its SID and status, the callbacks that came before them, and the news
+    for the CRM and the cadence (not for texts to agents)."""
+    message.sid = sid
+    message.status = status
+    message.sent_at = sent_at
+    message.error_code = None
+    message.error_message = None
+    if early:
+        apply_early_callbacks(session, message, now)
+    if message.kind not in AGENT_KINDS:
+        events.message_sent.send(session, message=message, now=now)
 
 
 def _apply_failure(session: Session, message: Message, error: ProviderError, now: datetime) -> str:
@@ -644,8 +653,12 @@ def enqueue_due_messages(session: Session, now: datetime) -> None:
 
 
 def mark_stuck_sends(session: Session, now: datetime) -> None:
-    """A send claimed long ago with no answer: the worker died mid-send. Never resend blindly."""
-    timeout = runtime.current().settings.send_claim_timeout
+    """A send claimed long ago with no answer: the worker died mid-send. Never resent blindly: with
+    reconciliation on, its pass looks the text up in the provider's log (`settle_taken`, `send_again`,
+    `give_up`); without, a person reviews it at once."""
+    current = runtime.current()
+    timeout = current.settings.send_claim_timeout
+    looked_up = current.settings.reconcile_interval > 0 and not current.provider.sandbox
     stuck = list(
         session.scalars(
             select(Message).where(
@@ -659,9 +672,68 @@ def mark_stuck_sends(session: Session, now: datetime) -> None:
         message.error_message = (
             "The worker stopped before the provider answered; it may or may not have been sent."
         )
-        lead = session.get(Lead, message.lead_id) if message.lead_id else None
-        if lead is not None and message.kind not in AGENT_KINDS:
-            record_event(session, lead, "send-unknown", f"Text {message.id} may not have been sent.", now)
-            due = follow_up_due(lead.store, lead.department, now)
-            ensure_task(session, lead, TaskKind.REVIEW, lead.owner, due, now)
+        if not looked_up:
+            _for_review(session, message, "send-unknown", f"Text {message.id} may not have been sent.", now)
         log.warning("text %s marked unknown after a stuck send", message.id)
+
+
+def _for_review(session: Session, message: Message, kind: str, what: str, now: datetime) -> None:
+    """A line in the lead's timeline and a review task for its owner (texts to customers only)."""
+    lead = session.get(Lead, message.lead_id) if message.lead_id else None
+    if lead is not None and message.kind not in AGENT_KINDS:
+        record_event(session, lead, kind, what, now)
+        ensure_task(session, lead, TaskKind.REVIEW, lead.owner, follow_up_due(lead.store, lead.department, now), now)
+
+
+# --- texts in doubt, settled against the provider's log (gateway/reconcile/doubt.py decides which) -------
+
+
+def settle_taken(
+    session: Session, message: Message, sid: str, provider_status: str, error_code: int | None,
+    created_at: datetime, now: datetime,
+) -> bool:
+    """The provider's log shows it took this text in doubt: recorded as its answer would have recorded it,
+    with the status the log has now. False when the text was not in doubt any more."""
+    if not _leave_doubt(session, message, MessageStatus.QUEUED):
+        return False
+    _taken(session, message, sid, MessageStatus.QUEUED.value, created_at, now, early=True)
+    apply_status(session, message, provider_status, error_code, now)
+    log.info("text %s in doubt was taken by the provider (%s, %s)", message.id, sid, provider_status)
+    return True
+
+
+def send_again(session: Session, message: Message, now: datetime) -> bool:
+    """The provider never took this text in doubt: it waits to be sent again, through the send guard (an
+    opt-out, a person's reply or quiet hours since still hold it back). False when it was not in doubt."""
+    if not _leave_doubt(session, message, MessageStatus.PENDING):
+        return False
+    message.claimed_at = None
+    message.send_after = None
+    message.error_message = None
+    enqueue_after_commit(session, send_messages_job, [message.id], lane=Lane.URGENT, batch=True)
+    log.info("text %s in doubt never reached the provider; sent again", message.id)
+    return True
+
+
+def give_up(session: Session, message: Message, reason: str, now: datetime) -> bool:
+    """A text in doubt that is not sent again: failed, with the reason, and a review task for its lead."""
+    if not _leave_doubt(session, message, MessageStatus.FAILED):
+        return False
+    message.error_message = reason[:500]
+    _for_review(session, message, "send-failed", f"Text {message.id} was not sent: {reason}", now)
+    log.warning("text %s in doubt not sent again: %s", message.id, reason)
+    return True
+
+
+def _leave_doubt(session: Session, message: Message, to: MessageStatus) -> bool:
+    """Move the text out of `unknown`, conditionally: two passes at once settle it once."""
+    moved = session.execute(
+        update(Message)
+        .where(Message.id == message.id, Message.status == MessageStatus.UNKNOWN.value)
+        .values(status=to.value)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(moved, "rowcount", 0):
+        return False
+    session.refresh(message)
+    return True

@@ -9,7 +9,7 @@ Redis that forgets the key costs at most an extra or a late pass: the pass itsel
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Flask, current_app
 from redis.exceptions import RedisError
@@ -62,6 +62,7 @@ def run_pass() -> PassResult:
         current.provider,
         current.clock.now(),
         keyword_replies=current.settings.keyword_replies,
+        claim_timeout=timedelta(seconds=current.settings.send_claim_timeout),
     )
 
 

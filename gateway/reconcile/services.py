@@ -1,11 +1,12 @@
 """A pass of reconciliation: what the provider logged that no webhook told the gateway, settled as if it had.
 
-Two gaps close here. A call that rang (the gateway logged it) but whose final status callback never came
+Three gaps close here. A call that rang (the gateway logged it) but whose final status callback never came
 is fetched from the provider by its SID and, once the provider shows it ended, settled by
 `gateway.calls.services.finish_call` exactly as the callback would have settled it. And for each active
 tracked number the provider's calls and inbound texts since the number's watermarks (less OVERLAP) are
 listed: a call or a text whose SID the gateway never logged goes through the same services its webhooks
-would have reached (`record_incoming` + `finish_call`, `receive_text`), marked `reconciled`.
+would have reached (`record_incoming` + `finish_call`, `receive_text`), marked `reconciled`. And a text a
+stopped worker left in doubt is looked up in the provider's log of sent texts (doubt.py): taken, or sent again.
 
 Decisions written down here so they are not rediscovered:
 
@@ -44,6 +45,7 @@ from gateway.metrics import RECONCILED
 from gateway.models import Call, CallOutcome, Direction, Message, TrackedNumber
 from gateway.phones import InvalidPhone, caller_number, mask, to_e164
 from gateway.provider import Provider, ProviderCall, ProviderError, ProviderMessage
+from gateway.reconcile.doubt import Doubts, settle_texts_in_doubt
 from gateway.reconcile.models import ReconcileMark
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class PassResult:
     texts: int = 0  # texts the gateway never logged, received
     stuck_calls: int = 0  # logged calls whose end came from the provider's record
     waiting: int = 0  # records left for the next pass (not ended, or ended moments ago)
+    doubts: Doubts = field(default_factory=Doubts)  # texts a stopped worker left in doubt
     errors: list[str] = field(default_factory=list)
 
 
@@ -80,13 +83,17 @@ def reconcile(
     now: datetime,
     *,
     keyword_replies: str = "provider",
+    claim_timeout: timedelta = timedelta(seconds=120),
 ) -> PassResult:
-    """One pass: settle stuck calls, then compare each active tracked number's provider log."""
+    """One pass: settle stuck calls and texts in doubt, then compare each active tracked number's log."""
     result = PassResult()
     if provider.sandbox:
         return result
     if not settle_stuck_calls(sessions, provider, now, result):
         return result  # the provider is unreachable: every number would fail the same way
+    result.doubts, reachable = settle_texts_in_doubt(sessions, provider, now, claim_timeout, result.errors)
+    if not reachable:
+        return result
     with sessions() as session:
         numbers = [
             (row.id, row.number, row.created_at)
@@ -102,8 +109,9 @@ def reconcile(
             break
     log.info(
         "reconciliation: %d number(s), %d call(s) and %d text(s) found, %d stuck call(s) settled, "
-        "%d left for the next pass%s",
-        result.numbers, result.calls, result.texts, result.stuck_calls, result.waiting,
+        "texts in doubt: %d taken, %d sent again, %d not sent; %d left for the next pass%s",
+        result.numbers, result.calls, result.texts, result.stuck_calls, result.doubts.taken,
+        result.doubts.sent_again, result.doubts.not_sent, result.waiting + result.doubts.waiting,
         f", {len(result.errors)} error(s)" if result.errors else "",
     )
     return result

@@ -28,6 +28,7 @@ from gateway.messaging.outbound import (
     text_values,
 )
 from gateway.models import Lead, Message, Store
+from gateway.reconcile.doubt import Doubts, settle_texts_in_doubt
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
 from tests.support.config import SIMULTANEOUS
@@ -289,6 +290,7 @@ def test_two_jobs_taking_each_others_texts_along_send_each_text_once(app, db, cl
 def test_a_worker_killed_while_its_job_and_the_texts_it_took_along_wait_on_the_provider_sends_none_twice(
     app, db, clock, redis, settings, fake_twilio, tmp_path
 ):
+    """... and the provider's log settles them: each text it took is recorded with its SID."""
     # Alerts to one agent about four leads (alerts go at any hour): four jobs, the first takes the rest along.
     ids = [write_alert(db, clock, f"lead {n}", lead_of(db, clock, CUSTOMERS[n]), enqueue=True) for n in range(4)]
     fake_twilio.set_latency(3.0)
@@ -308,12 +310,24 @@ def test_a_worker_killed_while_its_job_and_the_texts_it_took_along_wait_on_the_p
         worker.wait()
     assert wait_for(lambda: fake_twilio.waiting == 0, 60)  # it took them; its answers reached no one
     fake_twilio.set_latency(0)
+    timed_out = datetime.now(UTC) + timedelta(seconds=settings.send_claim_timeout + 1)
     with app.app_context():
         GatewayWorker([make_queue(redis, Lane.URGENT)], connection=redis).work(burst=True)  # the other jobs
         with db.session() as session:  # the sweep, once the claims are older than the timeout
-            mark_stuck_sends(session, datetime.now(UTC) + timedelta(seconds=settings.send_claim_timeout + 1))
+            mark_stuck_sends(session, timed_out)
     assert statuses(db, ids) == {message_id: "unknown" for message_id in ids}  # in doubt: never sent again
     assert sorted(m["Body"] for m in fake_twilio.messages) == [f"lead {n}" for n in range(4)]  # each once
+
+    with app.app_context():  # reconciliation: the provider's log has all four
+        current = app.extensions["gateway"]
+        doubts, _ = settle_texts_in_doubt(current.database.sessions, current.provider, timed_out,
+                                          timedelta(seconds=settings.send_claim_timeout), [])
+    assert doubts == Doubts(taken=4)
+    assert set(statuses(db, ids).values()) == {"queued"}
+    with db.session() as session:
+        recorded = {m.body: m.sid for m in session.scalars(select(Message).where(Message.id.in_(ids)))}
+    assert recorded == {m["Body"]: m["sid"] for m in fake_twilio.messages}
+    assert len(fake_twilio.messages) == 4
 
 
 @pytest.mark.usefixtures("configured")
