@@ -5,9 +5,11 @@ it twice) and enqueues the send after commit. `send_messages` claims the rows wi
 asks the guard (opt-out, textable, quiet hours, caps, length) with its inputs loaded per batch, calls the
 provider outside any transaction, a few texts at once, and records the answers (`send_message` is the
 same for one text). A worker that dies between the claim and the answer leaves the row `sending`;
-the sweep marks it `unknown` and puts it in front of a person instead of sending it again.
-Queueing, the guard's inputs, claiming and recording are one module (a little over 600 lines) because
-the exactly-once promise lives in how they hand rows to each other.
+the sweep marks it `unknown`, never sending it again blindly: reconciliation looks it up in the
+provider's log (gateway/reconcile/doubt.py) and records it as taken, sends it again or fails it for a
+person, through `settle_taken`, `send_again` and `give_up` here.
+Queueing, the guard's inputs, claiming, recording and settling doubt are one module (about 740 lines)
+because the exactly-once promise lives in how they hand rows to each other.
 """
 
 from __future__ import annotations
@@ -421,7 +423,7 @@ def send_messages(message_ids: Sequence[int], *, along: Sequence[int] = ()) -> d
             message = loaded.get(message_id)
             if message is None:
                 continue
-            thread = order_key(message)
+            thread = _order_key(message)
             if thread in threads:
                 # Released, not refused: sent after the recipient's earlier text, in the order given.
                 message.status = MessageStatus.PENDING.value
@@ -477,14 +479,14 @@ def _call_provider(outgoing: list[_Outgoing]) -> dict[int, SentMessage | Provide
     return dict(zip([t.id for t in outgoing], _provider_pool().map(send, outgoing), strict=True))
 
 
-def order_key(message: Message) -> tuple[str, int]:
+def _order_key(message: Message) -> tuple[str, int]:
     """The key of the texts that go in order, one after the other: a customer's; an agent's about one lead
     (those about different leads go at once). `_in_order` is the same key in SQL."""
     return message.to_number, (message.lead_id or 0) if message.kind in AGENT_KINDS else 0
 
 
 def _in_order(message: Any) -> tuple[Any, Any]:
-    """`order_key` in SQL, of `message` (Message or an alias of it)."""
+    """`_order_key` in SQL, of `message` (Message or an alias of it)."""
     lead = case((message.kind.in_(AGENT_KINDS), func.coalesce(message.lead_id, 0)), else_=0)
     return message.to_number, lead
 
@@ -713,6 +715,22 @@ def send_again(session: Session, message: Message, now: datetime) -> bool:
     enqueue_after_commit(session, send_messages_job, [message.id], lane=Lane.URGENT, batch=True)
     log.info("text %s in doubt never reached the provider; sent again", message.id)
     return True
+
+
+def later_text_gone(session: Session, message: Message) -> bool:
+    """Whether a later text in this one's order (`_order_key`) has gone to the provider, or may have."""
+    gone = or_(Message.sent_at.is_not(None), Message.status == MessageStatus.UNKNOWN.value)
+    return session.scalar(
+        select(Message.id)
+        .where(
+            Message.to_number == message.to_number,
+            Message.direction == Direction.OUTBOUND.value,
+            Message.id > message.id,
+            tuple_(*_in_order(Message)) == _order_key(message),
+            gone,
+        )
+        .limit(1)
+    ) is not None
 
 
 def give_up(session: Session, message: Message, reason: str, now: datetime) -> bool:

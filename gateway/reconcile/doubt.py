@@ -14,7 +14,8 @@ sender to that recipient, and settles each text:
   - a text written more than RESEND_WITHIN ago: a missed call's first text an hour late reads as a mistake;
   - a sign-in code: good for minutes, and the agent can ask for another;
   - a text after which a later one to the same recipient (to an agent: about the same lead) has gone:
-    sent now, it would arrive out of order.
+    sent now, it would arrive out of order;
+  - an alert to an agent about a lead whose tasks are all done since: nobody needs it any more.
   These fail with the reason and a review task for the lead (`give_up`).
 - **Unsure.** The window holds a text the gateway never logged, with another body: it is not sent again.
 - **Not yet.** Another text to the recipient is on its way (`sending`): its record at the provider has no
@@ -35,13 +36,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.database import required
-from gateway.messaging.outbound import give_up, order_key, send_again, settle_taken
+from gateway.messaging.outbound import AGENT_KINDS, give_up, later_text_gone, send_again, settle_taken
 from gateway.metrics import TEXTS_IN_DOUBT
-from gateway.models import Direction, Message, MessageStatus
+from gateway.models import Direction, Message, MessageStatus, Task, TaskStatus
 from gateway.phones import mask
 from gateway.provider import Provider, ProviderError, ProviderMessage
 
@@ -196,14 +197,15 @@ def _why_not_again(session: Session, message: Message, now: datetime) -> str | N
     if message.created_at < now - RESEND_WITHIN:
         minutes = int((now - message.created_at).total_seconds() // 60)
         return f"it was written {minutes} minutes ago, too long ago to send it now"
-    later = session.scalars(
-        select(Message).where(
-            Message.to_number == message.to_number,
-            Message.direction == Direction.OUTBOUND.value,
-            Message.id > message.id,
-            or_(Message.sent_at.is_not(None), Message.status == MessageStatus.UNKNOWN.value),
-        )
-    )
-    if any(order_key(other) == order_key(message) for other in later):
+    if later_text_gone(session, message):
         return "a later text to them has gone since; sent now, it would arrive after it"
+    if message.kind in AGENT_KINDS and message.lead_id is not None and not _open_task(session, message.lead_id):
+        return "the lead's tasks were done since: the alert is not needed any more"
     return None
+
+
+def _open_task(session: Session, lead_id: int) -> bool:
+    found = session.scalar(
+        select(Task.id).where(Task.lead_id == lead_id, Task.status == TaskStatus.OPEN.value).limit(1)
+    )
+    return found is not None

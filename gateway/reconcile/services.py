@@ -47,6 +47,7 @@ from gateway.phones import InvalidPhone, caller_number, mask, to_e164
 from gateway.provider import Provider, ProviderCall, ProviderError, ProviderMessage
 from gateway.reconcile.doubt import Doubts, settle_texts_in_doubt
 from gateway.reconcile.models import ReconcileMark
+from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def reconcile(
     now: datetime,
     *,
     keyword_replies: str = "provider",
-    claim_timeout: timedelta = timedelta(seconds=120),
+    claim_timeout: timedelta = timedelta(seconds=Settings.send_claim_timeout),
 ) -> PassResult:
     """One pass: settle stuck calls and texts in doubt, then compare each active tracked number's log."""
     result = PassResult()

@@ -224,6 +224,34 @@ def test_a_text_in_doubt_too_old_overtaken_or_unsure_fails_and_goes_to_a_person(
     assert [m["To"] for m in fake_twilio.messages if m["To"] in CALLERS] == [CALLERS[0]]
 
 
+def test_an_alert_in_doubt_about_a_lead_handled_since_is_not_sent(
+    app, db, twilio, clock, redis, settings, fake_twilio, configure
+):
+    configure(BASIC_CONFIG)
+    missed_call(twilio, CALLERS[0], 1)
+    missed_call(twilio, CALLERS[1], 2)
+    alerts = texts(db, kind="alert")
+    claimed_by_a_worker_that_died(db, clock, redis, alerts)
+    with db.session() as session:  # an agent called the first caller back: the callback task is done
+        task = session.scalars(select(Task).join(Lead).join(Contact).where(Contact.phone == CALLERS[0])).one()
+        task.status, task.completed_at = "done", clock.now()
+        session.commit()
+    in_doubt(app, db, clock, settings)
+
+    result = one_pass(app)
+
+    assert (result.doubts.sent_again, result.doubts.not_sent) == (1, 1)
+    by_lead = {m.lead_id: m for m in texts(db, kind="alert")}
+    with db.session() as session:
+        lead_of = {session.scalars(select(Lead).join(Contact).where(Contact.phone == caller)).one().id: caller
+                   for caller in CALLERS[:2]}
+    outcome = {lead_of[lead_id]: (m.status, m.error_message) for lead_id, m in by_lead.items()}
+    assert outcome[CALLERS[0]][0] == "failed"
+    assert "not needed" in outcome[CALLERS[0]][1]
+    assert outcome[CALLERS[1]][0] == "pending"  # on its way again
+    assert review_tasks(db) == 0  # an alert's failure is nothing for the customer's owner to review
+
+
 def test_a_text_in_doubt_for_longer_than_it_is_worth_is_not_sent(
     app, db, twilio, clock, redis, settings, fake_twilio, configure
 ):
