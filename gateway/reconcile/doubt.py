@@ -36,12 +36,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.database import required
 from gateway.messaging.outbound import AGENT_KINDS, give_up, later_text_gone, send_again, settle_taken
-from gateway.metrics import TEXTS_IN_DOUBT
+from gateway.metrics import TEXTS_IN_DOUBT, Backlog
 from gateway.models import Direction, Message, MessageStatus, Task, TaskStatus
 from gateway.phones import mask
 from gateway.provider import Provider, ProviderError, ProviderMessage
@@ -209,3 +209,25 @@ def _open_task(session: Session, lead_id: int) -> bool:
         select(Task.id).where(Task.lead_id == lead_id, Task.status == TaskStatus.OPEN.value).limit(1)
     )
     return found is not None
+
+
+def backlog(session: Session, now: datetime) -> Backlog:
+    """Texts whose send is not confirmed: claimed and waiting on the provider (`sending`: a claim older
+    than the claim timeout means a dead worker), or in doubt and not settled yet (`unknown`, within the
+    DOUBT_LOOKBACK a pass still settles), with the oldest claim's age."""
+    rows = session.execute(
+        select(Message.status, func.count(), func.min(Message.claimed_at))
+        .where(
+            Message.status.in_([MessageStatus.SENDING.value, MessageStatus.UNKNOWN.value]),
+            Message.direction == Direction.OUTBOUND.value,
+            Message.claimed_at >= now - DOUBT_LOOKBACK,
+        )
+        .group_by(Message.status)
+    ).all()
+    counts = {MessageStatus.SENDING.value: 0, MessageStatus.UNKNOWN.value: 0}
+    oldest: datetime | None = None
+    for status, count, first in rows:
+        counts[str(status)] = int(count)
+        if first is not None and (oldest is None or first < oldest):
+            oldest = first
+    return Backlog(counts, max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)

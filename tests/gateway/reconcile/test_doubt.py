@@ -17,7 +17,7 @@ from cadences.services import sync_outcomes
 from gateway.app import create_app
 from gateway.crm.models import CrmDelivery
 from gateway.messaging.outbound import mark_stuck_sends
-from gateway.metrics import TEXTS_IN_DOUBT
+from gateway.metrics import TEXTS_IN_DOUBT, scrape, status_report
 from gateway.models import Contact, Lead, LeadEvent, Message, Task
 from gateway.provider import TwilioProvider
 from gateway.reconcile.doubt import CLOCK_SKEW, RESEND_WITHIN, settle_texts_in_doubt
@@ -134,6 +134,9 @@ def test_a_text_the_provider_took_is_recorded_and_one_it_never_took_goes_again(
     assert statuses(db) == {CALLERS[0]: "unknown", alert.to_number: "unknown"}
     assert steps(db) == {CALLERS[0]: "unknown"}
     assert review_tasks(db) == 0  # reconciliation is on: it looks first
+    current = app.extensions["gateway"]
+    assert "texts not confirmed: 0 sending, 2 unknown (the oldest 121.0 s old)" in status_report(current)
+    assert 'gateway_unconfirmed_texts{state="unknown"} 2.0' in scrape(current).decode()
     before = counted("taken"), counted("sent_again")
 
     result = one_pass(app)
@@ -151,6 +154,7 @@ def test_a_text_the_provider_took_is_recorded_and_one_it_never_took_goes_again(
         records = [d.event for d in session.scalars(select(CrmDelivery).where(CrmDelivery.kind == "webhook"))]
     assert records.count("message.sent") == 1  # the CRM hears of the text the provider took
     assert review_tasks(db) == 0
+    assert "texts not confirmed: 0 sending, 0 unknown" in status_report(current)
     # A second pass finds nothing in doubt.
     assert one_pass(app).doubts.taken == one_pass(app).doubts.sent_again == 0
 
