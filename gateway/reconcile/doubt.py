@@ -66,6 +66,17 @@ class Doubts:
     not_sent: int = 0
     waiting: int = 0
 
+    def add(self, committed: Doubts) -> None:
+        """Count what one transaction settled (and committed) into the pass's figures and /metrics."""
+        self.taken += committed.taken
+        self.sent_again += committed.sent_again
+        self.not_sent += committed.not_sent
+        self.waiting += committed.waiting
+        for outcome, count in (("taken", committed.taken), ("sent_again", committed.sent_again),
+                               ("not_sent", committed.not_sent)):
+            if count:
+                TEXTS_IN_DOUBT.labels(outcome=outcome).inc(count)
+
 
 def settle_texts_in_doubt(
     sessions: sessionmaker[Session],
@@ -103,11 +114,13 @@ def settle_texts_in_doubt(
             continue
         try:
             with sessions() as session:
-                _settle(session, [message_id for message_id, _ in doubts], found, now, claim_timeout, done)
+                settled = _settle(session, [message_id for message_id, _ in doubts], found, now, claim_timeout)
                 session.commit()
         except Exception as error:
             log.exception("reconciliation: settling texts to %s failed; the next pass tries again", mask(recipient))
             errors.append(f"texts to {mask(recipient)}: {type(error).__name__}: {error}")
+            continue
+        done.add(settled)
     return done, True
 
 
@@ -117,9 +130,9 @@ def _settle(
     found: list[ProviderMessage],
     now: datetime,
     claim_timeout: timedelta,
-    done: Doubts,
-) -> None:
+) -> Doubts:
     """One sender and recipient's texts in doubt, against what the provider's log has between them."""
+    done = Doubts()
     messages = list(
         session.scalars(
             select(Message)
@@ -128,7 +141,7 @@ def _settle(
         )
     )
     if not messages:
-        return  # settled by another pass meanwhile
+        return done  # settled by another pass meanwhile
     on_its_way = session.scalar(
         select(Message.id)
         .where(
@@ -140,7 +153,7 @@ def _settle(
     )
     if on_its_way is not None:
         done.waiting += len(messages)
-        return
+        return done
     sids = [record.sid for record in found]
     logged = set(session.scalars(select(Message.sid).where(Message.sid.in_(sids)))) if sids else set()
     unlogged = [record for record in found if record.sid not in logged]
@@ -156,7 +169,6 @@ def _settle(
         if settle_taken(session, message, record.sid, record.status, record.error_code,
                         required(record.date_created, "date_created"), now):
             done.taken += 1
-            TEXTS_IN_DOUBT.labels(outcome="taken").inc()
     for message in undecided:
         reason: str | None = None
         if any(_within(record, windows[message.id]) for record in unlogged):
@@ -167,10 +179,9 @@ def _settle(
         if reason is None:
             if send_again(session, message, now):
                 done.sent_again += 1
-                TEXTS_IN_DOUBT.labels(outcome="sent_again").inc()
         elif give_up(session, message, reason, now):
             done.not_sent += 1
-            TEXTS_IN_DOUBT.labels(outcome="not_sent").inc()
+    return done
 
 
 def _window(message: Message, claim_timeout: timedelta) -> tuple[datetime, datetime]:
