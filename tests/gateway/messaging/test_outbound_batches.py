@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -31,6 +30,7 @@ from gateway.models import Lead, Message, Store
 from gateway.reconcile.doubt import Doubts, settle_texts_in_doubt
 from gateway.simulator import play_call
 from gateway.worker import GatewayWorker
+from tests.support.concurrency import at_once
 from tests.support.config import SIMULTANEOUS
 from tests.support.processes import ROOT, wait_for, worker_env
 from tests.support.unreachable import dead_redis
@@ -126,19 +126,7 @@ def test_a_recipients_second_text_in_a_batch_goes_after_the_first(app, db, clock
 def test_two_workers_sending_the_same_batch_send_each_text_once(app, db, clock, fake_twilio):
     ids = [write(db, clock, to, "Race") for to in CUSTOMERS]
     fake_twilio.set_latency(0.02)
-    outcomes: list[dict[int, str]] = []
-    start = threading.Barrier(2)
-
-    def worker() -> None:
-        with app.app_context():
-            start.wait()
-            outcomes.append(send_messages(ids))
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(app, lambda: send_messages(ids), lambda: send_messages(ids))
     assert sorted(m["To"] for m in fake_twilio.messages) == sorted(CUSTOMERS)
     for message_id in ids:
         assert sorted(o[message_id] for o in outcomes) == ["queued", "skipped"]
@@ -266,20 +254,8 @@ def test_a_send_job_takes_the_queued_jobs_texts_along_and_the_others_find_theirs
 def test_two_jobs_taking_each_others_texts_along_send_each_text_once(app, db, clock, fake_twilio):
     ids = [write(db, clock, to, "Race") for to in CUSTOMERS[:6]]
     fake_twilio.set_latency(0.02)
-    outcomes: list[dict[int, str]] = []
-    start = threading.Barrier(2)
-
-    def job(own: list[int], along: list[int]) -> None:
-        with app.app_context():
-            start.wait()
-            outcomes.append(send_messages(own, along=along))
-
-    threads = [threading.Thread(target=job, args=([ids[0]], ids[1:])),
-               threading.Thread(target=job, args=([ids[1]], [ids[0], *ids[2:]]))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(app, lambda: send_messages([ids[0]], along=ids[1:]),
+                       lambda: send_messages([ids[1]], along=[ids[0], *ids[2:]]))
     assert sorted(m["To"] for m in fake_twilio.messages) == sorted(CUSTOMERS[:6])
     assert set(statuses(db, ids).values()) == {"queued"}
     sent = [message_id for outcome in outcomes for message_id, status in outcome.items() if status == "queued"]

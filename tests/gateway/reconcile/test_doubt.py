@@ -5,7 +5,6 @@ too old, out of order or unsure, when it fails and a person reviews it."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -20,10 +19,11 @@ from gateway.messaging.outbound import mark_stuck_sends
 from gateway.metrics import TEXTS_IN_DOUBT, scrape, status_report
 from gateway.models import Contact, Lead, LeadEvent, Message, Task
 from gateway.provider import TwilioProvider
-from gateway.reconcile.doubt import CLOCK_SKEW, RESEND_WITHIN, settle_texts_in_doubt
+from gateway.reconcile.doubt import CLOCK_SKEW, RESEND_WITHIN, Doubts, settle_texts_in_doubt
 from gateway.reconcile.jobs import run_pass
 from gateway.runtime import shutdown
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
+from tests.support.concurrency import at_once
 from tests.support.config import BASIC_CONFIG, SIMULTANEOUS
 
 CALLERS = ["+12025550161", "+12025550162", "+12025550163"]
@@ -319,21 +319,13 @@ def test_two_passes_at_once_settle_each_text_once(app, db, twilio, clock, redis,
         missed_call(twilio, caller, n)
     claimed_by_a_worker_that_died(db, clock, redis, texts(db))
     in_doubt(app, db, clock, settings)
-    start = threading.Barrier(2)
-    results = []
+    current = app.extensions["gateway"]
 
-    def settle() -> None:
-        with app.app_context():
-            current = app.extensions["gateway"]
-            start.wait()
-            results.append(settle_texts_in_doubt(current.database.sessions, current.provider, clock.now(),
-                                                 timedelta(seconds=settings.send_claim_timeout), [])[0])
+    def settle() -> Doubts:
+        return settle_texts_in_doubt(current.database.sessions, current.provider, clock.now(),
+                                     timedelta(seconds=settings.send_claim_timeout), [])[0]
 
-    threads = [threading.Thread(target=settle) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(app, settle, settle)
     work(sweep=False)
 
     assert sum(r.sent_again for r in results) == len(texts(db)) == 6

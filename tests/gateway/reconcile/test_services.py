@@ -5,7 +5,6 @@ the fake's seeds are calls and texts whose webhooks were lost."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 
 import pytest
@@ -25,6 +24,7 @@ from gateway.runtime import shutdown
 from gateway.simulator import play_call
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN
 from tests.support.api import ApiClient, make_key
+from tests.support.concurrency import at_once
 from tests.support.config import BASIC_CONFIG, CUSTOMER, SEQUENTIAL, SIMULTANEOUS, SOUTH
 
 TEXTER = "+13125550188"
@@ -351,16 +351,7 @@ def test_two_passes_at_once_settle_each_call_once(app, db, clock, fake_twilio, w
     for n in range(4):
         fake_twilio.add_inbound_call(from_=f"+1202555{1500 + n:04d}", to=SIMULTANEOUS, status="no-answer",
                                      start_time=clock.now() - timedelta(minutes=5 - n))
-    results = []
-
-    def run():
-        results.append(one_pass(app))
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(app, run_pass, run_pass)
     work(sweep=False)
     assert sum(r.calls for r in results) == 4
     assert (count(db, Call), count(db, Lead), count(db, Task)) == (4, 4, 4)
