@@ -1108,7 +1108,11 @@ def analyse(contacts: list[Contact], messages: list[dict[str, Any]], receipts: l
     for customer, theirs in by_customer.items():
         stops = [c.ended for c in theirs if c.kind == "stop" and c.ended]
         stopped_at = min(stops) if stops else None
-        unanswered = [c for c in theirs if c.kind == "call" and c.outcome != "answered" and c.ended]
+        # In the order they ended: a customer's calls overlap, and what follows a call (its first text, its
+        # alert) follows its end.
+        unanswered = sorted(
+            (c for c in theirs if c.kind == "call" and c.outcome != "answered" and c.ended), key=lambda c: c.ended
+        )
         firsts = sorted(m["t"] for m in to_customer.get(customer, []) if FIRST_TEXT_MARK in m.get("Body", ""))
         if unanswered and stopped_at is None:
             if not firsts:
@@ -1129,8 +1133,9 @@ def analyse(contacts: list[Contact], messages: list[dict[str, Any]], receipts: l
                 result.after_stop.append(customer)
             elif [m for m in texts if stopped_at < m["t_in"] <= answered]:
                 result.stop_in_flight.append(customer)
-        # Alerts: the k-th alert of a kind belongs to the k-th contact of that kind.
-        for kind, own in (("call", unanswered), ("text", [c for c in theirs if c.kind == "text"])):
+        # Alerts: the k-th alert of a kind belongs to the k-th contact of that kind to end.
+        texted = sorted((c for c in theirs if c.kind == "text"), key=lambda c: c.ended)
+        for kind, own in (("call", unanswered), ("text", texted)):
             times = sorted(alerts[customer][kind])
             for contact, moment in zip(own, times, strict=False):
                 (result.alert_call if kind == "call" else result.alert_text).append(moment - contact.ended)
