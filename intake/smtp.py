@@ -23,7 +23,9 @@ from gateway import runtime
 from intake import jobs, services
 
 log = logging.getLogger(__name__)
-
+# aiosmtpd logs every connection and command at INFO ("Peer", "EOF received", ...); the line that matters,
+# what each accepted message became, is this module's own. Its warnings and errors still show.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 # The stores and their intake addresses are read again at most this often (config apply changes them).
