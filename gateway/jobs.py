@@ -116,18 +116,22 @@ class SingleJob:
     A Redis flag is up while the job is queued or running. A request (after the commit that wrote the work)
     queues the job only when the flag was down. The job keeps the flag up while it finds work; when it finds
     none it takes the flag down and looks once more, since work committed just before saw the flag up and
-    queued nothing. The flag expires after `seconds`, should its job be lost; the sweep requests again."""
+    queued nothing. While the job runs in a worker process, the flag names that process: killed there,
+    its flag would hold every request off until it expired; the sweep lowers it once the process's alive
+    key is gone and queues the job again (`revive`). The flag also expires after `seconds`, should its job
+    be lost from the lane; the sweep requests again."""
 
     def __init__(self, flag: str, func: Callable[[], Any], lane: Lane, seconds: int = 60) -> None:
         self.flag = flag
         self.func = func
         self.lane = lane
         self.seconds = seconds
+        _single_jobs[flag] = self  # one job per flag
 
     def request(self, redis: Redis) -> None:
         """Queue the job unless it is queued or running. Redis down: the sweep requests it later."""
         try:
-            first = bool(redis.set(self.flag, b"1", nx=True, ex=self.seconds))
+            first = bool(redis.set(self.flag, _QUEUED, nx=True, ex=self.seconds))
         except RedisError as error:
             log.warning("redis unavailable, %s left for the sweep: %s", self.func.__name__, error)
             return
@@ -140,9 +144,9 @@ class SingleJob:
         singles.add(self)
 
     def keep(self, redis: Redis) -> None:
-        """The running job found work: the flag stays up (and its expiry starts again)."""
+        """The job runs and finds work: the flag stays up, naming this process (and its expiry starts again)."""
         with contextlib.suppress(RedisError):
-            redis.set(self.flag, b"1", ex=self.seconds)
+            redis.set(self.flag, _holder(), ex=self.seconds)
 
     def lower(self, redis: Redis) -> None:
         with contextlib.suppress(RedisError):  # else it expires
@@ -152,19 +156,22 @@ class SingleJob:
         """After `lower` and a last look that found work: True if this job goes on with it, False if a
         request queued another job meanwhile (that one goes on)."""
         try:
-            return bool(redis.set(self.flag, b"1", nx=True, ex=self.seconds))
+            return bool(redis.set(self.flag, _holder(), nx=True, ex=self.seconds))
         except RedisError:
             return True
 
     def again(self, redis: Redis) -> None:
-        """The running job made way after its share: a fresh one at the back of the lane, the flag kept up."""
-        self.keep(redis)
+        """The running job made way after its share: a fresh one at the back of the lane, the flag kept up
+        (as queued: this process no longer holds it)."""
+        with contextlib.suppress(RedisError):
+            redis.set(self.flag, _QUEUED, ex=self.seconds)
         if not enqueue(redis, [PendingJob(self.func, lane=self.lane)]):
             self.lower(redis)
 
     def drain(self, redis: Redis, step: Callable[[], bool], more: Callable[[], bool]) -> None:
         """The job's body: `step` does one share of the work (False when it found none) while `more()`
         says this job may go on; then a fresh job takes the rest, at the back of the lane."""
+        self.keep(redis)  # from its first moment the flag names the process running the job
         while more():
             if step():
                 self.keep(redis)
@@ -175,6 +182,48 @@ class SingleJob:
             if not self.take_over(redis):
                 return  # a request queued another job meanwhile: that one goes on
         self.again(redis)
+
+    def revive(self, redis: Redis) -> bool:
+        """The worker process named by the flag is dead (its alive key gone): the flag comes down, unless
+        it changed meanwhile, and the job is queued again. True when it was."""
+        try:
+            holder = redis.get(self.flag)
+            if holder is None or holder == _QUEUED:
+                return False
+            name = holder.decode() if isinstance(holder, bytes) else str(holder)
+            living = alive(redis, {name})
+            if living is None or name in living:
+                return False
+            if not redis.eval(_DELETE_IF_HOLDER, 1, self.flag, holder):
+                return False
+        except RedisError:
+            return False  # the next sweep looks again
+        log.warning("%s: worker %s died running it; queued again", self.func.__name__, name)
+        self.request(redis)
+        return True
+
+
+# The flag's value while the job waits in its lane (or runs outside a worker process that keeps itself alive).
+_QUEUED = b"1"
+_DELETE_IF_HOLDER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_single_jobs: dict[str, SingleJob] = {}
+
+
+def _holder() -> bytes:
+    name = process_name()
+    return name.encode() if name else _QUEUED
+
+
+def revive_single_jobs(session: Session, _now: datetime) -> None:
+    """Sweeper: every single job whose flag a dead worker process holds is queued again (`revive`)."""
+    redis: Redis | None = session.info.get(SESSION_REDIS_KEY)
+    if redis is None:
+        return
+    for job in list(_single_jobs.values()):
+        job.revive(redis)
 
 
 @event.listens_for(Session, "after_commit")
@@ -283,6 +332,9 @@ _sweepers: dict[str, Sweeper] = {}
 def register_sweeper(name: str, sweeper: Sweeper) -> None:
     """A sweeper looks for due, unfinished rows and calls enqueue_after_commit for them."""
     _sweepers[name] = sweeper
+
+
+register_sweeper("single-jobs", revive_single_jobs)
 
 
 def sweepers() -> dict[str, Sweeper]:

@@ -262,6 +262,55 @@ def test_a_killed_workers_claims_go_again_once_its_alive_key_is_gone_not_after_t
     assert sorted(healthy.accepted_keys()) == sorted(row.idempotency_key for row in rows(db))
 
 
+class Killed(Exception):
+    """Where a SIGKILL would have stopped the worker process."""
+
+
+@pytest.mark.usefixtures("configured")
+def test_a_worker_killed_running_the_delivery_job_holds_nothing_up_once_its_alive_key_is_gone(
+    app, db, poster, work, healthy, redis
+):
+    set_crm(db, [{"type": "webhook", "url": healthy.url("/hooks"), "secret": SECRET}])
+    for caller in callers(2):
+        missed_call(poster, caller)
+    crm_lane = make_queue(redis, Lane.CRM)
+    assert crm_lane.count == 1
+    crm_lane.empty()  # a worker process took the job from the lane...
+    worker_process = AliveThread(redis, "host-a:4242:1")
+    worker_process.start()
+    try:
+
+        def killed() -> bool:
+            raise Killed
+
+        with pytest.raises(Killed):
+            delivery.DELIVERY.drain(redis, killed, lambda: True)  # ...and was killed running it
+        assert redis.get(delivery.DELIVERY.flag) == b"host-a:4242:1"
+        assert not delivery.DELIVERY.revive(redis)  # alive (a slow CRM, not a dead worker): it stands
+    finally:
+        worker_process.stop()  # what its key's expiry does, ALIVE_SECONDS after a SIGKILL
+
+    missed_call(poster, callers(3)[-1])  # its deliveries' request sees the dead process's flag up...
+    assert crm_lane.count == 0  # ...and queues nothing: before the sweep, nobody would deliver for a minute
+
+    work()  # the sweep lowers the dead process's flag and queues the job, long before the flag expires
+
+    assert {row.status for row in rows(db)} == {"delivered"}
+    assert sorted(healthy.accepted_keys()) == sorted(row.idempotency_key for row in rows(db))
+    assert redis.get(delivery.DELIVERY.flag) is None
+
+
+def test_a_single_jobs_flag_comes_down_only_for_the_dead_process_that_holds_it(redis):
+    job = delivery.DELIVERY
+    job.request(redis)  # queued: no process holds it
+    assert not job.revive(redis)
+    assert redis.get(job.flag) == b"1"
+    redis.set(job.flag, "host-b:1:1")  # running in a process that never kept an alive key, or died
+    assert job.revive(redis)
+    assert redis.get(job.flag) == b"1"  # queued again
+    assert make_queue(redis, Lane.CRM).count == 2
+
+
 def test_alive_says_nothing_when_redis_is_down():
     client = Redis.from_url(dead_redis())
     try:
