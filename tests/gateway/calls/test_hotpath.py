@@ -20,6 +20,7 @@ from gateway.database import make_engine
 from gateway.models import Call
 from gateway.simulator import new_sid
 from tests.support import postgres
+from tests.support.concurrency import at_once
 from tests.support.unreachable import dead_postgres
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -57,19 +58,14 @@ def sids_in(db) -> list[str]:
 
 def test_many_threads_each_get_their_own_call_committed(writer, db, store_id):
     sids = [new_sid("CA") for _ in range(160)]
-    results: dict[str, RingState] = {}
 
-    def run(part: list[str]) -> None:
-        for sid in part:
-            results[sid] = writer.write(log_ringing(sid, store_id))
+    def run(part: list[str]) -> list[RingState]:
+        return [writer.write(log_ringing(sid, store_id)) for sid in part]
 
-    threads = [threading.Thread(target=run, args=(sids[k::8],)) for k in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    parts = [sids[k::8] for k in range(8)]
+    results = at_once(None, *(lambda part=part: run(part) for part in parts))
     assert sorted(sids_in(db)) == sorted(sids)
-    assert all(results[sid].sid == sid for sid in sids)
+    assert [state.sid for states in results for state in states] == [sid for part in parts for sid in part]
 
 
 def test_a_retried_call_is_logged_once_and_answered_as_first_recorded(writer, db, store_id):
@@ -82,27 +78,21 @@ def test_a_retried_call_is_logged_once_and_answered_as_first_recorded(writer, db
 
 def test_one_failing_piece_of_work_does_not_take_the_others_down(writer, db, store_id):
     sids = [new_sid("CA") for _ in range(24)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(sids))
 
-    def run(index: int, sid: str) -> None:
+    def run(index: int, sid: str) -> BaseException | None:
         def work(statements: Statements):
             if index == 5:
                 raise ValueError("a bug in one call's work")
             return log_ringing(sid, store_id)(statements)
 
-        start.wait()
         try:
             writer.write(work)
         except ValueError as error:
-            errors.append(error)
+            return error
+        return None
 
-    threads = [threading.Thread(target=run, args=(i, sid)) for i, sid in enumerate(sids)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [str(e) for e in errors] == ["a bug in one call's work"]  # not disguised as the database
+    outcomes = at_once(None, *(lambda i=i, sid=sid: run(i, sid) for i, sid in enumerate(sids)))
+    assert [str(e) for e in outcomes if e is not None] == ["a bug in one call's work"]  # not disguised as the database
     assert sorted(sids_in(db)) == sorted(s for i, s in enumerate(sids) if i != 5)
 
 
